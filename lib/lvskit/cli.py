@@ -1,0 +1,51 @@
+"""The common main of every script: one place turns errors into exit codes.
+
+A script in bin/ builds an argparse parser from its docstring, then calls
+``cli.run(main)``.  ``Fatal`` becomes one line on stderr/syslog and its exit
+code; a traceback reaches the user only for a real bug.
+"""
+import argparse
+import os
+import sys
+
+from . import errors, log
+
+DEFAULT_CONFIG = os.environ.get("LVSKIT_CONFIG", "/etc/lvskit/lvskit.ini")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the script's docstring as help and exit code USAGE on misuse."""
+
+    def __init__(self, doc, config=True, dry_run=False, **kw):
+        summary, _, rest = doc.strip().partition("\n")
+        super().__init__(description=summary, epilog=rest.strip() or None,
+                         formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        if config:
+            self.add_argument("-c", "--config", metavar="FILE", default=DEFAULT_CONFIG,
+                              help=f"config file (default {DEFAULT_CONFIG})")
+        if dry_run:
+            self.add_argument("-n", "--dry-run", action="store_true",
+                              help="print what would change, in ipvsadm/ip syntax, and change nothing")
+        self.add_argument("-v", "--verbose", action="store_true",
+                          help="also log to stderr, and say more")
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        sys.exit(errors.USAGE)
+
+
+def run(main, argv=None):
+    """Call main(argv); exit with its return value or the Fatal's code."""
+    prog = os.path.basename(sys.argv[0])
+    log.setup(prog)
+    try:
+        code = main(sys.argv[1:] if argv is None else argv)
+    except errors.Fatal as e:
+        log.error(str(e))
+        code = e.code
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:
+        code = errors.ERROR
+    sys.exit(code or 0)

@@ -1,0 +1,295 @@
+"""The lvskit config: one flat INI file, validated whole before anything is touched.
+
+Sections (see README.md, "Configuration"):
+
+  [global]          director name, state and run directories
+  [server NAME]     a real server by name: its address
+  [service NAME]    a virtual service: address+port+protocol or fwmark,
+                    scheduler, persistence, forwarding, removal policy, and
+                    one ``real.SERVER = weight=N ...`` line per real server
+
+Every problem raises ConfigError naming file, line, section and key; the
+result is a tree of frozen dataclasses.
+"""
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from . import ini
+from .errors import ConfigError
+from .model import (AF_INET, AF_INET6, F_ONEPACKET, F_PERSISTENT, FORWARD, MAX_WEIGHT,
+                    PROTOCOLS, SCHED_FLAG_ALIASES, SCHED_FLAGS, SCHEDULERS, Dest, Service,
+                    ServiceKey, family_of, normalize_address)
+
+REMOVAL = ("drain", "delete")
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class RealServer:
+    name: str           # the [server NAME] it refers to, or its address
+    dest: Dest          # the wanted kernel entry
+
+
+@dataclass(frozen=True)
+class VirtualService:
+    name: str
+    service: Service    # wanted kernel entry (its dests dict is empty: see reals)
+    reals: tuple        # of RealServer, in file order
+    removal: str = "drain"
+
+    @property
+    def key(self):
+        return self.service.key
+
+    def wanted(self):
+        """The Service with its wanted dests filled in, as the planner takes it."""
+        return Service(self.service.key, self.service.scheduler, self.service.flags,
+                       self.service.timeout, self.service.netmask,
+                       {r.dest.key: r.dest for r in self.reals})
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    director: str = ""
+    state_dir: str = "/var/lib/lvskit"
+    run_dir: str = "/run/lvskit"
+    servers: dict = field(default_factory=dict, hash=False)     # name -> Server
+    services: tuple = ()                                         # of VirtualService
+
+    def service(self, name):
+        for vs in self.services:
+            if vs.name == name:
+                return vs
+        raise KeyError(name)
+
+
+# --- typed getters -----------------------------------------------------------
+
+def _int(sec, key, lo, hi, default=None, text=None, label=""):
+    raw = sec.take(key) if text is None else text
+    label = f"{label} " if label else ""
+    if raw is None or raw == "":
+        if default is None:
+            raise sec.error("missing", key)
+        return default
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise sec.error(f"{label}{raw!r} is not a whole number", key) from None
+    if not lo <= value <= hi:
+        raise sec.error(f"{label}{value} out of range {lo}..{hi}", key)
+    return value
+
+
+def _choice(sec, key, choices, default=None, text=None, label=""):
+    raw = sec.take(key) if text is None else text
+    label = f"{label} " if label else ""
+    if raw is None or raw == "":
+        if default is None:
+            raise sec.error("missing", key)
+        return default
+    if raw.lower() not in choices:
+        raise sec.error(f"{label}{raw!r} is not one of {', '.join(choices)}", key)
+    return raw.lower()
+
+
+def _address(sec, key, text=None):
+    raw = sec.take(key) if text is None else text
+    if not raw:
+        raise sec.error("missing", key)
+    try:
+        return normalize_address(raw)
+    except ValueError:
+        raise sec.error(f"{raw!r} is not an IPv4 or IPv6 address", key) from None
+
+
+def _bool(sec, key, default=False):
+    raw = sec.take(key)
+    if raw is None or raw == "":
+        return default
+    v = raw.lower()
+    if v in ("yes", "true", "on", "1"):
+        return True
+    if v in ("no", "false", "off", "0"):
+        return False
+    raise sec.error(f"{raw!r} is not yes or no", key)
+
+
+def _no_leftovers(sec):
+    for key in sec.unused():
+        raise sec.error("unknown key", key)
+
+
+# --- sections ----------------------------------------------------------------
+
+def _global(sec, out):
+    out["director"] = sec.take("director", "")
+    for key in ("state_dir", "run_dir"):
+        value = sec.take(key)
+        if value is not None:
+            if not value.startswith("/"):
+                raise sec.error(f"{value!r} is not an absolute path", key)
+            out[key] = value
+
+
+def _server(sec, servers):
+    if not re.match(r"^[A-Za-z][\w.-]*$", sec.name or ""):
+        raise sec.error("a [server] section needs a name: [server NAME]")
+    servers[sec.name] = Server(sec.name, _address(sec, "address"))
+
+
+def _netmask(sec, af, persistent):
+    full = 128 if af == AF_INET6 else 32
+    raw = sec.take("netmask")
+    if raw is None or raw == "":
+        return full
+    if not persistent:
+        raise sec.error("netmask only means something with persistent", "netmask")
+    try:
+        if af == AF_INET6 or raw.lstrip("/").isdigit():
+            prefix = int(raw.lstrip("/"))
+        else:
+            prefix = ipaddress.IPv4Network(f"0.0.0.0/{raw}").prefixlen
+    except ValueError:
+        prefix = -1
+    if not 1 <= prefix <= full:
+        raise sec.error(f"{raw!r} is not a netmask for this family (/1../{full})", "netmask")
+    return prefix
+
+
+def _service_key(sec):
+    if sec.has("fwmark"):
+        for key in ("address", "port", "protocol"):
+            if sec.has(key):
+                raise sec.error("a firewall-mark service has no address, port or protocol", key)
+        fwmark = _int(sec, "fwmark", 1, 0xFFFFFFFF)
+        family = _choice(sec, "family", ("inet", "inet6"), "inet")
+        return ServiceKey.fw(AF_INET6 if family == "inet6" else AF_INET, fwmark)
+    if sec.has("family"):
+        raise sec.error("family is only for fwmark services (the address says it)", "family")
+    address = _address(sec, "address")
+    port = _int(sec, "port", 1, 65535)
+    protocol = PROTOCOLS[_choice(sec, "protocol", tuple(PROTOCOLS), "tcp")]
+    return ServiceKey(family_of(address), protocol, address, port)
+
+
+def _flags(sec):
+    raw = sec.take("sched_flags", "")
+    flags = 0
+    for word in filter(None, re.split(r"[\s,]+", raw)):
+        bit = SCHED_FLAGS.get(word) or SCHED_FLAG_ALIASES.get(word)
+        if not bit:
+            names = ", ".join(list(SCHED_FLAGS) + list(SCHED_FLAG_ALIASES))
+            raise sec.error(f"unknown scheduler flag {word!r} (known: {names})", "sched_flags")
+        flags |= bit
+    return flags
+
+
+_REAL_OPTS = ("weight", "forward", "port", "uthreshold", "lthreshold")
+
+
+def _real(sec, key, servers, svc_key, default_forward):
+    name = key[len("real."):]
+    value = sec.take(key)
+    if not name:
+        raise sec.error("want real.SERVER where SERVER is a [server] name or an address", key)
+    if name in servers:
+        address = servers[name].address
+    else:
+        try:
+            address = normalize_address(name)
+        except ValueError:
+            raise sec.error(f"{name!r} is neither a [server] section nor an IP address", key) from None
+    opts = {}
+    for word in value.split():
+        opt, eq, val = word.partition("=")
+        if not eq or opt not in _REAL_OPTS:
+            raise sec.error(f"bad option {word!r} (want {'=, '.join(_REAL_OPTS)}=)", key)
+        if opt in opts:
+            raise sec.error(f"{opt} given twice", key)
+        opts[opt] = val
+    weight = _int(sec, key, 0, MAX_WEIGHT, 1, text=opts.get("weight", "1"), label="weight")
+    forward = FORWARD[_choice(sec, key, tuple(FORWARD), default_forward, text=opts.get("forward", ""), label="forward")]
+    default_port = svc_key.port
+    port = _int(sec, key, 0, 65535, default_port, text=opts.get("port", ""), label="port")
+    if svc_key.fwmark == 0 and port == 0:
+        raise sec.error("port 0 is only for fwmark services", key)
+    if forward != FORWARD["nat"] and port != default_port:
+        raise sec.error(f"port {port} differs from the service's {default_port}: "
+                        "only forward=nat can map ports", key)
+    af = family_of(address)
+    if af != svc_key.af and forward != FORWARD["tun"]:
+        raise sec.error("real server and service are of different IP families "
+                        "(only forward=tun can mix them)", key)
+    uth = _int(sec, key, 0, 0x7FFFFFFF, 0, text=opts.get("uthreshold", ""), label="uthreshold")
+    lth = _int(sec, key, 0, 0x7FFFFFFF, 0, text=opts.get("lthreshold", ""), label="lthreshold")
+    if uth and lth > uth:
+        raise sec.error(f"lthreshold {lth} is above uthreshold {uth}", key)
+    return RealServer(name, Dest(address, port, forward, weight, uth, lth))
+
+
+def _service(sec, servers):
+    if not re.match(r"^[A-Za-z][\w.-]*$", sec.name or ""):
+        raise sec.error("a [service] section needs a name: [service NAME]")
+    key = _service_key(sec)
+    scheduler = sec.take("scheduler", "wlc") or "wlc"
+    if scheduler not in SCHEDULERS:
+        raise sec.error(f"unknown scheduler {scheduler!r} (known: {', '.join(SCHEDULERS)})", "scheduler")
+    timeout = _int(sec, "persistent", 0, 31536000, 0)
+    flags = _flags(sec) | (F_PERSISTENT if timeout else 0)
+    if _bool(sec, "one_packet"):
+        if key.protocol != PROTOCOLS["udp"] and not key.fwmark:
+            raise sec.error("one-packet scheduling is for UDP services", "one_packet")
+        flags |= F_ONEPACKET
+    netmask = _netmask(sec, key.af, bool(timeout))
+    forward = _choice(sec, "forward", tuple(FORWARD), "dr")
+    removal = _choice(sec, "removal", REMOVAL, "drain")
+    reals, seen = [], {}
+    for k in sec.keys("real."):
+        real = _real(sec, k, servers, key, forward)
+        if real.dest.key in seen:
+            raise sec.error(f"same real server as {seen[real.dest.key]}", k)
+        seen[real.dest.key] = k
+        reals.append(real)
+    _no_leftovers(sec)
+    service = Service(key, scheduler, flags, timeout, netmask)
+    return VirtualService(sec.name, service, tuple(reals), removal)
+
+
+def parse(text, path="<config>"):
+    return _build(ini.parse(text, path), path)
+
+
+def load(path):
+    return _build(ini.read(path), path)
+
+
+def _build(sections, path):
+    glob, servers, services, seen = {}, {}, [], {}
+    by_kind = {"global": [], "server": [], "service": []}
+    for sec in sections:
+        if sec.kind not in by_kind:
+            raise sec.error(f"unknown section kind {sec.kind!r} (known: {', '.join(by_kind)})")
+        by_kind[sec.kind].append(sec)
+    for sec in by_kind["global"]:
+        if sec.name:
+            raise sec.error("[global] takes no name")
+        _global(sec, glob)
+        _no_leftovers(sec)
+    for sec in by_kind["server"]:
+        _server(sec, servers)
+        _no_leftovers(sec)
+    for sec in by_kind["service"]:
+        vs = _service(sec, servers)
+        if vs.key in seen:
+            raise sec.error(f"same virtual service ({vs.key}) as [service {seen[vs.key]}]")
+        seen[vs.key] = vs.name
+        services.append(vs)
+    return Config(path=str(path), servers=servers, services=tuple(services), **glob)

@@ -1,0 +1,141 @@
+"""What an IPVS table is made of, for the kernel, the planner and the config alike.
+
+Identity follows the kernel (and kube-proxy's IPVS proxier): a virtual service
+is (family, protocol, address, port) or (family, firewall mark); a real server
+("destination") within it is (address, port).  Every other field can be
+changed in place.
+"""
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+
+AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
+PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
+PROTOCOL_NAMES = {v: k for k, v in PROTOCOLS.items()}
+
+# Forwarding methods: the kernel's IP_VS_CONN_F_* values.
+FORWARD = {"nat": 0, "tun": 2, "dr": 3}
+FORWARD_NAMES = {v: k for k, v in FORWARD.items()}
+FORWARD_NAMES[1] = "local"
+_IPVSADM_FORWARD = {0: "-m", 2: "-i", 3: "-g", 1: "-g"}
+
+# Service flags (IP_VS_SVC_F_*) a user can set; HASHED (2) is kernel-internal.
+F_PERSISTENT, F_HASHED, F_ONEPACKET = 0x1, 0x2, 0x4
+SCHED_FLAGS = {"flag-1": 0x8, "flag-2": 0x10, "flag-3": 0x20}
+SCHED_FLAG_ALIASES = {"sh-fallback": 0x8, "sh-port": 0x10, "mh-fallback": 0x8, "mh-port": 0x10}
+USER_FLAGS = F_PERSISTENT | F_ONEPACKET | 0x8 | 0x10 | 0x20
+
+# The schedulers of mainline Linux (net/netfilter/ipvs/ip_vs_*.c).
+SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos")
+MAX_WEIGHT = 65535
+
+
+def normalize_address(text):
+    """Canonical text of an IP address; ValueError when it is not one."""
+    return str(ipaddress.ip_address(text.strip("[]")))
+
+
+def family_of(address):
+    return AF_INET6 if ":" in address else AF_INET
+
+
+def hostport(address, port):
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+@dataclass(frozen=True, order=True)
+class ServiceKey:
+    af: int
+    protocol: int       # 0 for a firewall-mark service
+    address: str        # "" for a firewall-mark service
+    port: int
+    fwmark: int = 0
+
+    @classmethod
+    def fw(cls, af, fwmark):
+        return cls(af, 0, "", 0, fwmark)
+
+    def ipvsadm(self):
+        """The service's ipvsadm option, e.g. '-t 10.0.0.1:80' or '-f 7 -6'."""
+        if self.fwmark:
+            return f"-f {self.fwmark}" + (" -6" if self.af == AF_INET6 else "")
+        opt = {6: "-t", 17: "-u", 132: "--sctp-service"}[self.protocol]
+        return f"{opt} {hostport(self.address, self.port)}"
+
+    def __str__(self):
+        if self.fwmark:
+            return f"FWM {self.fwmark}" + (" IPv6" if self.af == AF_INET6 else "")
+        return f"{PROTOCOL_NAMES.get(self.protocol, self.protocol)} {hostport(self.address, self.port)}"
+
+
+@dataclass(frozen=True)
+class Dest:
+    """A real server inside one service.  Counters are read-only and never compared."""
+    address: str
+    port: int
+    forward: int = FORWARD["dr"]
+    weight: int = 1
+    u_threshold: int = 0
+    l_threshold: int = 0
+    active: int = field(default=0, compare=False)
+    inactive: int = field(default=0, compare=False)
+    persistent: int = field(default=0, compare=False)
+
+    @property
+    def key(self):
+        return (self.address, self.port)
+
+    def settings(self):
+        return (self.forward, self.weight, self.u_threshold, self.l_threshold)
+
+    def __str__(self):
+        return hostport(self.address, self.port)
+
+
+@dataclass(frozen=True)
+class Service:
+    """A virtual service and, keyed by (address, port), its real servers."""
+    key: ServiceKey
+    scheduler: str = "wlc"
+    flags: int = 0
+    timeout: int = 0        # persistence, seconds
+    netmask: int = 32       # persistence granularity, as a prefix length (128 for IPv6)
+    dests: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def settings(self):
+        return (self.scheduler, self.flags, self.timeout, self.netmask)
+
+    def __str__(self):
+        return str(self.key)
+
+
+def netmask_text(af, prefix):
+    if af == AF_INET6:
+        return str(prefix)
+    return str(ipaddress.IPv4Network(f"0.0.0.0/{prefix}").netmask)
+
+
+def service_ipvsadm(svc):
+    """The options that set a service's fields, as ipvsadm -A/-E takes them."""
+    parts = [svc.key.ipvsadm(), "-s", svc.scheduler]
+    if svc.flags & F_PERSISTENT:
+        parts += ["-p", str(svc.timeout)]
+        full = 128 if svc.key.af == AF_INET6 else 32
+        if svc.netmask != full:
+            parts += ["-M", netmask_text(svc.key.af, svc.netmask)]
+    if svc.flags & F_ONEPACKET:
+        parts.append("-o")
+    sched = [name for name, bit in SCHED_FLAGS.items() if svc.flags & bit]
+    if sched:
+        parts += ["-b", ",".join(sched)]
+    return " ".join(parts)
+
+
+def dest_ipvsadm(svc_key, dest):
+    parts = [svc_key.ipvsadm(), "-r", hostport(dest.address, dest.port),
+             _IPVSADM_FORWARD[dest.forward], "-w", str(dest.weight)]
+    if dest.u_threshold:
+        parts += ["-x", str(dest.u_threshold)]
+    if dest.l_threshold:
+        parts += ["-y", str(dest.l_threshold)]
+    return " ".join(parts)

@@ -1,0 +1,91 @@
+"""Desired table vs the table read back from the kernel: the exact operations.
+
+Pure functions, no I/O (kube-proxy's IPVS reconciler is the model):
+- services and real servers are matched by identity; any other difference is
+  an edit in place: a service is never deleted to be changed, never flushed;
+- only services we manage are touched; a service we created earlier and that
+  left the config (``owned``) is deleted; every other kernel entry is foreign;
+- a real server that left a service is drained (weight 0, deleted once its
+  connections are gone; UDP at once) or deleted, per the service's removal.
+"""
+from dataclasses import dataclass
+
+from .model import PROTOCOLS, Dest, Service, dest_ipvsadm, service_ipvsadm
+
+ADD_SERVICE, EDIT_SERVICE, DEL_SERVICE = "add-service", "edit-service", "del-service"
+ADD_DEST, EDIT_DEST, DEL_DEST = "add-dest", "edit-dest", "del-dest"
+_FLAG = {ADD_SERVICE: "-A", EDIT_SERVICE: "-E", DEL_SERVICE: "-D",
+         ADD_DEST: "-a", EDIT_DEST: "-e", DEL_DEST: "-d"}
+
+
+@dataclass(frozen=True)
+class Op:
+    kind: str
+    service: Service
+    dest: Dest = None
+
+    def ipvsadm(self):
+        """The same change as an ipvsadm command line."""
+        if self.kind == DEL_SERVICE:
+            args = self.service.key.ipvsadm()
+        elif self.kind in (ADD_SERVICE, EDIT_SERVICE):
+            args = service_ipvsadm(self.service)
+        elif self.kind == DEL_DEST:
+            args = f"{self.service.key.ipvsadm()} -r {self.dest}"
+        else:
+            args = dest_ipvsadm(self.service.key, self.dest)
+        return f"ipvsadm {_FLAG[self.kind]} {args}"
+
+    def __str__(self):
+        what = {ADD_SERVICE: "add service", EDIT_SERVICE: "change service", DEL_SERVICE: "delete service",
+                ADD_DEST: "add real server", EDIT_DEST: "change real server",
+                DEL_DEST: "delete real server"}[self.kind]
+        if self.dest is None:
+            return f"{what} {self.service.key}"
+        extra = f" weight {self.dest.weight}" if self.kind != DEL_DEST else ""
+        return f"{what} {self.dest} in {self.service.key}{extra}"
+
+
+def _drain_or_delete(svc, dest, removal):
+    """What to do with a real server that should no longer be in the service."""
+    udp = svc.key.protocol == PROTOCOLS["udp"]
+    if removal == "delete" or udp or (dest.weight == 0 and dest.active + dest.inactive == 0):
+        return Op(DEL_DEST, svc, dest)
+    if dest.weight != 0:
+        return Op(EDIT_DEST, svc, Dest(dest.address, dest.port, dest.forward, 0,
+                                       dest.u_threshold, dest.l_threshold))
+    return None     # weight 0 already, connections still draining
+
+
+def plan_changes(desired, current, owned=(), removal=None):
+    """Operations that turn ``current`` into ``desired``.
+
+    desired, current: {ServiceKey: Service with .dests}.  owned: keys of
+    services we created before (state file); those no longer desired are
+    deleted.  removal: {ServiceKey: "drain"|"delete"} (default drain).
+    """
+    removal = removal or {}
+    ops = []
+    for key in sorted(desired):
+        want, have = desired[key], current.get(key)
+        if have is None:
+            ops.append(Op(ADD_SERVICE, want))
+            ops.extend(Op(ADD_DEST, want, d) for _, d in sorted(want.dests.items()))
+            continue
+        if want.settings() != have.settings():
+            ops.append(Op(EDIT_SERVICE, want))
+        for dkey, dest in sorted(have.dests.items()):
+            if dkey not in want.dests:
+                op = _drain_or_delete(want, dest, removal.get(key, "drain"))
+                if op:
+                    ops.append(op)
+        for dkey, dest in sorted(want.dests.items()):
+            old = have.dests.get(dkey)
+            if old is None:
+                ops.append(Op(ADD_DEST, want, dest))
+            elif old.settings() != dest.settings():
+                ops.append(Op(EDIT_DEST, want, dest))
+    for key in sorted(set(owned) - set(desired)):
+        if key in current:
+            ops.append(Op(DEL_SERVICE, current[key]))
+    return ops

@@ -1,0 +1,171 @@
+"""The planner against the fake table: exact operations, foreign entries untouched."""
+from dataclasses import replace
+
+from lvskit import config, plan as P, sync
+from lvskit.fake import FakeKernel
+from lvskit.model import Dest, Service, ServiceKey
+
+CFG = """
+[global]
+state_dir = {state}
+run_dir = {state}
+[service web]
+address = 10.0.0.100
+port = 80
+scheduler = wlc
+real.10.0.0.1 = weight=3
+real.10.0.0.2 = weight=1
+[service dns]
+address = 10.0.0.100
+port = 53
+protocol = udp
+scheduler = rr
+real.10.0.0.1 =
+real.10.0.0.2 =
+"""
+
+
+def cfg_for(tmp_path, text=CFG):
+    return config.parse(text.format(state=tmp_path))
+
+
+def kinds(ops):
+    return [(op.kind, str(op.dest) if op.dest else str(op.service.key)) for op in ops]
+
+
+def test_empty_kernel_gets_everything_then_no_op(tmp_path):
+    cfg, k = cfg_for(tmp_path), FakeKernel()
+    out = sync.reconcile(cfg, k)
+    assert [op.kind for op in out.ops].count(P.ADD_SERVICE) == 2
+    assert [op.kind for op in out.ops].count(P.ADD_DEST) == 4
+    assert out.failed == []
+    again = sync.reconcile(cfg, k)
+    assert again.ops == []
+    web = k.table[cfg.service("web").key]
+    assert {d.address: d.weight for d in web.dests.values()} == {"10.0.0.1": 3, "10.0.0.2": 1}
+
+
+def test_one_weight_change_is_one_edit(tmp_path):
+    k = FakeKernel()
+    sync.reconcile(cfg_for(tmp_path), k)
+    k.writes.clear()
+    cfg2 = cfg_for(tmp_path, CFG.replace("weight=3", "weight=5"))
+    out = sync.reconcile(cfg2, k)
+    assert kinds(out.ops) == [(P.EDIT_DEST, "10.0.0.1:80")]
+    assert len(k.writes) == 1 and k.writes[0].dest.weight == 5
+
+
+def test_scheduler_change_edits_in_place_never_deletes(tmp_path):
+    k = FakeKernel()
+    sync.reconcile(cfg_for(tmp_path), k)
+    out = sync.reconcile(cfg_for(tmp_path, CFG.replace("scheduler = wlc", "scheduler = sh")), k)
+    assert [op.kind for op in out.ops] == [P.EDIT_SERVICE]
+    assert k.table[cfg_for(tmp_path).service("web").key].scheduler == "sh"
+
+
+def test_foreign_service_untouched_and_hand_deleted_entry_back(tmp_path):
+    foreign = Service(ServiceKey(2, 6, "10.9.9.9", 443), "rr",
+                      dests={("10.0.0.7", 443): Dest("10.0.0.7", 443, weight=9)})
+    k = FakeKernel([foreign])
+    cfg = cfg_for(tmp_path)
+    sync.reconcile(cfg, k)
+    web = cfg.service("web").key
+    del k.table[web].dests[("10.0.0.2", 80)]                # by hand: ipvsadm -d
+    k.table[web].dests[("10.0.0.9", 80)] = Dest("10.0.0.9", 80)   # by hand: ipvsadm -a
+    out = sync.reconcile(cfg, k)
+    assert (P.ADD_DEST, "10.0.0.2:80") in kinds(out.ops)
+    assert (P.EDIT_DEST, "10.0.0.9:80") in kinds(out.ops)   # drained first (weight 0)
+    assert all(op.service.key != foreign.key for op in out.ops)
+    assert k.table[foreign.key].dests[("10.0.0.7", 443)].weight == 9
+
+
+def test_drain_then_delete_when_connections_gone(tmp_path):
+    k = FakeKernel()
+    sync.reconcile(cfg_for(tmp_path), k)
+    web = cfg_for(tmp_path).service("web").key
+    k.table[web].dests[("10.0.0.2", 80)] = replace(k.table[web].dests[("10.0.0.2", 80)], active=4)
+    smaller = cfg_for(tmp_path, CFG.replace("real.10.0.0.2 = weight=1\n", ""))
+    out = sync.reconcile(smaller, k)
+    assert kinds(out.ops) == [(P.EDIT_DEST, "10.0.0.2:80")] and out.ops[0].dest.weight == 0
+    k.table[web].dests[("10.0.0.2", 80)] = replace(k.table[web].dests[("10.0.0.2", 80)], active=1)
+    assert sync.reconcile(smaller, k).ops == []             # still draining: wait
+    k.table[web].dests[("10.0.0.2", 80)] = replace(k.table[web].dests[("10.0.0.2", 80)], active=0)
+    assert kinds(sync.reconcile(smaller, k).ops) == [(P.DEL_DEST, "10.0.0.2:80")]
+
+
+def test_udp_and_removal_delete_go_at_once(tmp_path):
+    k = FakeKernel()
+    sync.reconcile(cfg_for(tmp_path), k)
+    text = CFG.replace("real.10.0.0.2 =\n", "").replace("real.10.0.0.2 = weight=1\n", "removal = delete\n")
+    out = sync.reconcile(cfg_for(tmp_path, text), k)
+    assert sorted(kinds(out.ops)) == [(P.DEL_DEST, "10.0.0.2:53"), (P.DEL_DEST, "10.0.0.2:80")]
+
+
+def test_service_we_created_and_left_config_is_deleted_others_kept(tmp_path):
+    k = FakeKernel()
+    sync.reconcile(cfg_for(tmp_path), k)
+    only_web = cfg_for(tmp_path, CFG.split("[service dns]")[0])
+    out = sync.reconcile(only_web, k)
+    assert [op.kind for op in out.ops] == [P.DEL_SERVICE]
+    assert len(k.table) == 1
+    # the state file is only a memory: without it, the leftover would be foreign
+    (tmp_path / "ipvs-sync.json").unlink()
+    assert sync.reconcile(only_web, k).ops == []
+
+
+def test_dry_run_prints_ipvsadm_and_changes_nothing(tmp_path):
+    k = FakeKernel()
+    out = sync.reconcile(cfg_for(tmp_path), k, dry_run=True)
+    assert k.table == {} and k.writes == []
+    lines = [op.ipvsadm() for op in out.ops]
+    assert "ipvsadm -A -u 10.0.0.100:53 -s rr" in lines
+    assert "ipvsadm -A -t 10.0.0.100:80 -s wlc" in lines
+    assert "ipvsadm -a -t 10.0.0.100:80 -r 10.0.0.1:80 -g -w 3" in lines
+    assert not (tmp_path / "ipvs-sync.json").exists()
+
+
+def test_ipvsadm_syntax_of_every_kind():
+    cfg = config.parse("""
+[service m]
+fwmark = 9
+family = inet6
+persistent = 300
+netmask = 64
+real.2001:db8::2 = weight=2
+[service n]
+address = 10.1.0.1
+port = 8080
+forward = nat
+persistent = 60
+netmask = 255.255.255.0
+real.10.2.0.1 = port=80 uthreshold=100 lthreshold=10
+[service s]
+address = 2001:db8::1
+port = 5000
+protocol = sctp
+scheduler = mh
+sched_flags = mh-port
+real.2001:db8::7 = forward=tun
+""")
+    lines = [op.ipvsadm() for op in P.plan_changes(sync.desired_table(cfg), {})]
+    assert lines == [
+        "ipvsadm -A -t 10.1.0.1:8080 -s wlc -p 60 -M 255.255.255.0",
+        "ipvsadm -a -t 10.1.0.1:8080 -r 10.2.0.1:80 -m -w 1 -x 100 -y 10",
+        "ipvsadm -A -f 9 -6 -s wlc -p 300 -M 64",
+        "ipvsadm -a -f 9 -6 -r [2001:db8::2]:0 -g -w 2",
+        "ipvsadm -A --sctp-service [2001:db8::1]:5000 -s mh -b flag-2",
+        "ipvsadm -a --sctp-service [2001:db8::1]:5000 -r [2001:db8::7]:5000 -i -w 1",
+    ]
+
+
+def test_failed_operation_does_not_stop_the_rest(tmp_path):
+    cfg = cfg_for(tmp_path)
+    k = FakeKernel()
+    web = cfg.service("web").key
+    # a real server already there by hand, with the same weight: the kernel says EEXIST
+    # only if we try to add it; here we make the plan stale on purpose.
+    ops = P.plan_changes(sync.desired_table(cfg), {})
+    k.table[web] = Service(web, "wlc", dests={})
+    failed = k.execute(ops)
+    assert [op.kind for op, _ in failed] == [P.ADD_SERVICE]
+    assert len(k.table[web].dests) == 2         # the rest went on
