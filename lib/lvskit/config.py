@@ -22,6 +22,7 @@ from .model import (AF_INET, AF_INET6, F_ONEPACKET, F_PERSISTENT, FORWARD, MAX_W
                     ServiceKey, family_of, normalize_address)
 
 REMOVAL = ("drain", "delete")
+ON_FAILURE = ("quiesce", "remove")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class VirtualService:
     service: Service    # wanted kernel entry (its dests dict is empty: see reals)
     reals: tuple        # of RealServer, in file order
     removal: str = "drain"
+    on_failure: str = "quiesce"     # a failed real server: weight 0, or out of the table
 
     @property
     def key(self):
@@ -251,6 +253,7 @@ def _service(sec, servers):
     netmask = _netmask(sec, key.af, bool(timeout))
     forward = _choice(sec, "forward", tuple(FORWARD), "dr")
     removal = _choice(sec, "removal", REMOVAL, "drain")
+    on_failure = _choice(sec, "on_failure", ON_FAILURE, "quiesce")
     reals, seen = [], {}
     for k in sec.keys("real."):
         real = _real(sec, k, servers, key, forward)
@@ -260,7 +263,7 @@ def _service(sec, servers):
         reals.append(real)
     _no_leftovers(sec)
     service = Service(key, scheduler, flags, timeout, netmask)
-    return VirtualService(sec.name, service, tuple(reals), removal)
+    return VirtualService(sec.name, service, tuple(reals), removal, on_failure)
 
 
 def parse(text, path="<config>"):

@@ -62,7 +62,9 @@ class Outcome:
 
 def reconcile(cfg, kernel, desired=None, dry_run=False):
     """Plan and (unless dry_run) apply; one syslog line per kernel change."""
-    desired = desired_table(cfg) if desired is None else desired
+    if desired is None:
+        from .overlay import adjuster
+        desired = desired_table(cfg, adjuster(cfg))
     owned = load_owned(cfg)
     current = kernel.read(set(desired) | owned)
     removal = {vs.key: vs.removal for vs in cfg.services}

@@ -169,3 +169,19 @@ def test_failed_operation_does_not_stop_the_rest(tmp_path):
     failed = k.execute(ops)
     assert [op.kind for op, _ in failed] == [P.ADD_SERVICE]
     assert len(k.table[web].dests) == 2         # the rest went on
+
+
+def test_health_and_weights_state_shape_the_table(tmp_path):
+    import json
+    cfg = cfg_for(tmp_path, CFG.replace("[service dns]", "on_failure = quiesce\n[service dns]\non_failure = remove"))
+    (tmp_path / "health.json").write_text(json.dumps({"services": {
+        "web": {"10.0.0.2:80": {"up": False}}, "dns": {"10.0.0.2:53": {"up": False}}}}))
+    (tmp_path / "weights.json").write_text(json.dumps({"services": {"web": {"10.0.0.1:80": {"weight": 9}}}}))
+    k = FakeKernel()
+    sync.reconcile(cfg, k)
+    web, dns = (k.table[cfg.service(n).key] for n in ("web", "dns"))
+    assert {d.address: d.weight for d in web.dests.values()} == {"10.0.0.1": 9, "10.0.0.2": 0}
+    assert set(dns.dests) == {("10.0.0.1", 53)}
+    (tmp_path / "health.json").write_text("{ not json")     # a broken state file is ignored
+    sync.reconcile(cfg, k)
+    assert len(k.table[cfg.service("dns").key].dests) == 2
