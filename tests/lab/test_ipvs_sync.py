@@ -184,3 +184,37 @@ def test_weights_steer_real_connections(mode, tmp_path):
         assert r.returncode == 0, r.stderr
         got = lab.connect(80, 40)
         assert got == {hades: 40}, got                                       # weight 0: none
+
+
+def test_every_follows_config_edits_repairs_on_sighup_and_holds_the_lock(netns, tmp_path):
+    import signal
+    import subprocess
+    import time
+    cfg = seed_config(tmp_path)
+    loop = subprocess.Popen(["ip", "netns", "exec", netns.name, "/usr/bin/python3",
+                             os.path.join(ROOT, "bin", "ipvs-sync"), "-c", cfg, "--every", "300"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "LVSKIT_NO_SYSLOG": "1"})
+    try:
+        def wait_for(cond, timeout=30):
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                if cond(ipvsadm_ln(netns.run)):
+                    return True
+                time.sleep(0.2)
+            return False
+        assert wait_for(lambda t: t == SEED_TABLE)
+        busy = script(netns.run, "ipvs-sync", "-c", cfg)
+        assert busy.returncode == 75 and "another ipvs-sync is running" in busy.stderr
+        tmp = tmp_path / "new.ini"
+        tmp.write_text(open(cfg).read().replace("real.kama = weight=1", "real.kama = weight=9"))
+        os.replace(tmp, cfg)                                    # an edit, as an editor saves it
+        assert wait_for(lambda t: t[f"TCP {VIP}:80"][2][f"{K}:80"] == ("Route", 9))
+        assert netns.run(["ipvsadm", "-d", "-t", f"{VIP}:80", "-r", f"{H}:80"]).returncode == 0
+        loop.send_signal(signal.SIGHUP)                         # a full round reads the kernel back
+        assert wait_for(lambda t: f"{H}:80" in t[f"TCP {VIP}:80"][2])
+        assert loop.poll() is None
+    finally:
+        loop.terminate()
+        _, err = loop.communicate(timeout=30)
+    assert err == ""
