@@ -15,6 +15,8 @@ from requests.adapters import HTTPAdapter
 from .health import DOWN, UP, Result
 
 BODY_MAX = 65536
+# check_verify = no is a choice made in the config, not something to warn about every round.
+requests.packages.urllib3.disable_warnings(requests.packages.urllib3.exceptions.InsecureRequestWarning)
 
 
 class _NamedHost(HTTPAdapter):
