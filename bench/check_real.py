@@ -54,7 +54,7 @@ def _cpu():
 def inside_round(args):
     os.environ["LVSKIT_NO_SYSLOG"] = "1"
     from lvskit import checkreal, config, health, log
-    from lvskit.fake import FakeKernel
+    from lvskit.memtable import MemoryTable
     log.setup("bench", use_syslog=False)
     from netns_reals import Reals
     addrs = Reals.addresses(args.n) + Reals.dead(args.dead)
@@ -62,7 +62,7 @@ def inside_round(args):
         cfg = config.parse(config_text(tmp, addrs, args.kind, args.port, timeout=args.timeout), "bench.ini")
         if args.kind == "http":
             import requests  # noqa: F401  (import cost is not a round's cost)
-        kernel = FakeKernel()
+        kernel = MemoryTable()
         tracks, checked = {}, {}
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         walls, cpus, downs = [], [], []
@@ -91,14 +91,14 @@ class Found(Exception):
 def inside_latency(args):
     os.environ["LVSKIT_NO_SYSLOG"] = "1"
     from lvskit import checkreal, config, log
-    from lvskit.fake import FakeKernel
+    from lvskit.memtable import MemoryTable
     from lvskit.plan import EDIT_DEST
     log.setup("bench", use_syslog=False)
     from netns_reals import Reals
     addrs = Reals.addresses(args.n) + [args.target]
     killed = {}
 
-    class StampKernel(FakeKernel):
+    class StampKernel(MemoryTable):
         def execute(self, ops):
             out = super().execute(ops)
             for op in ops:

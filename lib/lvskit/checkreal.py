@@ -17,6 +17,7 @@ from .errors import CHECK_CRITICAL, CHECK_OK, CHECK_UNKNOWN, CHECK_WARNING
 from .model import hostport
 
 MAX_LISTED = 8
+FULL_READ_EVERY = 30.0      # seconds between full reads of the kernel table in a loop
 
 
 @dataclass
@@ -169,11 +170,14 @@ def _all_down_text(vs, rnd):
     return f"{vs.name} ALL DOWN: keeping the last healthy set ({', '.join(kept) or 'all'}) in the table"
 
 
-def update_kernel(cfg, kernel, tracks, dry_run=False):
-    """sync.reconcile with this round's health (the same planner as ipvs-sync)."""
+def update_kernel(cfg, kernel, tracks, dry_run=False, full=True):
+    """The same planner as ipvs-sync: sync.reconcile, or its Follower in a loop
+    (which plans against its memory of the table, reading it back when full)."""
+    if isinstance(kernel, sync.Follower) and not dry_run:
+        return kernel.step(cfg, full=full)      # reads the health.json just saved
     from .overlay import adjuster
     desired = sync.desired_table(cfg, adjuster(cfg, health=health_data(cfg, tracks)))
-    return sync.reconcile(cfg, kernel, desired=desired, dry_run=dry_run)
+    return sync.reconcile(cfg, getattr(kernel, "kernel", kernel), desired=desired, dry_run=dry_run)
 
 
 # --- the monitoring-plugins line ------------------------------------------------
@@ -232,15 +236,16 @@ def table(rnd):
 
 # --- once (cron, Nagios) or in a loop -------------------------------------------
 
-def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True):
-    """One round with its consequences; returns (Round, tracks, checked)."""
+def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
+    """One round with its consequences; returns (Round, tracks, checked).
+    kernel: an ipvs.Kernel (or a MemoryTable in tests), a sync.Follower, or None."""
     rnd, tracks, checked = run_round(cfg, tracks, checked, all_due=all_due)
     if not dry_run:
         save(cfg, tracks, checked)
     announce(cfg, rnd, dry_run)
     if kernel is not None:
         try:
-            rnd.kernel = update_kernel(cfg, kernel, tracks, dry_run)
+            rnd.kernel = update_kernel(cfg, kernel, tracks, dry_run, full)
         except OSError as e:
             rnd.kernel_error = e.strerror or str(e)
             log.error(f"kernel: {rnd.kernel_error}")
@@ -284,10 +289,15 @@ def run(cfg, path, dry_run=False, every=None, use_kernel=True, verbose=False, ke
     hup = []
     signal.signal(signal.SIGHUP, lambda *_: hup.append(1))
     signal.signal(signal.SIGTERM, _stop)
+    follower = sync.Follower(kernel) if use_kernel else None
+    last_full = 0.0
     while True:
         start = time.monotonic()
-        _, tracks, checked = once(cfg, kernel if use_kernel else None, tracks, checked,
-                                  dry_run, all_due=False)
+        # Plan against our memory of the table; read it all back now and then,
+        # which repairs hand-made drift (as ipvs-sync --every does).
+        full = start - last_full >= FULL_READ_EVERY
+        last_full = start if full else last_full
+        _, tracks, checked = once(cfg, follower, tracks, checked, dry_run, all_due=False, full=full)
         while time.monotonic() - start < every and not hup:
             time.sleep(min(0.05, max(0.0, every - (time.monotonic() - start))))
         if hup:

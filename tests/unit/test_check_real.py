@@ -9,7 +9,7 @@ import pytest
 
 from lvskit import checkreal, config, health, overlay, sync
 from lvskit.errors import CHECK_CRITICAL, CHECK_OK, CHECK_WARNING
-from lvskit.fake import FakeKernel
+from lvskit.memtable import MemoryTable
 from lvskit.model import PROTOCOLS, ServiceKey
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -84,7 +84,7 @@ def round_(cfg, kernel):
 
 def test_fail_quiesce_then_return_after_rise(tmp_path, lis):
     lis.start(1), lis.start(2)
-    cfg, k = make_cfg(tmp_path, lis.port), FakeKernel()
+    cfg, k = make_cfg(tmp_path, lis.port), MemoryTable()
     rnd = round_(cfg, k)
     assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 2}
     assert checkreal.report(rnd)[0] == CHECK_OK
@@ -108,7 +108,7 @@ def test_fail_quiesce_then_return_after_rise(tmp_path, lis):
 
 def test_on_failure_remove(tmp_path, lis):
     lis.start(1)
-    cfg, k = make_cfg(tmp_path, lis.port, "on_failure = remove\n", fall=1), FakeKernel()
+    cfg, k = make_cfg(tmp_path, lis.port, "on_failure = remove\n", fall=1), MemoryTable()
     round_(cfg, k)
     assert weights(k, lis.port) == {"127.0.0.1": 3}
     lis.start(2)
@@ -124,7 +124,7 @@ def test_on_failure_remove(tmp_path, lis):
 
 def test_all_down_keeps_last_healthy_set_loudly(tmp_path, lis):
     lis.start(1)
-    cfg, k = make_cfg(tmp_path, lis.port), FakeKernel()
+    cfg, k = make_cfg(tmp_path, lis.port), MemoryTable()
     round_(cfg, k), round_(cfg, k)          # .2 never listened: down at once
     assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 0}
     lis.stop(1)
@@ -140,7 +140,7 @@ def test_all_down_keeps_last_healthy_set_loudly(tmp_path, lis):
 
 
 def test_all_down_sorry_server_takes_over(tmp_path, lis):
-    cfg, k = make_cfg(tmp_path, lis.port, "sorry = 127.0.0.9\n"), FakeKernel()
+    cfg, k = make_cfg(tmp_path, lis.port, "sorry = 127.0.0.9\n"), MemoryTable()
     rnd = round_(cfg, k)
     assert weights(k, lis.port) == {"127.0.0.1": 0, "127.0.0.2": 0, "127.0.0.9": 1}
     assert "sorry server 127.0.0.9" in checkreal.report(rnd)[1][0]
@@ -158,7 +158,7 @@ def test_maintenance_flag_and_hook(tmp_path, lis):
     hook = tmp_path / "hook"
     hook.write_text(f'#!/bin/sh\necho "$@" "$LVSKIT_ADDRESS" >> {hook_log}\n')
     hook.chmod(0o755)
-    cfg, k = make_cfg(tmp_path, lis.port, glob=f"check_hook = {hook}"), FakeKernel()
+    cfg, k = make_cfg(tmp_path, lis.port, glob=f"check_hook = {hook}"), MemoryTable()
     round_(cfg, k)
     os.makedirs(cfg.maint_path)
     open(os.path.join(cfg.maint_path, "127.0.0.1"), "w").write("disk swap\n")
@@ -191,7 +191,7 @@ check_warning_weight = 50
 real.127.0.0.1 = weight=3
 real.127.0.0.2 = weight=4
 """
-    cfg, k = config.parse(text, "t.ini"), FakeKernel()
+    cfg, k = config.parse(text, "t.ini"), MemoryTable()
     rnd = round_(cfg, k)
     assert weights(k, 80) == {"127.0.0.1": 3, "127.0.0.2": 2}
     assert checkreal.report(rnd)[0] == CHECK_WARNING
@@ -199,7 +199,7 @@ real.127.0.0.2 = weight=4
 
 def test_deleting_the_state_file_is_harmless(tmp_path, lis):
     lis.start(1)
-    cfg, k = make_cfg(tmp_path, lis.port), FakeKernel()
+    cfg, k = make_cfg(tmp_path, lis.port), MemoryTable()
     round_(cfg, k)
     os.unlink(overlay.health_path(cfg))
     round_(cfg, k)
