@@ -233,7 +233,10 @@ def _socket_round(probes):
         else:
             s = _Sock(p, start)
             r = s.open(sel)
-            pending.append(s) if r is None else s.close(sel)
+            if r is None:
+                pending.append(s)
+            else:
+                s.close(sel)
         if r is not None:
             results[p] = r
     try:
