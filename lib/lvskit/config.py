@@ -6,7 +6,9 @@ Sections (see README.md, "Configuration"):
   [server NAME]     a real server by name: its address
   [service NAME]    a virtual service: address+port+protocol or fwmark,
                     scheduler, persistence, forwarding, removal policy, and
-                    one ``real.SERVER = weight=N ...`` line per real server
+                    one ``real.SERVER = weight=N ...`` line per real server;
+                    ``check*`` keys say how check-real tests its real
+                    servers, ``sorry`` names a server for when all are down
 
 Every problem raises ConfigError naming file, line, section and key; the
 result is a tree of frozen dataclasses.
@@ -37,6 +39,41 @@ class RealServer:
     dest: Dest          # the wanted kernel entry
 
 
+CHECKS = ("none", "tcp", "http", "https", "udp", "xdmcp", "ssh", "ping", "external")
+# Keys that only mean something for some check kinds.
+_CHECK_ONLY = {
+    "check_path": ("http", "https"), "check_host": ("http", "https"),
+    "check_status": ("http", "https"), "check_body": ("http", "https"),
+    "check_verify": ("https",), "check_ca": ("https",),
+    "check_send": ("udp",), "check_expect": ("udp", "ssh"),
+    "check_command": ("external",), "check_warning_weight": ("external",),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """How check-real tests the real servers of one service."""
+    kind: str = "none"
+    interval: float = 5.0
+    timeout: float = 3.0
+    rise: int = 2
+    fall: int = 3
+    port: int = 0               # 0: the real server's own port
+    path: str = "/"
+    host: str = ""              # HTTP Host header (and TLS name when verifying)
+    status: tuple = ((200, 399),)
+    body: str = ""              # regular expression the body must match
+    verify: bool = True
+    ca: str = ""                # CA bundle for verify (default: the system's)
+    send: bytes = b""
+    expect: str = ""            # regular expression the reply or banner must match
+    command: tuple = ()         # external: argv with {address} {port}
+    warning_weight: int = 50    # external exit 1: percent of the configured weight
+    flap_changes: int = 4       # this many state changes within flap_window...
+    flap_window: float = 600.0
+    hold_down: float = 300.0    # ...keep the server out this long
+
+
 @dataclass(frozen=True)
 class VirtualService:
     name: str
@@ -44,6 +81,8 @@ class VirtualService:
     reals: tuple        # of RealServer, in file order
     removal: str = "drain"
     on_failure: str = "quiesce"     # a failed real server: weight 0, or out of the table
+    check: Check = Check()
+    sorry: Dest = None              # in the table only while every real server is down
 
     @property
     def key(self):
@@ -62,8 +101,14 @@ class Config:
     director: str = ""
     state_dir: str = "/var/lib/lvskit"
     run_dir: str = "/run/lvskit"
+    maint_dir: str = ""         # check-real maintenance flags; "" is STATE_DIR/maint
+    check_hook: str = ""        # command check-real runs on every health change
     servers: dict = field(default_factory=dict, hash=False)     # name -> Server
     services: tuple = ()                                         # of VirtualService
+
+    @property
+    def maint_path(self):
+        return self.maint_dir or f"{self.state_dir.rstrip('/')}/maint"
 
     def service(self, name):
         for vs in self.services:
@@ -124,6 +169,19 @@ def _bool(sec, key, default=False):
     raise sec.error(f"{raw!r} is not yes or no", key)
 
 
+def _seconds(sec, key, lo, hi, default):
+    raw = sec.take(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw.rstrip("s"))
+    except ValueError:
+        raise sec.error(f"{raw!r} is not a number of seconds", key) from None
+    if not lo <= value <= hi:
+        raise sec.error(f"{value:g} out of range {lo:g}..{hi:g} seconds", key)
+    return value
+
+
 def _no_leftovers(sec):
     for key in sec.unused():
         raise sec.error("unknown key", key)
@@ -133,7 +191,10 @@ def _no_leftovers(sec):
 
 def _global(sec, out):
     out["director"] = sec.take("director", "")
-    for key in ("state_dir", "run_dir"):
+    hook = sec.take("check_hook")
+    if hook:
+        out["check_hook"] = hook
+    for key in ("state_dir", "run_dir", "maint_dir"):
         value = sec.take(key)
         if value is not None:
             if not value.startswith("/"):
@@ -237,6 +298,130 @@ def _real(sec, key, servers, svc_key, default_forward):
     return RealServer(name, Dest(address, port, forward, weight, uth, lth))
 
 
+def _status_ranges(sec, key):
+    raw = sec.take(key)
+    if not raw:
+        return Check.status
+    ranges = []
+    for part in filter(None, re.split(r"[\s,]+", raw)):
+        lo, dash, hi = part.partition("-")
+        try:
+            lo, hi = int(lo), int(hi) if dash else int(lo)
+        except ValueError:
+            lo = hi = -1
+        if not 100 <= lo <= hi <= 599:
+            raise sec.error(f"{part!r} is not a status or range within 100-599 (e.g. 200-299,302)", key)
+        ranges.append((lo, hi))
+    return tuple(ranges)
+
+
+def _regex(sec, key):
+    raw = sec.take(key, "") or ""
+    try:
+        re.compile(raw)
+    except re.error as e:
+        raise sec.error(f"bad regular expression: {e}", key) from None
+    return raw
+
+
+def _payload(sec, key):
+    """A UDP payload: text with C-style escapes (\\x00, \\n, \\\\)."""
+    raw = sec.take(key, "") or ""
+    try:
+        return raw.encode("latin-1").decode("unicode_escape").encode("latin-1")
+    except (UnicodeError, ValueError) as e:
+        raise sec.error(f"bad escape in payload: {e}", key) from None
+
+
+def _command(sec, key):
+    import shlex
+    raw = sec.take(key, "") or ""
+    try:
+        argv = tuple(shlex.split(raw))
+    except ValueError as e:
+        raise sec.error(f"cannot split command: {e}", key) from None
+    if not argv:
+        raise sec.error("an external check needs a command", key)
+    if not argv[0].startswith("/"):
+        raise sec.error(f"{argv[0]!r}: give the program's absolute path", key)
+    for word in argv:
+        for name in re.findall(r"\{([^}]*)\}", word):
+            if name not in ("address", "port"):
+                raise sec.error(f"unknown placeholder {{{name}}} (known: {{address}}, {{port}})", key)
+    return argv
+
+
+def _check(sec, key):
+    kind = _choice(sec, "check", CHECKS, "none")
+    for k, kinds in _CHECK_ONLY.items():
+        if sec.has(k) and kind not in kinds:
+            raise sec.error(f"only for check = {' or '.join(kinds)} (this service has check = {kind})", k)
+    if kind == "none":
+        for k in sec.keys("check_"):
+            raise sec.error("this service has no check (add check = ...)", k)
+        return Check()
+    port = _int(sec, "check_port", 1, 65535, 0) if sec.has("check_port") else 0
+    if key.fwmark and not port and kind not in ("ping", "external"):
+        raise sec.error("a firewall-mark service has no port to check: set check_port", "check")
+    timeout = _seconds(sec, "check_timeout", 0.05, 300, Check.timeout)
+    interval = _seconds(sec, "check_interval", 0.1, 86400, Check.interval)
+    host = sec.take("check_host", "") or ""
+    if host and not re.match(r"^[A-Za-z0-9.:\[\]-]+$", host):
+        raise sec.error(f"{host!r} is not a host name", "check_host")
+    path = sec.take("check_path", "/") or "/"
+    if not path.startswith("/"):
+        raise sec.error(f"{path!r} does not start with /", "check_path")
+    if kind == "udp" and not sec.has("check_send"):
+        raise sec.error("a udp check needs check_send (the payload to send)", "check")
+    ca = sec.take("check_ca", "") or ""
+    if ca and not ca.startswith("/"):
+        raise sec.error(f"{ca!r} is not an absolute path", "check_ca")
+    return Check(
+        kind=kind, interval=interval, timeout=timeout,
+        rise=_int(sec, "check_rise", 1, 100, Check.rise),
+        fall=_int(sec, "check_fall", 1, 100, Check.fall),
+        port=port, path=path, host=host,
+        status=_status_ranges(sec, "check_status"),
+        body=_regex(sec, "check_body"),
+        verify=_bool(sec, "check_verify", True), ca=ca,
+        send=_payload(sec, "check_send"),
+        expect=_regex(sec, "check_expect"),
+        command=_command(sec, "check_command") if kind == "external" else (),
+        warning_weight=_int(sec, "check_warning_weight", 0, 100, Check.warning_weight),
+        flap_changes=_int(sec, "check_flap_changes", 0, 1000, Check.flap_changes),
+        flap_window=_seconds(sec, "check_flap_window", 0, 86400 * 7, Check.flap_window),
+        hold_down=_seconds(sec, "check_hold_down", 0, 86400 * 7, Check.hold_down),
+    )
+
+
+def _sorry(sec, servers, svc_key, forward):
+    """sorry = SERVER|ADDRESS[:PORT]: takes the traffic while every real server is down."""
+    raw = sec.take("sorry", "") or ""
+    if not raw:
+        return None
+    name, port = raw, svc_key.port
+    m = re.match(r"^\[([^\]]+)\]:(\d+)$", raw) or (
+        re.match(r"^([^:]+):(\d+)$", raw) if raw.count(":") == 1 else None)
+    if m:
+        name, port = m.group(1), _int(sec, "sorry", 1, 65535, text=m.group(2), label="port")
+    if name in servers:
+        address = servers[name].address
+    else:
+        try:
+            address = normalize_address(name)
+        except ValueError:
+            raise sec.error(f"{name!r} is neither a [server] section nor an IP address", "sorry") from None
+    if not port:
+        raise sec.error("a firewall-mark service needs the sorry server's port: ADDRESS:PORT", "sorry")
+    fwd = FORWARD[forward]
+    if fwd != FORWARD["nat"] and svc_key.port and port != svc_key.port:
+        raise sec.error(f"port {port} differs from the service's {svc_key.port}: "
+                        "only forward=nat can map ports", "sorry")
+    if family_of(address) != svc_key.af and fwd != FORWARD["tun"]:
+        raise sec.error("sorry server and service are of different IP families", "sorry")
+    return Dest(address, port, fwd, 1)
+
+
 def _service(sec, servers):
     if not re.match(r"^[A-Za-z][\w.-]*$", sec.name or ""):
         raise sec.error("a [service] section needs a name: [service NAME]")
@@ -261,9 +446,13 @@ def _service(sec, servers):
             raise sec.error(f"same real server as {seen[real.dest.key]}", k)
         seen[real.dest.key] = k
         reals.append(real)
+    check = _check(sec, key)
+    sorry = _sorry(sec, servers, key, forward)
+    if sorry and sorry.key in seen:
+        raise sec.error(f"the sorry server is also {seen[sorry.key]}", "sorry")
     _no_leftovers(sec)
     service = Service(key, scheduler, flags, timeout, netmask)
-    return VirtualService(sec.name, service, tuple(reals), removal, on_failure)
+    return VirtualService(sec.name, service, tuple(reals), removal, on_failure, check, sorry)
 
 
 def parse(text, path="<config>"):

@@ -7,6 +7,9 @@ ipvs-sync never puts back a server that check-real took out.  Either file
 may be deleted at any time: the config alone is then the answer.
 
 health.json:  {"services": {SERVICE: {"ADDR:PORT": {"up": bool, ...}}}}
+              optional per entry: "kept": true (down, but the service's last
+              healthy set: left in), "weight_percent": N (a warning: weight
+              scaled); see health.py for the rest (counters, reasons)
 weights.json: {"services": {SERVICE: {"ADDR:PORT": {"weight": int, ...}}}}
 """
 import os
@@ -40,7 +43,47 @@ def adjuster(cfg, health=None, weights=None):
         w = (weights.get(vs.name) or {}).get(entry, {}).get("weight")
         if isinstance(w, int) and 0 <= w <= 65535:
             dest = replace(dest, weight=w)
-        if (health.get(vs.name) or {}).get(entry, {}).get("up") is False:
-            return None if vs.on_failure == "remove" else replace(dest, weight=0)
-        return dest
+        return _health_adjust(vs, dest, health)
+
+    adjust.extra = lambda vs: _sorry(vs, health)
     return adjust
+
+
+# --- health (check-real) -------------------------------------------------------
+
+def _entries(health, vs):
+    entries = health.get(vs.name)
+    return entries if isinstance(entries, dict) else {}
+
+
+def _entry(entries, dest):
+    e = entries.get(str(dest))
+    return e if isinstance(e, dict) else {}
+
+
+def all_down(vs, health):
+    """Every real server of vs is known to be down (the case for a sorry server)."""
+    entries = _entries(health, vs)
+    return bool(vs.reals) and all(_entry(entries, r.dest).get("up") is False for r in vs.reals)
+
+
+def _health_adjust(vs, dest, health):
+    entries = _entries(health, vs)
+    e = _entry(entries, dest)
+    if e.get("up") is False:
+        if all_down(vs, health) and not vs.sorry:
+            # Never empty a service silently: keep the last healthy set (check-real
+            # marks it "kept" and says so loudly), or everything if none is marked.
+            marked = any(_entry(entries, r.dest).get("kept") for r in vs.reals)
+            if e.get("kept") or not marked:
+                return dest
+        return None if vs.on_failure == "remove" else replace(dest, weight=0)
+    pct = e.get("weight_percent")
+    if isinstance(pct, int) and 0 <= pct < 100 and dest.weight:
+        return replace(dest, weight=max(1, dest.weight * pct // 100) if pct else 0)
+    return dest
+
+
+def _sorry(vs, health):
+    """The sorry server joins the table only while every real server is down."""
+    return [vs.sorry] if vs.sorry and all_down(vs, health) else []

@@ -37,7 +37,8 @@ def desired_table(cfg, adjust=None):
     """{ServiceKey: Service with dests} the config asks for.
 
     adjust(vs, real) -> Dest or None lets health and load state change a real
-    server's entry (None leaves it out of the table).
+    server's entry (None leaves it out of the table); adjust.extra(vs), when
+    present, gives dests to add (a sorry server).
     """
     table = {}
     for vs in cfg.services:
@@ -48,6 +49,8 @@ def desired_table(cfg, adjust=None):
                 d = adjust(vs, real)
                 if d is not None:
                     dests[d.key] = d
+            for d in getattr(adjust, "extra", lambda vs: ())(vs):
+                dests.setdefault(d.key, d)      # e.g. the sorry server
             svc = replace(svc, dests=dests)
         table[vs.key] = svc
     return table

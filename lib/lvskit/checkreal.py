@@ -1,0 +1,309 @@
+"""check-real's work: one round of checks, the state it leaves, the table it asks for.
+
+A round: read the state file, probe every real server of every due service
+(once per distinct endpoint, all at once: checks.run), advance each server's
+state machine (health.advance), never empty a service silently
+(health.keep_last_healthy), write the state file, then for every change one
+syslog line and the hook, and the kernel through sync.reconcile: the same
+planner ipvs-sync uses, with overlay.py turning health into weights.
+"""
+import os
+import shlex
+import time
+from dataclasses import dataclass, field
+
+from . import checks, health, log, overlay, sync
+from .errors import CHECK_CRITICAL, CHECK_OK, CHECK_UNKNOWN, CHECK_WARNING
+from .model import hostport
+
+MAX_LISTED = 8
+FULL_READ_EVERY = 30.0      # seconds between full reads of the kernel table in a loop
+
+
+@dataclass
+class Row:
+    service: object         # config.VirtualService
+    real: object            # config.RealServer
+    before: health.Track
+    after: health.Track
+    checked: bool = False   # probed (or flagged) this round
+
+    @property
+    def entry(self):
+        return str(self.real.dest)
+
+    @property
+    def changed(self):
+        return self.before.state != self.after.state
+
+    def label(self):
+        name = self.real.name
+        return name if name == self.real.dest.address else f"{name} {self.entry}"
+
+
+@dataclass
+class Round:
+    rows: list = field(default_factory=list)
+    elapsed: float = 0.0
+    probes: int = 0
+    kernel: object = None       # sync.Outcome
+    kernel_error: str = ""
+
+    def changes(self):
+        return [r for r in self.rows if r.changed]
+
+
+def maintenance(cfg, dest):
+    """The reason a maintenance flag gives, or None: MAINT/ADDRESS or MAINT/ADDRESS:PORT."""
+    for name in (hostport(dest.address, dest.port), f"{dest.address}:{dest.port}", dest.address):
+        path = os.path.join(cfg.maint_path, name)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.readline().strip()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            text = f"(unreadable: {e.strerror})"
+        return f"maintenance ({name}{': ' + text if text else ''})"
+    return None
+
+
+def _due(vs, checked, now, all_due):
+    if vs.check.kind == "none":
+        return False
+    return all_due or now - checked.get(vs.name, 0) >= vs.check.interval * 0.9
+
+
+def run_round(cfg, tracks, checked, now=None, all_due=True):
+    """Probe what is due; return (Round, new tracks, new checked).  No I/O but the probes."""
+    now = time.time() if now is None else now
+    start = time.monotonic()
+    due = [vs for vs in cfg.services if _due(vs, checked, now, all_due)]
+    wanted, flagged = {}, {}
+    for vs in due:
+        for real in vs.reals:
+            reason = maintenance(cfg, real.dest)
+            if reason:
+                flagged[vs.name, real.dest.key] = health.Result(health.MAINT, reason)
+            else:
+                wanted[vs.name, real.dest.key] = checks.probe_for(vs.check, real.dest)
+    results = checks.run(wanted.values())
+    rnd = Round(probes=len(set(wanted.values())))
+    new_tracks, new_checked = {}, dict(checked)
+    for vs in cfg.services:
+        if vs.check.kind == "none":
+            continue
+        old = tracks.get(vs.name, {})
+        before = {str(r.dest): old.get(str(r.dest), health.Track()) for r in vs.reals}
+        after = dict(before)
+        if vs in due:
+            new_checked[vs.name] = now
+            for r in vs.reals:
+                k = (vs.name, r.dest.key)
+                result = flagged.get(k) or results.get(wanted.get(k))
+                if result is not None:
+                    after[str(r.dest)] = health.advance(before[str(r.dest)], result, now, vs.check)
+            after = health.keep_last_healthy(before, after)
+        new_tracks[vs.name] = after
+        rnd.rows += [Row(vs, r, before[str(r.dest)], after[str(r.dest)], vs in due) for r in vs.reals]
+    rnd.elapsed = time.monotonic() - start
+    return rnd, new_tracks, {k: v for k, v in new_checked.items() if k in new_tracks}
+
+
+def health_data(cfg, tracks):
+    """tracks as overlay reads them (what health.save writes)."""
+    out = {}
+    for vs in cfg.services:
+        if vs.name not in tracks:
+            continue
+        out[vs.name] = {}
+        for e, t in tracks[vs.name].items():
+            d = t.to_json()
+            d.update(_extra(vs, t))
+            out[vs.name][e] = d
+    return out
+
+
+def _extra(vs, t):
+    return {"weight_percent": vs.check.warning_weight} if t.state == health.WARNING else {}
+
+
+def save(cfg, tracks, checked):
+    extra = {vs.name: {e: _extra(vs, t) for e, t in tracks.get(vs.name, {}).items()}
+             for vs in cfg.services}
+    health.save(overlay.health_path(cfg), tracks, checked, extra)
+
+
+def announce(cfg, rnd, dry_run=False):
+    """One syslog line per change, and the hook; loud when a service has nothing left."""
+    for row in rnd.changes():
+        b, a = row.before, row.after
+        log.info(f"{row.service.name} {row.label()}: {b.state} -> {a.state}: {a.reason}")
+        if cfg.check_hook and not dry_run:
+            _hook(cfg, row)
+    for vs in {row.service.name: row.service for row in rnd.changes()}.values():
+        if overlay.all_down(vs, {vs.name: _tracks_json(rnd, vs)}):
+            log.warning(_all_down_text(vs, rnd))
+
+
+def _tracks_json(rnd, vs):
+    return {r.entry: r.after.to_json() for r in rnd.rows if r.service is vs}
+
+
+def _hook(cfg, row):
+    from . import run as runner
+    argv = shlex.split(cfg.check_hook) + [row.label().split()[0], row.service.name,
+                                           row.before.state, row.after.state, row.after.reason]
+    env = dict(os.environ, LVSKIT_SERVICE=row.service.name, LVSKIT_SERVER=row.real.name,
+               LVSKIT_ADDRESS=row.real.dest.address, LVSKIT_PORT=str(row.real.dest.port),
+               LVSKIT_OLD=row.before.state, LVSKIT_NEW=row.after.state, LVSKIT_REASON=row.after.reason)
+    r = runner.run(argv, timeout=30, env=env)
+    if r.timed_out or r.code != 0:
+        log.warning(f"hook {argv[0]} for {row.service.name} {row.real.name}: "
+                    f"{'timed out' if r.timed_out else f'exit {r.code}'} {r.stderr.strip()[:100]}")
+
+
+def _all_down_text(vs, rnd):
+    if vs.sorry:
+        return f"{vs.name} ALL DOWN: sorry server {vs.sorry} serves it"
+    kept = [r.real.name for r in rnd.rows if r.service is vs and r.after.kept]
+    return f"{vs.name} ALL DOWN: keeping the last healthy set ({', '.join(kept) or 'all'}) in the table"
+
+
+def update_kernel(cfg, kernel, tracks, dry_run=False, full=True):
+    """The same planner as ipvs-sync: sync.reconcile, or its Follower in a loop
+    (which plans against its memory of the table, reading it back when full)."""
+    if isinstance(kernel, sync.Follower) and not dry_run:
+        return kernel.step(cfg, full=full)      # reads the health.json just saved
+    from .overlay import adjuster
+    desired = sync.desired_table(cfg, adjuster(cfg, health=health_data(cfg, tracks)))
+    return sync.reconcile(cfg, getattr(kernel, "kernel", kernel), desired=desired, dry_run=dry_run)
+
+
+# --- the monitoring-plugins line ------------------------------------------------
+
+def report(rnd):
+    """(exit code, the plugin's output lines): failed servers first, perfdata."""
+    rows = rnd.rows
+    down = [r for r in rows if r.after.up is False and r.after.state != health.MAINT]
+    maint = [r for r in rows if r.after.state == health.MAINT]
+    warn = [r for r in rows if r.after.state == health.WARNING]
+    unknown = [r for r in rows if r.after.up is None or (r.checked and r.after.last == health.UNKNOWN)]
+    services = {r.service.name: r.service for r in rows}
+    dead = [vs for vs in services.values()
+            if overlay.all_down(vs, {vs.name: _tracks_json(rnd, vs)})]
+    kernel_failed = (rnd.kernel.failed if rnd.kernel else []) or rnd.kernel_error
+    if down or dead:
+        code, word = CHECK_CRITICAL, "CRITICAL"
+    elif kernel_failed or unknown:
+        code, word = CHECK_UNKNOWN, "UNKNOWN"
+    elif maint or warn:
+        code, word = CHECK_WARNING, "WARNING"
+    else:
+        code, word = CHECK_OK, "OK"
+    n = len(rows)
+    ups = sum(1 for r in rows if r.after.up)
+    parts = [_all_down_text(vs, rnd) for vs in dead]
+    listed = down + maint + warn + [r for r in unknown if r not in down]
+    for r in listed[:MAX_LISTED]:
+        parts.append(f"{r.service.name} {r.label()} {r.after.state}: {r.after.reason}")
+    if len(listed) > MAX_LISTED:
+        parts.append(f"and {len(listed) - MAX_LISTED} more")
+    if rnd.kernel_error:
+        parts.append(f"kernel: {rnd.kernel_error}")
+    elif rnd.kernel and rnd.kernel.failed:
+        op, msg = rnd.kernel.failed[0]
+        parts.append(f"kernel: {len(rnd.kernel.failed)} changes failed, first: {op.ipvsadm()}: {msg}")
+    head = f"{len(down)}/{n} down" if down else f"{ups}/{n} up"
+    text = "; ".join([head] + parts).replace("|", "/")
+    perf = (f"up={ups};;;0;{n} down={len(down)};;;0;{n} maint={len(maint)};;;0;{n} "
+            f"warning={len(warn)};;;0;{n} probes={rnd.probes};;;0 time={rnd.elapsed:.3f}s;;;0")
+    return code, [f"CHECK_REAL {word} - {text} | {perf}"]
+
+
+def table(rnd):
+    """-v: one line per real server."""
+    lines = [f"{'SERVICE':<12} {'SERVER':<28} {'STATE':<8} {'OK':>3} {'BAD':>3} REASON"]
+    order = {health.DOWN: 0, health.HELD: 0, health.MAINT: 1, health.WARNING: 2, health.UNKNOWN: 3}
+    for r in sorted(rnd.rows, key=lambda r: order.get(r.after.state, 4)):
+        t = r.after
+        state = t.state + ("*" if t.kept else "")
+        lines.append(f"{r.service.name:<12} {r.label():<28} {state:<8} {t.ok:>3} {t.bad:>3} {t.reason}")
+    if any(r.after.kept for r in rnd.rows):
+        lines.append("* down, but kept in the table: its service has no server up")
+    return lines
+
+
+# --- once (cron, Nagios) or in a loop -------------------------------------------
+
+def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
+    """One round with its consequences; returns (Round, tracks, checked).
+    kernel: an ipvs.Kernel (or a MemoryTable in tests), a sync.Follower, or None."""
+    rnd, tracks, checked = run_round(cfg, tracks, checked, all_due=all_due)
+    if not dry_run:
+        save(cfg, tracks, checked)
+    announce(cfg, rnd, dry_run)
+    if kernel is not None:
+        try:
+            rnd.kernel = update_kernel(cfg, kernel, tracks, dry_run, full)
+        except OSError as e:
+            rnd.kernel_error = e.strerror or str(e)
+            log.error(f"kernel: {rnd.kernel_error}")
+    return rnd, tracks, checked
+
+
+def open_kernel():
+    from .errors import Fatal, NOT_INSTALLED
+    try:
+        from .ipvs import Kernel
+        return Kernel()
+    except OSError as e:
+        raise Fatal(f"cannot open the kernel's IPVS table: {e.strerror or e} "
+                    "(no IPVS? try --no-kernel)", NOT_INSTALLED) from None
+
+
+def _stop(*_):
+    raise SystemExit(0)
+
+
+def run(cfg, path, dry_run=False, every=None, use_kernel=True, verbose=False, kernel=None, out=print):
+    import signal
+    from . import config as config_mod
+    from .errors import Fatal, USAGE
+    from .lock import Lock
+    if every is not None and every <= 0:
+        raise Fatal("--every needs a positive number of seconds", USAGE)
+    lock = None if dry_run else Lock(cfg.run_dir, "check-real")  # noqa: F841 (held until exit)
+    if use_kernel and kernel is None:
+        kernel = open_kernel()
+    tracks, checked = health.load(overlay.health_path(cfg))
+    if every is None:
+        rnd, _, _ = once(cfg, kernel if use_kernel else None, tracks, checked, dry_run)
+        code, lines = report(rnd)
+        for line in lines + (table(rnd) if verbose else []):
+            out(line)
+        if dry_run and rnd.kernel:
+            for op in rnd.kernel.ops:
+                out(op.ipvsadm())
+        return code
+    hup = []
+    signal.signal(signal.SIGHUP, lambda *_: hup.append(1))
+    signal.signal(signal.SIGTERM, _stop)
+    follower = sync.Follower(kernel) if use_kernel else None
+    last_full = 0.0
+    while True:
+        start = time.monotonic()
+        # Plan against our memory of the table; read it all back now and then,
+        # which repairs hand-made drift (as ipvs-sync --every does).
+        full = start - last_full >= FULL_READ_EVERY
+        last_full = start if full else last_full
+        _, tracks, checked = once(cfg, follower, tracks, checked, dry_run, all_due=False, full=full)
+        while time.monotonic() - start < every and not hup:
+            time.sleep(min(0.05, max(0.0, every - (time.monotonic() - start))))
+        if hup:
+            hup.clear()
+            try:
+                cfg = config_mod.load(path)
+                log.info(f"reloaded {path}")
+            except Fatal as e:
+                log.error(f"{e} (keeping the previous config)")

@@ -1,0 +1,167 @@
+"""What check-real believes about each real server: a small state machine.
+
+Pure: ``step(track, result, now, check)`` gives the next Track; no I/O, no
+clock.  The rules (haproxy's rise/fall, keepalived's "first result decides"):
+- a server never checked before takes its first definite result at once (so
+  deleting the state file costs one round, not rise x interval);
+- an up server goes down after ``fall`` failures in a row, a down one comes
+  back after ``rise`` successes in a row;
+- UNKNOWN (an external check's exit 3, a check that could not run) changes
+  nothing but the reason: we do not know more than before;
+- WARNING (external exit 1) counts as up, at a reduced weight;
+- a maintenance flag takes the server out at once; it then needs ``rise``
+  successes like any other down server;
+- flapping: when a server has changed state ``flap_changes`` times within
+  ``flap_window`` seconds it is held down for ``hold_down`` seconds, then
+  needs ``rise`` successes.
+
+States, as reported: up, warning, down, held, maint (and unknown before the
+first definite result).
+"""
+from dataclasses import asdict, dataclass, field, replace
+
+UP, DOWN, WARNING, UNKNOWN, MAINT = "up", "down", "warning", "unknown", "maint"
+HELD = "held"
+
+
+@dataclass(frozen=True)
+class Result:
+    status: str         # UP, DOWN, WARNING, UNKNOWN or MAINT
+    reason: str = ""
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class Track:
+    state: str = UNKNOWN
+    ok: int = 0             # good results in a row
+    bad: int = 0            # bad results in a row
+    reason: str = ""
+    last: str = ""          # the last result's status
+    since: float = 0.0      # when the state last changed
+    changes: tuple = ()     # times of recent up<->down changes (flap detection)
+    held_until: float = 0.0
+    kept: bool = False      # down, but kept in the table: its service has nothing else
+
+    @property
+    def up(self):
+        """True, False, or None (never had a definite result)."""
+        if self.state == UNKNOWN:
+            return None
+        return self.state in (UP, WARNING)
+
+    def to_json(self):
+        d = asdict(self)
+        d["changes"] = list(self.changes)
+        d["up"] = self.up
+        return d
+
+    @classmethod
+    def from_json(cls, d):
+        """A Track from a state file entry; anything odd gives a fresh Track."""
+        if not isinstance(d, dict):
+            return cls()
+        try:
+            t = cls(state=str(d.get("state", UNKNOWN)), ok=int(d.get("ok", 0)), bad=int(d.get("bad", 0)),
+                    reason=str(d.get("reason", "")), last=str(d.get("last", "")),
+                    since=float(d.get("since", 0)), changes=tuple(float(x) for x in d.get("changes", ())),
+                    held_until=float(d.get("held_until", 0)), kept=bool(d.get("kept", False)))
+        except (TypeError, ValueError):
+            return cls()
+        return t if t.state in (UP, DOWN, WARNING, UNKNOWN, MAINT, HELD) else cls()
+
+
+def step(track, result, now, check):
+    """The Track after one more result."""
+    t = replace(track, last=result.status, reason=result.reason or track.reason)
+    status = result.status
+    if status == UNKNOWN:
+        return t
+    if status == MAINT:
+        return _to(t, MAINT, now, result.reason or "maintenance", ok=0, bad=0)
+    good = status in (UP, WARNING)
+    t = replace(t, ok=t.ok + 1 if good else 0, bad=0 if good else t.bad + 1)
+    if t.up is None:
+        return _to(t, status if good else DOWN, now, result.reason)
+    if t.up:
+        if not good and t.bad >= check.fall:
+            return _to(t, DOWN, now, result.reason)
+        if good and status != t.state:
+            return replace(t, state=status)     # up <-> warning: a weight change, not a flap
+        return t
+    # down, held or maint
+    if t.state == HELD and now < t.held_until:
+        return replace(t, reason=f"flapping, held down until {_clock(t.held_until)}: {result.reason}")
+    if good and t.ok >= check.rise:
+        return _to(t, status, now, result.reason)
+    if good:
+        return replace(t, reason=f"rising {t.ok}/{check.rise}: {result.reason}")
+    return t
+
+
+def _to(t, state, now, reason, **kw):
+    return replace(t, state=state, since=now if state != t.state else t.since, reason=reason, **kw)
+
+
+def flap(before, after, now, check):
+    """Apply flap damping to a step's outcome (before -> after)."""
+    if before.up is None or after.up is None or before.up == after.up or after.state == MAINT:
+        return after
+    window = [x for x in before.changes if now - x < check.flap_window] + [now]
+    if check.flap_changes and len(window) >= check.flap_changes:
+        return replace(after, state=HELD, ok=0, changes=(), held_until=now + check.hold_down,
+                       since=now, reason=f"flapping: {len(window)} changes in "
+                                         f"{check.flap_window:g}s; held down {check.hold_down:g}s")
+    return replace(after, changes=tuple(window))
+
+
+def advance(track, result, now, check):
+    """step + flap damping: what check-real calls."""
+    return flap(track, step(track, result, now, check), now, check)
+
+
+def _clock(ts):
+    import time
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def keep_last_healthy(before, after):
+    """Never empty a service silently: when no server of it is up any more,
+    mark the last healthy set ``kept`` (overlay leaves those in the table).
+
+    before, after: {entry: Track} of one service.  Returns the new after.
+    """
+    if any(t.up is not False for t in after.values()):
+        return {e: replace(t, kept=False) if t.kept else t for e, t in after.items()}
+    keep = {e for e, t in before.items() if t.kept} or \
+           {e for e, t in before.items() if t.up is not False} or set(after)
+    return {e: replace(t, kept=e in keep) for e, t in after.items()}
+
+
+# --- the state file: STATE_DIR/health.json, shared with overlay.py -----------
+
+def load(path):
+    """({service: {entry: Track}}, {service: last checked time})."""
+    from . import state
+    data = state.load(path, {}) or {}
+    if not isinstance(data, dict):
+        data = {}
+    services = data.get("services") if isinstance(data.get("services"), dict) else {}
+    tracks = {name: {e: Track.from_json(d) for e, d in entries.items()}
+              for name, entries in services.items() if isinstance(entries, dict)}
+    checked = data.get("checked") if isinstance(data.get("checked"), dict) else {}
+    return tracks, {k: v for k, v in checked.items() if isinstance(v, (int, float))}
+
+
+def save(path, tracks, checked, extra=None):
+    """extra: {service: {entry: {key: value}}} merged into entries (e.g. weight_percent)."""
+    from . import state
+    extra = extra or {}
+    services = {}
+    for name, entries in tracks.items():
+        services[name] = {}
+        for e, t in entries.items():
+            d = t.to_json()
+            d.update((extra.get(name) or {}).get(e, {}))
+            services[name][e] = d
+    state.save(path, {"services": services, "checked": checked})

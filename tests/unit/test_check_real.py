@@ -1,0 +1,268 @@
+"""check-real end to end against local listeners and the fake kernel table."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from lvskit import checkreal, config, health, overlay, sync
+from lvskit.errors import CHECK_CRITICAL, CHECK_OK, CHECK_WARNING
+from lvskit.memtable import MemoryTable
+from lvskit.model import PROTOCOLS, ServiceKey
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.join(ROOT, "bin", "check-real")
+SEED = os.path.join(ROOT, "conf", "lvskit.ini")
+
+
+class Listeners:
+    """TCP listeners on 127.0.0.N:port that a test can stop and start."""
+
+    def __init__(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.socks = {}
+
+    def start(self, n):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((f"127.0.0.{n}", self.port))
+        s.listen(64)
+        self.socks[n] = s
+
+    def stop(self, n):
+        self.socks.pop(n).close()
+
+    def close(self):
+        for s in self.socks.values():
+            s.close()
+
+
+@pytest.fixture
+def lis():
+    ls = Listeners()
+    yield ls
+    ls.close()
+
+
+def make_cfg(tmp_path, port, extra="", glob="", fall=2):
+    text = f"""[global]
+state_dir = {tmp_path}/state
+run_dir = {tmp_path}/run
+{glob}
+[service web]
+address = 10.0.0.100
+port = {port}
+check = tcp
+check_timeout = 0.5
+check_rise = 2
+check_fall = {fall}
+check_flap_changes = 0
+real.127.0.0.1 = weight=3
+real.127.0.0.2 = weight=2
+{extra}
+"""
+    path = tmp_path / "lvskit.ini"
+    path.write_text(text)
+    return config.load(str(path))
+
+
+def weights(kernel, port):
+    svc = kernel.table[ServiceKey(socket.AF_INET, PROTOCOLS["tcp"], "10.0.0.100", port)]
+    return {d.address: d.weight for d in svc.dests.values()}
+
+
+def round_(cfg, kernel):
+    tracks, checked = health.load(overlay.health_path(cfg))
+    rnd, _, _ = checkreal.once(cfg, kernel, tracks, checked)
+    return rnd
+
+
+def test_fail_quiesce_then_return_after_rise(tmp_path, lis):
+    lis.start(1), lis.start(2)
+    cfg, k = make_cfg(tmp_path, lis.port), MemoryTable()
+    rnd = round_(cfg, k)
+    assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 2}
+    assert checkreal.report(rnd)[0] == CHECK_OK
+    lis.stop(2)
+    round_(cfg, k)                                      # 1 failure: fall is 2
+    assert weights(k, lis.port)["127.0.0.2"] == 2
+    rnd = round_(cfg, k)
+    assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 0}
+    code, lines = checkreal.report(rnd)
+    assert code == CHECK_CRITICAL
+    assert lines[0].startswith("CHECK_REAL CRITICAL - 1/2 down; web 127.0.0.2 down: connection refused")
+    assert "| up=1;;;0;2 down=1;;;0;2" in lines[0]
+    # ipvs-sync reads the same health and plans nothing: one path to the kernel
+    assert sync.reconcile(cfg, k, dry_run=True).ops == []
+    lis.start(2)
+    round_(cfg, k)                                      # 1 success: rise is 2
+    assert weights(k, lis.port)["127.0.0.2"] == 0
+    round_(cfg, k)
+    assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 2}
+
+
+def test_on_failure_remove(tmp_path, lis):
+    lis.start(1)
+    cfg, k = make_cfg(tmp_path, lis.port, "on_failure = remove\n", fall=1), MemoryTable()
+    round_(cfg, k)
+    assert weights(k, lis.port) == {"127.0.0.1": 3}
+    lis.start(2)
+    round_(cfg, k), round_(cfg, k)
+    assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 2}
+    lis.stop(1)
+    round_(cfg, k)
+    # out of the table the graceful way (removal = drain): weight 0, deleted once idle
+    assert weights(k, lis.port) == {"127.0.0.1": 0, "127.0.0.2": 2}
+    round_(cfg, k)
+    assert weights(k, lis.port) == {"127.0.0.2": 2}
+
+
+def test_all_down_keeps_last_healthy_set_loudly(tmp_path, lis):
+    lis.start(1)
+    cfg, k = make_cfg(tmp_path, lis.port), MemoryTable()
+    round_(cfg, k), round_(cfg, k)          # .2 never listened: down at once
+    assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 0}
+    lis.stop(1)
+    round_(cfg, k)
+    rnd = round_(cfg, k)
+    # .1 was the last healthy one: it stays; .2 stays out
+    assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 0}
+    code, lines = checkreal.report(rnd)
+    assert code == CHECK_CRITICAL and "web ALL DOWN: keeping the last healthy set (127.0.0.1)" in lines[0]
+    data = json.load(open(overlay.health_path(cfg)))
+    assert data["services"]["web"]["127.0.0.1:%d" % lis.port]["kept"] is True
+    assert sync.reconcile(cfg, k, dry_run=True).ops == []
+
+
+def test_all_down_sorry_server_takes_over(tmp_path, lis):
+    cfg, k = make_cfg(tmp_path, lis.port, "sorry = 127.0.0.9\n"), MemoryTable()
+    rnd = round_(cfg, k)
+    assert weights(k, lis.port) == {"127.0.0.1": 0, "127.0.0.2": 0, "127.0.0.9": 1}
+    assert "sorry server 127.0.0.9" in checkreal.report(rnd)[1][0]
+    lis.start(1)
+    round_(cfg, k), round_(cfg, k)
+    # back: the sorry server leaves the way any server does (drained, then deleted)
+    assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 0, "127.0.0.9": 0}
+    round_(cfg, k)
+    assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 0}
+
+
+def test_maintenance_flag_and_hook(tmp_path, lis):
+    lis.start(1), lis.start(2)
+    hook_log = tmp_path / "hook.log"
+    hook = tmp_path / "hook"
+    hook.write_text(f'#!/bin/sh\necho "$@" "$LVSKIT_ADDRESS" >> {hook_log}\n')
+    hook.chmod(0o755)
+    cfg, k = make_cfg(tmp_path, lis.port, glob=f"check_hook = {hook}"), MemoryTable()
+    round_(cfg, k)
+    os.makedirs(cfg.maint_path)
+    open(os.path.join(cfg.maint_path, "127.0.0.1"), "w").write("disk swap\n")
+    rnd = round_(cfg, k)
+    assert weights(k, lis.port) == {"127.0.0.1": 0, "127.0.0.2": 2}
+    code, lines = checkreal.report(rnd)
+    assert code == CHECK_WARNING and "maintenance (127.0.0.1: disk swap)" in lines[0]
+    os.unlink(os.path.join(cfg.maint_path, "127.0.0.1"))
+    round_(cfg, k), round_(cfg, k)
+    assert weights(k, lis.port)["127.0.0.1"] == 3
+    calls = hook_log.read_text().splitlines()
+    assert calls[0].startswith("127.0.0.1 web unknown up connected in")
+    assert any(c.startswith("127.0.0.1 web up maint maintenance (127.0.0.1: disk swap)") for c in calls)
+    assert calls[-1].startswith("127.0.0.1 web maint up")
+
+
+def test_warning_from_external_reduces_weight(tmp_path):
+    script = tmp_path / "check_load"
+    script.write_text("#!/bin/sh\n[ \"$1\" = 127.0.0.2 ] && { echo 'LOAD WARNING - 9.1'; exit 1; }\necho OK\n")
+    script.chmod(0o755)
+    text = f"""[global]
+state_dir = {tmp_path}/state
+run_dir = {tmp_path}/run
+[service web]
+address = 10.0.0.100
+port = 80
+check = external
+check_command = {script} {{address}}
+check_warning_weight = 50
+real.127.0.0.1 = weight=3
+real.127.0.0.2 = weight=4
+"""
+    cfg, k = config.parse(text, "t.ini"), MemoryTable()
+    rnd = round_(cfg, k)
+    assert weights(k, 80) == {"127.0.0.1": 3, "127.0.0.2": 2}
+    assert checkreal.report(rnd)[0] == CHECK_WARNING
+
+
+def test_deleting_the_state_file_is_harmless(tmp_path, lis):
+    lis.start(1)
+    cfg, k = make_cfg(tmp_path, lis.port), MemoryTable()
+    round_(cfg, k)
+    os.unlink(overlay.health_path(cfg))
+    round_(cfg, k)
+    assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 0}
+
+
+def test_loop_honours_each_services_interval(tmp_path, lis):
+    lis.start(1)
+    cfg = make_cfg(tmp_path, lis.port)
+    tracks, checked = {}, {}
+    rnd, tracks, checked = checkreal.run_round(cfg, tracks, checked, now=1000.0, all_due=False)
+    assert rnd.probes == 2
+    rnd, _, _ = checkreal.run_round(cfg, tracks, checked, now=1001.0, all_due=False)
+    assert rnd.probes == 0 and not any(r.checked for r in rnd.rows)    # interval 5 s
+    rnd, _, _ = checkreal.run_round(cfg, tracks, checked, now=1005.0, all_due=False)
+    assert rnd.probes == 2
+
+
+# --- the script, as cron and Nagios run it ---------------------------------------
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, BIN, *args], capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, LVSKIT_NO_SYSLOG="1", **(env or {})))
+
+
+def test_script_help_and_bad_config(tmp_path):
+    r = run("--help")
+    assert r.returncode == 0 and "exit codes" in r.stdout and "check-real --every" in r.stdout
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[service web]\naddress = 10.0.0.1\nport = 80\ncheck = telepathy\n")
+    r = run("-c", str(bad), "--no-kernel")
+    assert r.returncode == 6 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        f"check-real: {bad}:4: [service web] check: 'telepathy' is not one of "
+        "none, tcp, http, https, udp, xdmcp, ssh, ping, external"]
+    assert run("--every", "0", "-c", str(bad)).returncode == 6     # config first
+    assert run("--bogus").returncode == 2
+
+
+def test_script_plugin_output_and_exit_codes(tmp_path, lis):
+    lis.start(1), lis.start(2)
+    cfg = make_cfg(tmp_path, lis.port)
+    r = run("-c", cfg.path, "--no-kernel")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("CHECK_REAL OK - 2/2 up | up=2;;;0;2 down=0;;;0;2")
+    assert r.stdout.count("\n") == 1 and r.stderr == ""
+    lis.stop(2)
+    run("-c", cfg.path, "--no-kernel")
+    r = run("-c", cfg.path, "--no-kernel", "-v")
+    assert r.returncode == 2
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("CHECK_REAL CRITICAL - 1/2 down; web 127.0.0.2 down: connection refused")
+    assert lines[1].split()[:3] == ["SERVICE", "SERVER", "STATE"]
+    assert lines[2].split()[:3] == ["web", "127.0.0.2", "down"]     # failed first
+    assert lines[3].split()[:3] == ["web", "127.0.0.1", "up"]
+    # -n changes nothing: the state file is not written
+    before = open(overlay.health_path(cfg)).read()
+    lis.start(2)
+    run("-c", cfg.path, "--no-kernel", "-n")
+    assert open(overlay.health_path(cfg)).read() == before
+
+
+def test_seed_config_validates_with_its_checks():
+    cfg = config.load(SEED)
+    kinds = {vs.name: vs.check.kind for vs in cfg.services}
+    assert kinds == {"www": "http", "ssh": "ssh", "xdmcp": "xdmcp"}
