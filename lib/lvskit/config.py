@@ -7,6 +7,8 @@ Sections (see README.md, "Configuration"):
   [service NAME]    a virtual service: address+port+protocol or fwmark,
                     scheduler, persistence, forwarding, removal policy, and
                     one ``real.SERVER = weight=N ...`` line per real server
+  [reweight]        how reweight asks real servers for load, and its controller
+  [agent]           lvs-agent's capacity formula (on a real server)
 
 Every problem raises ConfigError naming file, line, section and key; the
 result is a tree of frozen dataclasses.
@@ -44,6 +46,7 @@ class VirtualService:
     reals: tuple        # of RealServer, in file order
     removal: str = "drain"
     on_failure: str = "quiesce"     # a failed real server: weight 0, or out of the table
+    reweight: str = "none"          # how reweight learns load: agent, http, external, none
 
     @property
     def key(self):
@@ -57,6 +60,37 @@ class VirtualService:
 
 
 @dataclass(frozen=True)
+class Reweight:
+    """[reweight]: how to ask for load and how answers become weights."""
+    agent_port: int = 7766
+    http_url: str = "http://{address}:{agent_port}/load"
+    command: str = "ssh -o BatchMode=yes {address} lvs-agent"
+    timeout: float = 1.0            # seconds for a whole round's answers
+    alpha: float = 0.25
+    deadband: float = 0.05
+    max_step: float = 0.1
+    floor: float = 0.05
+    ceiling: float = 1.0
+    scale: int = 100
+    slow_start: float = 60.0
+    agent_ports: dict = field(default_factory=dict, hash=False)  # server name -> port
+
+
+@dataclass(frozen=True)
+class Agent:
+    """[agent]: lvs-agent's capacity formula, on a real server (capacity.py)."""
+    load_avg: int = 1               # which loadavg: 1, 5 or 15 minutes
+    cpu_full: float = 1.0           # load per CPU that counts as full (0: ignore CPU)
+    memory: str = "auto"            # auto (PSI, else meminfo), psi, meminfo, off
+    psi_full: float = 10.0          # memory "some" stall, % of time, that counts as full
+    mem_ok: float = 0.5             # fraction of memory in use that is still no pressure
+    max_sessions: int = 0           # logins that count as full (0: ignore sessions)
+    utmp: str = "/var/run/utmp"
+    state_file: str = "/etc/lvskit/agent-state"   # admin's up/drain/maint/down
+    listen: str = "7766"            # [ADDR:]PORT for --listen
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     director: str = ""
@@ -64,6 +98,8 @@ class Config:
     run_dir: str = "/run/lvskit"
     servers: dict = field(default_factory=dict, hash=False)     # name -> Server
     services: tuple = ()                                         # of VirtualService
+    reweight: Reweight = Reweight()
+    agent: Agent = Agent()
 
     def service(self, name):
         for vs in self.services:
@@ -122,6 +158,28 @@ def _bool(sec, key, default=False):
     if v in ("no", "false", "off", "0"):
         return False
     raise sec.error(f"{raw!r} is not yes or no", key)
+
+
+def _float(sec, key, lo, hi, default):
+    raw = sec.take(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise sec.error(f"{raw!r} is not a number", key) from None
+    if not lo <= value <= hi:
+        raise sec.error(f"{value:g} out of range {lo:g}..{hi:g}", key)
+    return value
+
+
+def _path(sec, key, default):
+    value = sec.take(key)
+    if value is None:
+        return default
+    if value and not value.startswith("/"):
+        raise sec.error(f"{value!r} is not an absolute path", key)
+    return value
 
 
 def _no_leftovers(sec):
@@ -254,6 +312,7 @@ def _service(sec, servers):
     forward = _choice(sec, "forward", tuple(FORWARD), "dr")
     removal = _choice(sec, "removal", REMOVAL, "drain")
     on_failure = _choice(sec, "on_failure", ON_FAILURE, "quiesce")
+    reweight = _choice(sec, "reweight", REWEIGHT, "none")
     reals, seen = [], {}
     for k in sec.keys("real."):
         real = _real(sec, k, servers, key, forward)
@@ -263,7 +322,84 @@ def _service(sec, servers):
         reals.append(real)
     _no_leftovers(sec)
     service = Service(key, scheduler, flags, timeout, netmask)
-    return VirtualService(sec.name, service, tuple(reals), removal, on_failure)
+    return VirtualService(sec.name, service, tuple(reals), removal, on_failure, reweight)
+
+
+# --- reweight and lvs-agent ------------------------------------------------
+
+REWEIGHT = ("agent", "http", "external", "none")
+
+
+def _template(sec, key, default):
+    value = sec.take(key, default) or default
+    try:
+        value.format(address="a", name="n", agent_port=1, port=1)
+    except (KeyError, IndexError, ValueError) as e:
+        raise sec.error(f"bad template {value!r} ({e}; known: {{address}} {{name}} "
+                        "{agent_port} {port})", key) from None
+    return value
+
+
+def _reweight(sec, server_secs):
+    d = Reweight()
+    ports = {}
+    for ssec in server_secs:
+        if ssec.has("agent_port"):
+            ports[ssec.name] = _int(ssec, "agent_port", 1, 65535)
+    if sec is None:
+        return Reweight(agent_ports=ports)
+    floor = _float(sec, "floor", 0, 1, d.floor)
+    out = Reweight(
+        agent_port=_int(sec, "agent_port", 1, 65535, d.agent_port),
+        http_url=_template(sec, "http_url", d.http_url),
+        command=_template(sec, "command", d.command),
+        timeout=_float(sec, "timeout", 0.01, 600, d.timeout),
+        alpha=_float(sec, "alpha", 0.01, 1, d.alpha),
+        deadband=_float(sec, "deadband", 0, 1, d.deadband),
+        max_step=_float(sec, "max_step", 0.01, 1, d.max_step),
+        floor=floor,
+        ceiling=_float(sec, "ceiling", max(floor, 0.01), 1, d.ceiling),
+        scale=_int(sec, "scale", 1, 1000, d.scale),
+        slow_start=_float(sec, "slow_start", 0, 86400, d.slow_start),
+        agent_ports=ports)
+    if not out.http_url.startswith(("http://", "https://")):
+        raise sec.error(f"{out.http_url!r} is not an http:// or https:// URL", "http_url")
+    return out
+
+
+def _agent(sec):
+    d = Agent()
+    load_avg = _choice(sec, "load_avg", ("1", "5", "15"), str(d.load_avg))
+    return Agent(
+        load_avg=int(load_avg),
+        cpu_full=_float(sec, "cpu_full", 0, 64, d.cpu_full),
+        memory=_choice(sec, "memory", ("auto", "psi", "meminfo", "off"), d.memory),
+        psi_full=_float(sec, "psi_full", 0, 100, d.psi_full),
+        mem_ok=_float(sec, "mem_ok", 0, 0.99, d.mem_ok),
+        max_sessions=_int(sec, "max_sessions", 0, 100000, d.max_sessions),
+        utmp=_path(sec, "utmp", d.utmp),
+        state_file=_path(sec, "state_file", d.state_file),
+        listen=_listen(sec, "listen", d.listen))
+
+
+def _listen(sec, key, default):
+    raw = sec.take(key) or default
+    try:
+        parse_listen(raw)
+    except ValueError as e:
+        raise sec.error(str(e), key) from None
+    return raw
+
+
+def parse_listen(text):
+    """'[ADDR:]PORT' -> (addr, port); ValueError naming the problem."""
+    addr, _, port = text.rpartition(":")
+    addr = addr.strip("[]")
+    if addr:
+        normalize_address(addr)     # ValueError when not an address
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not [ADDR:]PORT")
+    return addr, int(port)
 
 
 def parse(text, path="<config>"):
@@ -276,7 +412,7 @@ def load(path):
 
 def _build(sections, path):
     glob, servers, services, seen = {}, {}, [], {}
-    by_kind = {"global": [], "server": [], "service": []}
+    by_kind = {"global": [], "server": [], "service": [], "reweight": [], "agent": []}
     for sec in sections:
         if sec.kind not in by_kind:
             raise sec.error(f"unknown section kind {sec.kind!r} (known: {', '.join(by_kind)})")
@@ -286,6 +422,14 @@ def _build(sections, path):
             raise sec.error("[global] takes no name")
         _global(sec, glob)
         _no_leftovers(sec)
+    for kind, parse_one in (("reweight", lambda s: _reweight(s, by_kind["server"])), ("agent", _agent)):
+        for sec in by_kind[kind]:
+            if sec.name:
+                raise sec.error(f"[{kind}] takes no name")
+            glob[kind] = parse_one(sec)
+            _no_leftovers(sec)
+    if "reweight" not in glob:
+        glob["reweight"] = _reweight(None, by_kind["server"])
     for sec in by_kind["server"]:
         _server(sec, servers)
         _no_leftovers(sec)

@@ -60,8 +60,11 @@ class Outcome:
     applied: bool = False
 
 
-def reconcile(cfg, kernel, desired=None, dry_run=False):
-    """Plan and (unless dry_run) apply; one syslog line per kernel change."""
+def reconcile(cfg, kernel, desired=None, dry_run=False, select=None):
+    """Plan and (unless dry_run) apply; one syslog line per kernel change.
+
+    select(op) -> bool keeps only some operations (reweight: weight edits).
+    """
     if desired is None:
         from .overlay import adjuster
         desired = desired_table(cfg, adjuster(cfg))
@@ -69,6 +72,8 @@ def reconcile(cfg, kernel, desired=None, dry_run=False):
     current = kernel.read(set(desired) | owned)
     removal = {vs.key: vs.removal for vs in cfg.services}
     ops = plan_changes(desired, current, owned, removal)
+    if select is not None:
+        ops = [op for op in ops if select(op)]
     out = Outcome(ops)
     if dry_run:
         return out
@@ -80,7 +85,8 @@ def reconcile(cfg, kernel, desired=None, dry_run=False):
             log.info(op.ipvsadm())
     for op, message in out.failed:
         log.error(f"{op.ipvsadm()}: {message}")
-    if owned != set(desired):
+    # a partial run (select) did not add or delete services: ownership is ipvs-sync's to record
+    if select is None and owned != set(desired):
         save_owned(cfg, set(desired))
     return out
 
