@@ -395,10 +395,13 @@ def parse_listen(text):
     """'[ADDR:]PORT' -> (addr, port); ValueError naming the problem."""
     addr, _, port = text.rpartition(":")
     addr = addr.strip("[]")
-    if addr:
-        normalize_address(addr)     # ValueError when not an address
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{text!r} is not [ADDR:]PORT")
+    try:
+        if addr:
+            addr = normalize_address(addr)
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{text!r} is not [ADDR:]PORT") from None
     return addr, int(port)
 
 
