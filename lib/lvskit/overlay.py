@@ -9,7 +9,7 @@ may be deleted at any time: the config alone is then the answer.
 health.json:  {"services": {SERVICE: {"ADDR:PORT": {"up": bool, ...}}}}
 weights.json: {"services": {SERVICE: {"ADDR:PORT": {"weight": int, ...}}}}
   (reweight's controller state rides along: smooth, since, out, error,
-  answer, at; see controller.py.  Weights count only for services whose
+  answer; see controller.py.  Weights count only for services whose
   config still says reweight = agent|http|external.)
 """
 import os

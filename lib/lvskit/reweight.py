@@ -14,7 +14,7 @@ from . import agentproto, controller, log, overlay, state
 from .plan import EDIT_DEST
 from .sync import desired_table, reconcile
 
-STATE_KEYS = ("weight", "smooth", "since", "out", "error", "answer", "at")
+STATE_KEYS = ("weight", "smooth", "since", "out", "error", "answer")
 
 
 def params(cfg):
@@ -104,7 +104,6 @@ def decide(cfg, replies, old, health, now):
                     notes.append(f"{vs.name} {entry}: answers again")
                 s.pop("error", None)
                 s["answer"] = agentproto.format_answer(answer.state, answer.capacity).strip()
-                s["at"] = now
             states[entry], bases[entry] = {k: v for k, v in s.items() if k in STATE_KEYS}, base
             if not taken_out and base > 0:
                 eligible.append(entry)
@@ -135,7 +134,8 @@ def round_(cfg, kernel, dry_run=False, now=None):
     for name, states in services.items():
         for entry, s in states.items():
             log.debug(f"{name} {entry}: {s.get('answer') or s.get('error', '-')} -> weight {s['weight']}")
-    if not dry_run:
+    # unchanged state is not rewritten: ipvs-sync --every wakes on every write
+    if not dry_run and services != old:
         state.save(overlay.weights_path(cfg), {"services": services})
     desired = desired_table(cfg, overlay.adjuster(cfg, health=health, weights=services))
     reweighted = {vs.key for vs in cfg.services if vs.reweight != "none"}

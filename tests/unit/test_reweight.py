@@ -10,7 +10,7 @@ import time
 import pytest
 
 from lvskit import agentpoll, config, reweight, sync
-from lvskit.fake import FakeKernel
+from lvskit.memtable import MemoryTable as FakeKernel
 from lvskit.plan import EDIT_DEST
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
