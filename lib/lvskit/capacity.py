@@ -133,7 +133,8 @@ def admin_state(path):
     if not path:
         return "up"
     try:
-        word = _read(path).strip().split()[0].lower() if _read(path).strip() else "up"
+        words = _read(path).split()
     except OSError:
         return "up"
+    word = words[0].lower() if words else "up"
     return word if word in ("up", "drain", "maint", "down") else "up"

@@ -258,3 +258,9 @@ def test_script_help_and_errors(tmp_path):
     r = script("-c", str(bad))
     assert r.returncode == 6 and r.stderr.count("\n") == 1 and "floor" in r.stderr
     assert script("--every", "x").returncode == 2
+
+
+def test_seed_config_reweights_the_desktops():
+    cfg = config.load(os.path.join(ROOT, "conf", "lvskit.ini"))
+    assert {vs.name: vs.reweight for vs in cfg.services} == {"www": "none", "ssh": "none", "xdmcp": "agent"}
+    assert cfg.agent.max_sessions == 40 and cfg.reweight.scale == 100
