@@ -9,6 +9,8 @@ Sections (see README.md, "Configuration"):
                     one ``real.SERVER = weight=N ...`` line per real server;
                     ``check*`` keys say how check-real tests its real
                     servers, ``sorry`` names a server for when all are down
+  [reweight]        how reweight asks real servers for load, and its controller
+  [agent]           lvs-agent's capacity formula (on a real server)
 
 Every problem raises ConfigError naming file, line, section and key; the
 result is a tree of frozen dataclasses.
@@ -83,6 +85,7 @@ class VirtualService:
     on_failure: str = "quiesce"     # a failed real server: weight 0, or out of the table
     check: Check = Check()
     sorry: Dest = None              # in the table only while every real server is down
+    reweight: str = "none"          # how reweight learns load: agent, http, external, none
 
     @property
     def key(self):
@@ -96,6 +99,37 @@ class VirtualService:
 
 
 @dataclass(frozen=True)
+class Reweight:
+    """[reweight]: how to ask for load and how answers become weights."""
+    agent_port: int = 7766
+    http_url: str = "http://{address}:{agent_port}/load"
+    command: str = "ssh -o BatchMode=yes {address} lvs-agent"
+    timeout: float = 1.0            # seconds for a whole round's answers
+    alpha: float = 0.25
+    deadband: float = 0.05
+    max_step: float = 0.1
+    floor: float = 0.05
+    ceiling: float = 1.0
+    scale: int = 100
+    slow_start: float = 60.0
+    agent_ports: dict = field(default_factory=dict, hash=False)  # server name -> port
+
+
+@dataclass(frozen=True)
+class Agent:
+    """[agent]: lvs-agent's capacity formula, on a real server (capacity.py)."""
+    load_avg: int = 1               # which loadavg: 1, 5 or 15 minutes
+    cpu_full: float = 1.0           # load per CPU that counts as full (0: ignore CPU)
+    memory: str = "auto"            # auto (PSI, else meminfo), psi, meminfo, off
+    psi_full: float = 10.0          # memory "some" stall, % of time, that counts as full
+    mem_ok: float = 0.5             # fraction of memory in use that is still no pressure
+    max_sessions: int = 0           # logins that count as full (0: ignore sessions)
+    utmp: str = "/var/run/utmp"
+    state_file: str = "/etc/lvskit/agent-state"   # admin's up/drain/maint/down
+    listen: str = "7766"            # [ADDR:]PORT for --listen
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     director: str = ""
@@ -105,6 +139,8 @@ class Config:
     check_hook: str = ""        # command check-real runs on every health change
     servers: dict = field(default_factory=dict, hash=False)     # name -> Server
     services: tuple = ()                                         # of VirtualService
+    reweight: Reweight = Reweight()
+    agent: Agent = Agent()
 
     @property
     def maint_path(self):
@@ -169,16 +205,29 @@ def _bool(sec, key, default=False):
     raise sec.error(f"{raw!r} is not yes or no", key)
 
 
-def _seconds(sec, key, lo, hi, default):
+def _float(sec, key, lo, hi, default, unit=""):
     raw = sec.take(key)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw.rstrip("s"))
+        value = float(raw.rstrip("s") if unit == "seconds" else raw)
     except ValueError:
-        raise sec.error(f"{raw!r} is not a number of seconds", key) from None
+        raise sec.error(f"{raw!r} is not a number{' of ' + unit if unit else ''}", key) from None
     if not lo <= value <= hi:
-        raise sec.error(f"{value:g} out of range {lo:g}..{hi:g} seconds", key)
+        raise sec.error(f"{value:g} out of range {lo:g}..{hi:g}{' ' + unit if unit else ''}", key)
+    return value
+
+
+def _seconds(sec, key, lo, hi, default):
+    return _float(sec, key, lo, hi, default, unit="seconds")
+
+
+def _path(sec, key, default):
+    value = sec.take(key)
+    if value is None:
+        return default
+    if value and not value.startswith("/"):
+        raise sec.error(f"{value!r} is not an absolute path", key)
     return value
 
 
@@ -439,6 +488,7 @@ def _service(sec, servers):
     forward = _choice(sec, "forward", tuple(FORWARD), "dr")
     removal = _choice(sec, "removal", REMOVAL, "drain")
     on_failure = _choice(sec, "on_failure", ON_FAILURE, "quiesce")
+    reweight = _choice(sec, "reweight", REWEIGHT, "none")
     reals, seen = [], {}
     for k in sec.keys("real."):
         real = _real(sec, k, servers, key, forward)
@@ -452,7 +502,87 @@ def _service(sec, servers):
         raise sec.error(f"the sorry server is also {seen[sorry.key]}", "sorry")
     _no_leftovers(sec)
     service = Service(key, scheduler, flags, timeout, netmask)
-    return VirtualService(sec.name, service, tuple(reals), removal, on_failure, check, sorry)
+    return VirtualService(sec.name, service, tuple(reals), removal, on_failure, check, sorry, reweight)
+
+
+# --- reweight and lvs-agent ------------------------------------------------
+
+REWEIGHT = ("agent", "http", "external", "none")
+
+
+def _template(sec, key, default):
+    value = sec.take(key, default) or default
+    try:
+        value.format(address="a", name="n", agent_port=1, port=1)
+    except (KeyError, IndexError, ValueError) as e:
+        raise sec.error(f"bad template {value!r} ({e}; known: {{address}} {{name}} "
+                        "{agent_port} {port})", key) from None
+    return value
+
+
+def _reweight(sec, server_secs):
+    d = Reweight()
+    ports = {}
+    for ssec in server_secs:
+        if ssec.has("agent_port"):
+            ports[ssec.name] = _int(ssec, "agent_port", 1, 65535)
+    if sec is None:
+        return Reweight(agent_ports=ports)
+    floor = _float(sec, "floor", 0, 1, d.floor)
+    out = Reweight(
+        agent_port=_int(sec, "agent_port", 1, 65535, d.agent_port),
+        http_url=_template(sec, "http_url", d.http_url),
+        command=_template(sec, "command", d.command),
+        timeout=_float(sec, "timeout", 0.01, 600, d.timeout),
+        alpha=_float(sec, "alpha", 0.01, 1, d.alpha),
+        deadband=_float(sec, "deadband", 0, 1, d.deadband),
+        max_step=_float(sec, "max_step", 0.01, 1, d.max_step),
+        floor=floor,
+        ceiling=_float(sec, "ceiling", max(floor, 0.01), 1, d.ceiling),
+        scale=_int(sec, "scale", 1, 1000, d.scale),
+        slow_start=_float(sec, "slow_start", 0, 86400, d.slow_start),
+        agent_ports=ports)
+    if not out.http_url.startswith(("http://", "https://")):
+        raise sec.error(f"{out.http_url!r} is not an http:// or https:// URL", "http_url")
+    return out
+
+
+def _agent(sec):
+    d = Agent()
+    load_avg = _choice(sec, "load_avg", ("1", "5", "15"), str(d.load_avg))
+    return Agent(
+        load_avg=int(load_avg),
+        cpu_full=_float(sec, "cpu_full", 0, 64, d.cpu_full),
+        memory=_choice(sec, "memory", ("auto", "psi", "meminfo", "off"), d.memory),
+        psi_full=_float(sec, "psi_full", 0, 100, d.psi_full),
+        mem_ok=_float(sec, "mem_ok", 0, 0.99, d.mem_ok),
+        max_sessions=_int(sec, "max_sessions", 0, 100000, d.max_sessions),
+        utmp=_path(sec, "utmp", d.utmp),
+        state_file=_path(sec, "state_file", d.state_file),
+        listen=_listen(sec, "listen", d.listen))
+
+
+def _listen(sec, key, default):
+    raw = sec.take(key) or default
+    try:
+        parse_listen(raw)
+    except ValueError as e:
+        raise sec.error(str(e), key) from None
+    return raw
+
+
+def parse_listen(text):
+    """'[ADDR:]PORT' -> (addr, port); ValueError naming the problem."""
+    addr, _, port = text.rpartition(":")
+    addr = addr.strip("[]")
+    try:
+        if addr:
+            addr = normalize_address(addr)
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{text!r} is not [ADDR:]PORT") from None
+    return addr, int(port)
 
 
 def parse(text, path="<config>"):
@@ -465,7 +595,7 @@ def load(path):
 
 def _build(sections, path):
     glob, servers, services, seen = {}, {}, [], {}
-    by_kind = {"global": [], "server": [], "service": []}
+    by_kind = {"global": [], "server": [], "service": [], "reweight": [], "agent": []}
     for sec in sections:
         if sec.kind not in by_kind:
             raise sec.error(f"unknown section kind {sec.kind!r} (known: {', '.join(by_kind)})")
@@ -475,6 +605,14 @@ def _build(sections, path):
             raise sec.error("[global] takes no name")
         _global(sec, glob)
         _no_leftovers(sec)
+    for kind, parse_one in (("reweight", lambda s: _reweight(s, by_kind["server"])), ("agent", _agent)):
+        for sec in by_kind[kind]:
+            if sec.name:
+                raise sec.error(f"[{kind}] takes no name")
+            glob[kind] = parse_one(sec)
+            _no_leftovers(sec)
+    if "reweight" not in glob:
+        glob["reweight"] = _reweight(None, by_kind["server"])
     for sec in by_kind["server"]:
         _server(sec, servers)
         _no_leftovers(sec)

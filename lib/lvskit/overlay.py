@@ -11,6 +11,9 @@ health.json:  {"services": {SERVICE: {"ADDR:PORT": {"up": bool, ...}}}}
               healthy set: left in), "weight_percent": N (a warning: weight
               scaled); see health.py for the rest (counters, reasons)
 weights.json: {"services": {SERVICE: {"ADDR:PORT": {"weight": int, ...}}}}
+  (reweight's controller state rides along: smooth, since, out, error,
+  answer; see controller.py.  Weights count only for services whose
+  config still says reweight = agent|http|external.)
 """
 import os
 from dataclasses import replace
@@ -32,6 +35,10 @@ def _services(path):
     return services if isinstance(services, dict) else {}
 
 
+def load_weights(cfg):
+    return _services(weights_path(cfg))
+
+
 def adjuster(cfg, health=None, weights=None):
     """adjust(vs, real) -> Dest or None, for sync.desired_table."""
     health = _services(health_path(cfg)) if health is None else health
@@ -41,7 +48,7 @@ def adjuster(cfg, health=None, weights=None):
         dest = real.dest
         entry = str(dest)
         w = (weights.get(vs.name) or {}).get(entry, {}).get("weight")
-        if isinstance(w, int) and 0 <= w <= 65535:
+        if vs.reweight != "none" and isinstance(w, int) and not isinstance(w, bool) and 0 <= w <= 65535:
             dest = replace(dest, weight=w)
         return _health_adjust(vs, dest, health)
 

@@ -63,11 +63,12 @@ class Outcome:
     current: dict = None                            # the table the plan was made against
 
 
-def reconcile(cfg, kernel, desired=None, dry_run=False, current=None):
+def reconcile(cfg, kernel, desired=None, dry_run=False, current=None, select=None):
     """Plan and (unless dry_run) apply; one syslog line per kernel change.
 
     current: the table as we believe it is (ipvs-sync --every's memory);
-    read from the kernel when None.
+    read from the kernel when None.  select(op) -> bool keeps only some
+    operations (reweight: weight edits of real servers already there).
     """
     if desired is None:
         from .overlay import adjuster
@@ -76,7 +77,10 @@ def reconcile(cfg, kernel, desired=None, dry_run=False, current=None):
     if current is None:
         current = kernel.read(set(desired) | owned)
     removal = {vs.key: vs.removal for vs in cfg.services}
-    out = Outcome(plan_changes(desired, current, owned, removal), current=current)
+    ops = plan_changes(desired, current, owned, removal)
+    if select is not None:
+        ops = [op for op in ops if select(op)]
+    out = Outcome(ops, current=current)
     if dry_run:
         return out
     out.failed = kernel.execute(out.ops) if out.ops else []
@@ -86,7 +90,8 @@ def reconcile(cfg, kernel, desired=None, dry_run=False, current=None):
             log.info(op.ipvsadm())
     for op, message in out.failed:
         log.error(f"{op.ipvsadm()}: {message}")
-    if owned != set(desired):
+    # a partial run (select) did not add or delete services: ownership is ipvs-sync's to record
+    if select is None and owned != set(desired):
         save_owned(cfg, set(desired))
     return out
 

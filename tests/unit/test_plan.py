@@ -173,7 +173,8 @@ def test_failed_operation_does_not_stop_the_rest(tmp_path):
 
 def test_health_and_weights_state_shape_the_table(tmp_path):
     import json
-    cfg = cfg_for(tmp_path, CFG.replace("[service dns]", "on_failure = quiesce\n[service dns]\non_failure = remove"))
+    cfg = cfg_for(tmp_path, CFG.replace("[service dns]", "on_failure = quiesce\nreweight = agent\n"
+                                                 "[service dns]\non_failure = remove"))
     (tmp_path / "health.json").write_text(json.dumps({"services": {
         "web": {"10.0.0.2:80": {"up": False}}, "dns": {"10.0.0.2:53": {"up": False}}}}))
     (tmp_path / "weights.json").write_text(json.dumps({"services": {"web": {"10.0.0.1:80": {"weight": 9}}}}))
@@ -185,6 +186,9 @@ def test_health_and_weights_state_shape_the_table(tmp_path):
     (tmp_path / "health.json").write_text("{ not json")     # a broken state file is ignored
     sync.reconcile(cfg, k)
     assert len(k.table[cfg.service("dns").key].dests) == 2
+    # weights count only while the service is reweighted: back to the config's 3
+    sync.reconcile(cfg_for(tmp_path), k)
+    assert k.table[cfg.service("web").key].dests[("10.0.0.1", 80)].weight == 3
 
 
 def test_follower_plans_changes_against_memory_and_repairs_on_full_rounds(tmp_path):

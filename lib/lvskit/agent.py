@@ -1,0 +1,43 @@
+"""lvs-agent's work: one answer line, to stdout (inetd) or to each TCP client.
+
+The line is computed afresh for every connection (a few small /proc reads),
+so there is no daemon state to go stale; standalone mode serves one client
+at a time, which is all a director polling every few seconds needs, and a
+client that never reads can hold it for at most a second.
+"""
+import socket
+
+from . import agentproto, capacity, log
+
+
+def answer(knobs, proc_root="/proc"):
+    """The agent line for this machine now, e.g. 'up 73%\\n'."""
+    reading = capacity.measure(knobs, proc_root)
+    log.debug(reading.explain())
+    return agentproto.format_answer(capacity.admin_state(knobs.state_file), reading.capacity)
+
+
+def serve(knobs, address, port, proc_root="/proc", ready=None):
+    """Answer every TCP connection on address:port with one line, forever."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and address in ("", "::"):
+            srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        srv.bind((address or "0.0.0.0", port))
+        srv.listen(512)
+        if ready:
+            ready(srv.getsockname())
+        while True:
+            conn, peer = srv.accept()
+            with conn:
+                conn.settimeout(1.0)
+                try:
+                    line = answer(knobs, proc_root)
+                except (OSError, ValueError, KeyError, IndexError) as e:
+                    log.error(f"cannot measure load: {e}")
+                    continue    # no answer beats a wrong one: reweight keeps the weight
+                try:
+                    conn.sendall(line.encode("ascii"))
+                except OSError:
+                    pass

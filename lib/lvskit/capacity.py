@@ -1,0 +1,140 @@
+"""A real server's spare capacity, from what the kernel already counts.
+
+The formula (knobs are [agent] keys, see README.md "Configuration"):
+
+  cpu     = 1 - (loadavg / cpus) / cpu_full       loadavg: the load_avg-minute figure
+  memory  = 1 - psi_some_avg10 / psi_full         when /proc/pressure/memory exists
+          = (1 - used) / (1 - mem_ok)             else, used = 1 - MemAvailable/MemTotal
+  session = 1 - sessions / max_sessions           logins on a tty, pty or X display
+  capacity = min(cpu, memory, session), each clamped to 0..1
+
+The scarcest resource decides: a desktop server with idle CPUs but 40 X
+sessions is full all the same.  A knob of 0 (cpu_full, psi_full,
+max_sessions) or memory = off leaves that resource out.
+
+Everything is read below ``proc_root`` (default /proc) and from ``utmp``, so
+a test can point the agent at prepared files; each read is one small file,
+which keeps an answer well under a millisecond of CPU.
+"""
+import os
+import struct
+from dataclasses import dataclass
+
+# struct utmp on Linux (glibc, 64-bit and 32-bit alike since ut_tv is int32 pairs).
+_UTMP = struct.Struct("<hxxi32s4s32s256shhiii4i20x")
+USER_PROCESS = 7
+
+
+@dataclass(frozen=True)
+class Reading:
+    capacity: float
+    cpu: float
+    memory: float
+    session: float
+    load: float
+    cpus: int
+    sessions: int
+
+    def explain(self):
+        return (f"capacity {self.capacity:.0%} = min(cpu {self.cpu:.0%} [load {self.load:.2f} "
+                f"on {self.cpus} cpus], memory {self.memory:.0%}, sessions {self.session:.0%} "
+                f"[{self.sessions}])")
+
+
+def _clamp(x):
+    return 0.0 if x < 0 else 1.0 if x > 1 else x
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read(65536).decode("ascii", "replace")
+
+
+def cpu_count(proc_root="/proc"):
+    """CPUs the kernel runs tasks on: the cpuN lines of /proc/stat."""
+    try:
+        n = sum(1 for line in _read(os.path.join(proc_root, "stat")).splitlines()
+                if line.startswith("cpu") and line[3:4].isdigit())
+    except OSError:
+        n = 0
+    return n or os.cpu_count() or 1
+
+
+def loadavg(proc_root="/proc", minutes=1):
+    fields = _read(os.path.join(proc_root, "loadavg")).split()
+    return float(fields[{1: 0, 5: 1, 15: 2}[minutes]])
+
+
+def memory_free(knobs, proc_root="/proc"):
+    """Spare memory, 0..1, by PSI when the kernel has it, else by MemAvailable."""
+    if knobs.memory == "off":
+        return 1.0
+    if knobs.memory in ("auto", "psi"):
+        try:
+            text = _read(os.path.join(proc_root, "pressure", "memory"))
+        except OSError:
+            if knobs.memory == "psi":
+                raise
+        else:
+            some = dict(kv.split("=") for kv in text.splitlines()[0].split()[1:])
+            if not knobs.psi_full:
+                return 1.0
+            return _clamp(1 - float(some["avg10"]) / knobs.psi_full)
+    info = {}
+    for line in _read(os.path.join(proc_root, "meminfo")).splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("MemTotal", "MemAvailable"):
+            info[key] = int(rest.split()[0])
+    used = 1 - info["MemAvailable"] / info["MemTotal"]
+    return _clamp((1 - used) / (1 - knobs.mem_ok))
+
+
+def _alive(pid, proc_root):
+    # utmp keeps entries of sessions whose process died without logging out
+    return pid <= 0 or os.path.exists(os.path.join(proc_root, str(pid)))
+
+
+def sessions(utmp="/var/run/utmp", proc_root="/proc"):
+    """Interactive logins: USER_PROCESS entries on ttys, ptys or X displays."""
+    try:
+        with open(utmp, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    n = 0
+    for off in range(0, len(data) - _UTMP.size + 1, _UTMP.size):
+        rec = _UTMP.unpack_from(data, off)
+        ut_type, pid, line = rec[0], rec[1], rec[2].split(b"\0", 1)[0]
+        if ut_type != USER_PROCESS or not line:
+            continue
+        if line.startswith((b"tty", b"pts/", b":")) and _alive(pid, proc_root):
+            n += 1
+    return n
+
+
+def utmp_record(line, user="u", pid=0, ut_type=USER_PROCESS):
+    """One utmp record, for tests and for documenting the layout."""
+    return _UTMP.pack(ut_type, pid, line.encode(), b"", user.encode(), b"", 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+def measure(knobs, proc_root="/proc", utmp=None):
+    """Reading of this machine now; OSError/ValueError/KeyError when /proc is unreadable."""
+    cpus = cpu_count(proc_root)
+    load = loadavg(proc_root, knobs.load_avg)
+    cpu = _clamp(1 - (load / cpus) / knobs.cpu_full) if knobs.cpu_full else 1.0
+    memory = memory_free(knobs, proc_root)
+    n = sessions(utmp or knobs.utmp, proc_root) if knobs.max_sessions else 0
+    session = _clamp(1 - n / knobs.max_sessions) if knobs.max_sessions else 1.0
+    return Reading(min(cpu, memory, session), cpu, memory, session, load, cpus, n)
+
+
+def admin_state(path):
+    """up/drain/maint/down from the admin's state file; up when there is none."""
+    if not path:
+        return "up"
+    try:
+        words = _read(path).split()
+    except OSError:
+        return "up"
+    word = words[0].lower() if words else "up"
+    return word if word in ("up", "drain", "maint", "down") else "up"

@@ -1,0 +1,174 @@
+"""One reweight round: ask every real server for its load, weigh, apply.
+
+Only services with ``reweight = agent|http|external`` take part.  A server
+that serves several services is asked once per round.  The result goes to
+STATE_DIR/weights.json (which ipvs-sync's overlay applies too, so the two
+never fight), then the changed weights, and nothing else, go to the kernel
+through sync.reconcile.  check-real's verdicts win: a server it took out
+stays out (overlay.py), and is not counted when making sure a service keeps
+at least one server with weight.
+"""
+import time
+
+from . import agentproto, controller, log, overlay, state
+from .plan import EDIT_DEST
+from .sync import desired_table, reconcile
+
+STATE_KEYS = ("weight", "smooth", "since", "out", "error", "answer")
+
+
+def params(cfg):
+    r = cfg.reweight
+    return controller.Params(r.alpha, r.deadband, r.max_step, r.floor, r.ceiling, r.scale, r.slow_start)
+
+
+def _query(cfg, vs, real):
+    """(method, what to ask): the same tuple for a server asked by several services."""
+    r = cfg.reweight
+    fields = {"address": real.dest.address, "name": real.name, "port": real.dest.port,
+              "agent_port": r.agent_ports.get(real.name, r.agent_port)}
+    if vs.reweight == "agent":
+        return ("agent", (real.dest.address, fields["agent_port"]))
+    if vs.reweight == "http":
+        host = f"[{real.dest.address}]" if ":" in real.dest.address else real.dest.address
+        return ("http", r.http_url.format(**dict(fields, address=host)))
+    return ("external", r.command.format(**fields))
+
+
+def ask(queries, timeout):
+    """{query: bytes or error string}, every method's polls in turn."""
+    by_method = {}
+    for q in queries:
+        by_method.setdefault(q[0], []).append(q)
+    out = {}
+    if by_method.get("agent"):
+        from . import agentpoll
+        out.update(agentpoll.poll({q: q[1] for q in by_method["agent"]}, timeout))
+    if by_method.get("http"):
+        from . import httpload
+        out.update(httpload.poll({q: q[1] for q in by_method["http"]}, timeout))
+    if by_method.get("external"):
+        from . import loadcmd
+        out.update(loadcmd.poll({q: q[1] for q in by_method["external"]}, timeout))
+    return out
+
+
+def _peer(query):
+    method, what = query
+    if method == "agent":
+        return f"agent {what[0]}:{what[1]}" if ":" not in what[0] else f"agent [{what[0]}]:{what[1]}"
+    return f"{method} {what}"
+
+
+def decide(cfg, replies, old, health, now):
+    """Pure part of a round: new weights.json services from replies and old state.
+
+    replies: {query: bytes or error string}; old, health: the "services"
+    dicts of weights.json and health.json.  Returns (services, notes) where
+    notes are log lines (warnings once per server and problem).
+    """
+    p = params(cfg)
+    new, notes = {}, []
+    parsed = {}
+    for q, raw in replies.items():
+        if isinstance(raw, (bytes, bytearray)):
+            try:
+                parsed[q] = agentproto.parse(bytes(raw), _peer(q))
+            except agentproto.AgentError as e:
+                parsed[q] = str(e)
+        else:
+            parsed[q] = f"{_peer(q)}: {raw}"
+    for vs in cfg.services:
+        if vs.reweight == "none":
+            continue
+        states, bases, eligible = {}, {}, []
+        for real in vs.reals:
+            entry, base = str(real.dest), real.dest.weight
+            prev = (old.get(vs.name) or {}).get(entry)
+            prev = prev if isinstance(prev, dict) and isinstance(prev.get("weight"), int) else None
+            taken_out = (health.get(vs.name) or {}).get(entry, {}).get("up") is False
+            answer = parsed.get(_query(cfg, vs, real), "no answer")
+            if taken_out:
+                s = controller.step(prev, None, base, now, p, out=True)
+            elif isinstance(answer, str):
+                s = controller.step(prev, None, base, now, p)
+                if (prev or {}).get("error") != answer:
+                    notes.append(f"{vs.name} {entry}: {answer}; weight stays {s['weight']}")
+                s["error"] = answer
+            else:
+                if answer.state != "up":
+                    s = controller.drain(prev, base, p)
+                else:
+                    s = controller.step(prev, answer.usable(), base, now, p)
+                if (prev or {}).get("error"):
+                    notes.append(f"{vs.name} {entry}: answers again")
+                s.pop("error", None)
+                s["answer"] = agentproto.format_answer(answer.state, answer.capacity).strip()
+            states[entry], bases[entry] = {k: v for k, v in s.items() if k in STATE_KEYS}, base
+            if not taken_out and base > 0:
+                eligible.append(entry)
+        kept = controller.keep_one(states, eligible, bases, p)
+        if kept:
+            notes.append(f"{vs.name}: every server would be at weight 0; keeping {kept} "
+                         f"at {states[kept]['weight']}")
+        new[vs.name] = states
+    return new, notes
+
+
+def _weight_edit(reweighted):
+    def select(op):
+        return op.kind == EDIT_DEST and op.service.key in reweighted
+    return select
+
+
+def round_(cfg, kernel, dry_run=False, now=None):
+    """Ask, decide, save, apply; returns the sync Outcome."""
+    now = time.time() if now is None else now
+    queries = {_query(cfg, vs, real) for vs in cfg.services if vs.reweight != "none" for real in vs.reals}
+    replies = ask(queries, cfg.reweight.timeout)
+    old = overlay.load_weights(cfg)
+    health = overlay._services(overlay.health_path(cfg))
+    services, notes = decide(cfg, replies, old, health, now)
+    for note in notes:
+        log.warning(note)
+    for name, states in services.items():
+        for entry, s in states.items():
+            log.debug(f"{name} {entry}: {s.get('answer') or s.get('error', '-')} -> weight {s['weight']}")
+    # unchanged state is not rewritten: ipvs-sync --every wakes on every write
+    if not dry_run and services != old:
+        state.save(overlay.weights_path(cfg), {"services": services})
+    desired = desired_table(cfg, overlay.adjuster(cfg, health=health, weights=services))
+    reweighted = {vs.key for vs in cfg.services if vs.reweight != "none"}
+    # dests that are in the kernel and wanted: we edit their weight, never add or remove
+    return reconcile(cfg, kernel, desired, dry_run=dry_run, select=_weight_edit(reweighted))
+
+
+def run(cfg, path, dry_run=False, every=None, kernel=None):
+    """reweight's work: one round, or one every ``every`` seconds until a signal."""
+    import signal
+    import sys
+    from . import config as config_mod
+    from .errors import ERROR, OK, USAGE, Fatal
+    from .lock import Lock
+    from .sync import _open_kernel
+    if every is not None and every <= 0:
+        raise Fatal("--every needs a positive number of seconds", USAGE)
+    if not any(vs.reweight != "none" for vs in cfg.services):
+        log.debug("no service has reweight = agent|http|external: nothing to do")
+    lock = None if dry_run else Lock(cfg.run_dir, "reweight")   # noqa: F841 (held until exit)
+    kernel = kernel or _open_kernel()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        start = time.monotonic()
+        out = round_(cfg, kernel, dry_run=dry_run)
+        if dry_run:
+            for op in out.ops:
+                print(op.ipvsadm())
+        code = ERROR if out.failed else OK
+        if every is None:
+            return code
+        time.sleep(max(0.0, every - (time.monotonic() - start)))
+        try:
+            cfg = config_mod.load(path)
+        except Fatal as e:
+            log.error(f"{e} (keeping the previous config)")

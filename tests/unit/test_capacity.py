@@ -1,0 +1,145 @@
+"""lvs-agent's formula over prepared /proc files and utmp records; the script itself."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lvskit import capacity, config
+from lvskit.agentproto import parse
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+AGENT = os.path.join(ROOT, "bin", "lvs-agent")
+
+
+def fake_proc(d, load="0.00", cpus=4, total=1000, avail=1000, psi=None):
+    d.mkdir(exist_ok=True)
+    (d / "loadavg").write_text(f"{load} 0.50 0.25 1/100 1234\n")
+    (d / "stat").write_text("cpu  1 2 3\n" + "".join(f"cpu{i} 1 2 3\n" for i in range(cpus)) + "intr 5\n")
+    (d / "meminfo").write_text(f"MemTotal: {total} kB\nMemFree: 1 kB\nMemAvailable: {avail} kB\n")
+    if psi is not None:
+        (d / "pressure").mkdir(exist_ok=True)
+        (d / "pressure" / "memory").write_text(
+            f"some avg10={psi:.2f} avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    return str(d)
+
+
+def knobs(**kw):
+    return config.Agent(**kw)
+
+
+def test_cpu_term_is_load_per_cpu(tmp_path):
+    root = fake_proc(tmp_path / "p", load="2.00", cpus=4)
+    r = capacity.measure(knobs(memory="off"), root, utmp="/nonexistent")
+    assert r.cpus == 4 and r.load == 2.0
+    assert r.cpu == pytest.approx(0.5) and r.capacity == pytest.approx(0.5)
+    # cpu_full = 2: a load of 2 per CPU is full, so 0.5 per CPU leaves 75%
+    r = capacity.measure(knobs(memory="off", cpu_full=2.0), root, utmp="/nonexistent")
+    assert r.capacity == pytest.approx(0.75)
+    root = fake_proc(tmp_path / "q", load="9.00", cpus=4)
+    assert capacity.measure(knobs(memory="off"), root, utmp="/x").capacity == 0.0     # clamped
+
+
+def test_load_avg_knob_picks_the_column(tmp_path):
+    root = fake_proc(tmp_path / "p", load="4.00", cpus=1)     # 5-minute column is 0.50
+    assert capacity.measure(knobs(memory="off", load_avg=5), root, utmp="/x").cpu == pytest.approx(0.5)
+
+
+def test_memory_by_psi_when_present_else_meminfo(tmp_path):
+    root = fake_proc(tmp_path / "p", total=1000, avail=250, psi=5.0)
+    assert capacity.memory_free(knobs(psi_full=10.0), root) == pytest.approx(0.5)        # PSI wins
+    assert capacity.memory_free(knobs(memory="meminfo", mem_ok=0.5), root) == pytest.approx(0.5)
+    root2 = fake_proc(tmp_path / "q", total=1000, avail=600)
+    assert capacity.memory_free(knobs(), root2) == 1.0          # 40% used: below mem_ok
+    with pytest.raises(OSError):
+        capacity.memory_free(knobs(memory="psi"), root2)
+    assert capacity.memory_free(knobs(memory="off"), root) == 1.0
+
+
+def test_scarcest_resource_decides(tmp_path):
+    root = fake_proc(tmp_path / "p", load="0.40", cpus=4, total=1000, avail=100)
+    r = capacity.measure(knobs(memory="meminfo", mem_ok=0.5), root, utmp="/x")
+    assert r.cpu == pytest.approx(0.9) and r.memory == pytest.approx(0.2)
+    assert r.capacity == pytest.approx(0.2)
+
+
+def test_sessions_count_live_logins_on_ttys_and_displays(tmp_path):
+    root = fake_proc(tmp_path / "p")
+    (tmp_path / "p" / "4242").mkdir()
+    rec = capacity.utmp_record
+    data = (rec("pts/0", pid=4242) + rec(":0", pid=0) + rec("tty1", pid=4242)
+            + rec("pts/1", pid=999999)                          # stale: its process is gone
+            + rec("~", ut_type=2) + rec("pts/2", ut_type=8))    # boot record, dead process
+    (tmp_path / "utmp").write_bytes(data)
+    assert capacity.sessions(str(tmp_path / "utmp"), root) == 3
+    r = capacity.measure(knobs(memory="off", max_sessions=4), root, utmp=str(tmp_path / "utmp"))
+    assert r.sessions == 3 and r.session == pytest.approx(0.25) and r.capacity == pytest.approx(0.25)
+    assert capacity.sessions(str(tmp_path / "none"), root) == 0
+
+
+def test_admin_state_file(tmp_path):
+    f = tmp_path / "agent-state"
+    assert capacity.admin_state(str(f)) == "up"
+    f.write_text("drain\n")
+    assert capacity.admin_state(str(f)) == "drain"
+    f.write_text("maint  # kernel upgrade\n")
+    assert capacity.admin_state(str(f)) == "maint"
+
+
+def run_agent(*args, cfg=None):
+    env = dict(os.environ, LVSKIT_NO_SYSLOG="1")
+    argv = [sys.executable, AGENT] + (["-c", cfg] if cfg else []) + list(args)
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=20)
+
+
+def test_script_inetd_mode_writes_one_line(tmp_path):
+    root = fake_proc(tmp_path / "p", load="1.00", cpus=4)
+    cfg = tmp_path / "agent.ini"
+    cfg.write_text(f"[agent]\nmemory = off\nstate_file = {tmp_path}/state\nutmp = {tmp_path}/utmp\n")
+    r = run_agent("--proc-root", root, cfg=str(cfg))
+    assert (r.returncode, r.stdout, r.stderr) == (0, "up 75%\n", "")
+    (tmp_path / "state").write_text("drain\n")
+    assert run_agent("--proc-root", root, cfg=str(cfg)).stdout == "drain 75%\n"
+
+
+def test_script_errors(tmp_path):
+    r = run_agent("--proc-root", str(tmp_path / "missing"), cfg="/dev/null")
+    assert r.returncode == 1 and r.stdout == "" and "cannot measure load" in r.stderr
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[agent]\ncpu_full = lots\n")
+    r = run_agent(cfg=str(bad))
+    assert r.returncode == 6 and r.stderr.strip().endswith("[agent] cpu_full: 'lots' is not a number")
+    assert ":2:" in r.stderr
+    r = run_agent("-c", str(tmp_path / "nope.ini"))
+    assert r.returncode == 6
+    assert run_agent("--bogus").returncode == 2
+
+
+def test_script_listen_mode_answers_each_connection(tmp_path):
+    root = fake_proc(tmp_path / "p", load="3.00", cpus=4)
+    cfg = tmp_path / "agent.ini"
+    cfg.write_text(f"[agent]\nmemory = off\nstate_file = {tmp_path}/state\nutmp = {tmp_path}/utmp\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, LVSKIT_NO_SYSLOG="1")
+    proc = subprocess.Popen([sys.executable, AGENT, "-c", str(cfg), "--proc-root", root,
+                             "--listen", f"127.0.0.1:{port}"], env=env)
+    try:
+        answers = []
+        deadline = time.monotonic() + 10
+        while len(answers) < 3 and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+                    answers.append(c.makefile("rb").readline())
+            except ConnectionRefusedError:
+                time.sleep(0.05)
+            if len(answers) == 1:
+                (tmp_path / "p" / "loadavg").write_text("1.00 0 0 1/1 1\n")
+        assert [parse(a).capacity for a in answers] == [pytest.approx(0.25), pytest.approx(0.75),
+                                                       pytest.approx(0.75)]
+    finally:
+        proc.terminate()
+        proc.wait(5)
