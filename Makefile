@@ -2,10 +2,12 @@
 #
 #   make demo     bring up the lab (real IPVS kernel) and play the seed's table
 #   make test     everything CI runs: unit tests, lab tests in the IPVS guest,
-#                 host network-namespace tests; installs what it needs first
-#   make deps     Debian packages + pinned pyroute2 into lib/vendor
+#                 host network-namespace tests, install tests (a DESTDIR and a
+#                 debootstrapped Debian 12 root); installs what it needs first
+#   make deps     Debian packages + pinned pyroute2 into lib/vendor (`make vendor`)
 #   make install  scripts, library and pinned pyroute2 into $(PREFIX)/lib/lvskit,
-#                 links in $(PREFIX)/sbin, config/cron/units (README, "Installing")
+#                 links in $(PREFIX)/sbin, config/key/cron/units (README,
+#                 "Installing on Debian"); `make uninstall` keeps config and key
 #   make bench    the benchmarks in bench/ (minutes; figures in bench/README.md)
 
 PYTHON      ?= /usr/bin/python3
