@@ -2,19 +2,36 @@
 #
 #   make demo     bring up the lab (real IPVS kernel) and play the seed's table
 #   make test     everything CI runs: unit tests, lab tests in the IPVS guest,
-#                 host network-namespace tests; installs what it needs first
-#   make deps     Debian packages + pinned pyroute2 into lib/vendor
+#                 host network-namespace tests, install tests (a DESTDIR and a
+#                 debootstrapped Debian 12 root); installs what it needs first
+#   make deps     Debian packages + pinned pyroute2 into lib/vendor (`make vendor`)
+#   make install  scripts, library and pinned pyroute2 into $(PREFIX)/lib/lvskit,
+#                 links in $(PREFIX)/sbin, config/key/cron/units (README,
+#                 "Installing on Debian"); `make uninstall` keeps config and key
 #   make bench    the benchmarks in bench/ (minutes; figures in bench/README.md)
 
 PYTHON      ?= /usr/bin/python3
-PYROUTE2    ?= pyroute2==0.9.7
+PYROUTE2_VERSION ?= 0.9.7
+PYROUTE2    ?= pyroute2==$(PYROUTE2_VERSION)
 PREFIX      ?= /usr/local
 SYSCONFDIR  ?= /etc
+LOCALSTATEDIR ?= /var
+RUNSTATEDIR ?= /run
 DESTDIR     ?=
+SBINDIR     ?= $(PREFIX)/sbin
+LIBDIR      ?= $(PREFIX)/lib/lvskit
+DATADIR     ?= $(PREFIX)/share/lvskit
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+CONFDIR     = $(SYSCONFDIR)/lvskit
+# The pinned pyroute2 is built when its dist-info for the pinned version is
+# missing: a stamp that is also the proof of which version is there.
+VENDOR      = lib/vendor/pyroute2-$(PYROUTE2_VERSION).dist-info/RECORD
 PYTEST      = $(PYTHON) -m pytest -q -p no:cacheprovider
-APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip iproute2 ipvsadm kmod
+APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip iproute2 ipvsadm kmod \
+              debootstrap
 
-.PHONY: all deps apt-deps lab test test-unit test-lab test-netns demo bench clean
+.PHONY: all deps apt-deps vendor lab test test-unit test-lab test-netns test-install demo bench clean \
+        install uninstall bookworm-root
 
 all: deps
 
@@ -26,14 +43,16 @@ apt-deps:
 	fi
 
 # pyroute2 >= 0.8.1 (Debian 12 has 0.7.2, without IPVS), pinned, in the private library directory.
-lib/vendor/.stamp:
+vendor: $(VENDOR)
+
+$(VENDOR):
 	rm -rf lib/vendor
 	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps --no-compile \
 	    --target lib/vendor '$(PYROUTE2)' 2>&1 | grep -v -e 'WARNING: Running pip as' -e 'is ignored: it is neither' || true
 	$(PYTHON) -c "import sys; sys.path.insert(0, 'lib/vendor'); import pyroute2"
-	touch $@
+	test -f $@
 
-deps: apt-deps lib/vendor/.stamp
+deps: apt-deps vendor
 
 lab: deps
 	lab/guest-kernel
@@ -42,6 +61,7 @@ test: deps lab
 	$(MAKE) test-unit
 	$(MAKE) test-netns
 	$(MAKE) test-lab
+	$(MAKE) test-install
 
 test-unit:
 	$(PYTEST) tests/unit
@@ -60,5 +80,80 @@ demo: deps lab
 bench: deps lab
 	bench/run
 
+# --- install -------------------------------------------------------------
+# bup's layout: LIBDIR keeps the checkout's shape (bin/ next to lib/), so a
+# script finds its library as ../lib from its real path, here and installed;
+# sbin/ holds relative links into LIBDIR/bin.  Files under /etc are the
+# admin's: installed only when absent, never overwritten, kept by uninstall.
+# Shipped jobs are installed disabled (commented cron lines, units not
+# enabled): the example config's addresses must not reach a kernel table
+# before the admin has written the real ones.
+SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+            -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@RUNSTATEDIR@|$(RUNSTATEDIR)|g' \
+            -e 's|@LOCALSTATEDIR@|$(LOCALSTATEDIR)|g' -e 's|@DATADIR@|$(DATADIR)|g'
+SCRIPTS = $(notdir $(wildcard bin/*))
+UNITS   = $(notdir $(wildcard conf/systemd/*.service conf/systemd/*.timer))
+D       = $(DESTDIR)
+
+install: $(VENDOR)
+	install -d -m 0755 $(D)$(SBINDIR) $(D)$(LIBDIR)/bin $(D)$(LIBDIR)/lib/lvskit \
+	    $(D)$(LIBDIR)/lib/vendor $(D)$(DATADIR) $(D)$(SYSTEMDUNITDIR) \
+	    $(D)$(SYSCONFDIR)/cron.d $(D)$(LOCALSTATEDIR)/lib/lvskit $(D)$(RUNSTATEDIR)/lvskit
+	install -d -m 0755 $(D)$(CONFDIR)
+	install -m 0755 $(addprefix bin/,$(SCRIPTS)) $(D)$(LIBDIR)/bin/
+	install -m 0644 lib/lvskit/*.py $(D)$(LIBDIR)/lib/lvskit/
+	rm -rf $(D)$(LIBDIR)/lib/vendor/pyroute2 $(D)$(LIBDIR)/lib/vendor/pyroute2-*.dist-info
+	cp -R lib/vendor/pyroute2 lib/vendor/pyroute2-$(PYROUTE2_VERSION).dist-info $(D)$(LIBDIR)/lib/vendor/
+	find $(D)$(LIBDIR)/lib/vendor -name __pycache__ -prune -exec rm -rf {} +
+	for s in $(SCRIPTS); do ln -sfr $(D)$(LIBDIR)/bin/$$s $(D)$(SBINDIR)/$$s; done
+	$(SUBST) conf/cron.d/lvskit > $(D)$(DATADIR)/cron.d-lvskit
+	$(SUBST) conf/inetd.conf > $(D)$(DATADIR)/inetd.conf
+	install -m 0644 conf/lvskit.ini README.md $(D)$(DATADIR)/
+	for u in $(UNITS); do $(SUBST) conf/systemd/$$u > $(D)$(SYSTEMDUNITDIR)/$$u; \
+	    chmod 0644 $(D)$(SYSTEMDUNITDIR)/$$u; done
+	@if [ -e $(D)$(CONFDIR)/lvskit.ini ]; then echo "kept $(D)$(CONFDIR)/lvskit.ini"; \
+	else install -m 0644 conf/lvskit.ini $(D)$(CONFDIR)/lvskit.ini; fi
+	@if [ -e $(D)$(SYSCONFDIR)/cron.d/lvskit ]; then echo "kept $(D)$(SYSCONFDIR)/cron.d/lvskit"; \
+	else install -m 0644 $(D)$(DATADIR)/cron.d-lvskit $(D)$(SYSCONFDIR)/cron.d/lvskit; fi
+	@if [ -e $(D)$(CONFDIR)/hb.key ]; then echo "kept $(D)$(CONFDIR)/hb.key"; \
+	else (umask 077; od -An -vtx1 -N32 /dev/urandom | tr -d ' \n' > $(D)$(CONFDIR)/hb.key.tmp; \
+	      echo >> $(D)$(CONFDIR)/hb.key.tmp; \
+	      mv $(D)$(CONFDIR)/hb.key.tmp $(D)$(CONFDIR)/hb.key) && \
+	    echo "made $(D)$(CONFDIR)/hb.key (copy it, mode 0600, to every director)"; fi
+
+# Leaves what the admin owns: the config, the key, state, and a cron file that
+# differs from the shipped one.  Units: admins override in /etc/systemd/system.
+uninstall:
+	for s in $(notdir $(wildcard $(D)$(LIBDIR)/bin/*)); do \
+	    if [ -L $(D)$(SBINDIR)/$$s ]; then rm -f $(D)$(SBINDIR)/$$s; fi; done
+	rm -f $(addprefix $(D)$(SYSTEMDUNITDIR)/,$(UNITS))
+	@if [ -e $(D)$(SYSCONFDIR)/cron.d/lvskit ]; then \
+	    if cmp -s $(D)$(SYSCONFDIR)/cron.d/lvskit $(D)$(DATADIR)/cron.d-lvskit; then \
+	        rm -f $(D)$(SYSCONFDIR)/cron.d/lvskit; \
+	    else echo "kept $(D)$(SYSCONFDIR)/cron.d/lvskit (edited)"; fi; fi
+	rm -rf $(D)$(LIBDIR) $(D)$(DATADIR)
+	@echo "kept $(D)$(CONFDIR)/ (config, key) and $(D)$(LOCALSTATEDIR)/lib/lvskit/ (state)"
+
+# --- install tests ------------------------------------------------------------
+# A Debian 12 minbase root with Debian's own python3 and packages, built once
+# per machine (the stamp), from the mirror apt already uses.
+BOOKWORM = build/bookworm
+MIRROR  ?= $(shell sed -n 's/^URIs: *\(http[^ ]*debian\)\/*$$/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+
+bookworm-root: $(BOOKWORM)/.lvskit-stamp
+
+$(BOOKWORM)/.lvskit-stamp:
+	@command -v debootstrap >/dev/null || $(MAKE) apt-deps
+	rm -rf $(BOOKWORM) $(BOOKWORM).tmp
+	mkdir -p build
+	debootstrap --variant=minbase --include=python3,python3-requests,python3-sh,iproute2 \
+	    bookworm $(BOOKWORM).tmp $(or $(MIRROR),http://deb.debian.org/debian) > build/debootstrap.log 2>&1 \
+	    || { tail -20 build/debootstrap.log; exit 1; }
+	mv $(BOOKWORM).tmp $(BOOKWORM)
+	touch $@
+
+test-install: $(VENDOR)
+	$(PYTEST) tests/install
+
 clean:
-	rm -rf lib/vendor lab/build bench/results
+	rm -rf lib/vendor lab/build bench/results build
