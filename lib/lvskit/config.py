@@ -15,7 +15,6 @@ Sections (see README.md, "Configuration"):
 Every problem raises ConfigError naming file, line, section and key; the
 result is a tree of frozen dataclasses.
 """
-import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -268,6 +267,7 @@ def _netmask(sec, af, persistent):
         if af == AF_INET6 or raw.lstrip("/").isdigit():
             prefix = int(raw.lstrip("/"))
         else:
+            import ipaddress    # rare: only persistent services with a dotted netmask
             prefix = ipaddress.IPv4Network(f"0.0.0.0/{raw}").prefixlen
     except ValueError:
         prefix = -1
@@ -305,6 +305,7 @@ def _flags(sec):
 
 
 _REAL_OPTS = ("weight", "forward", "port", "uthreshold", "lthreshold")
+_FORWARDS = tuple(FORWARD)
 
 
 def _real(sec, key, servers, svc_key, default_forward):
@@ -327,21 +328,22 @@ def _real(sec, key, servers, svc_key, default_forward):
         if opt in opts:
             raise sec.error(f"{opt} given twice", key)
         opts[opt] = val
-    weight = _int(sec, key, 0, MAX_WEIGHT, 1, text=opts.get("weight", "1"), label="weight")
-    forward = FORWARD[_choice(sec, key, tuple(FORWARD), default_forward, text=opts.get("forward", ""), label="forward")]
+    # only the options given are parsed: a big table is read on every cron run
+    weight = _int(sec, key, 0, MAX_WEIGHT, text=opts["weight"], label="weight") if "weight" in opts else 1
+    forward = FORWARD[_choice(sec, key, _FORWARDS, text=opts["forward"], label="forward")
+                      if "forward" in opts else default_forward]
     default_port = svc_key.port
-    port = _int(sec, key, 0, 65535, default_port, text=opts.get("port", ""), label="port")
+    port = _int(sec, key, 0, 65535, text=opts["port"], label="port") if "port" in opts else default_port
     if svc_key.fwmark == 0 and port == 0:
         raise sec.error("port 0 is only for fwmark services", key)
     if forward != FORWARD["nat"] and port != default_port:
         raise sec.error(f"port {port} differs from the service's {default_port}: "
                         "only forward=nat can map ports", key)
-    af = family_of(address)
-    if af != svc_key.af and forward != FORWARD["tun"]:
+    if (":" in address) != (svc_key.af == AF_INET6) and forward != FORWARD["tun"]:
         raise sec.error("real server and service are of different IP families "
                         "(only forward=tun can mix them)", key)
-    uth = _int(sec, key, 0, 0x7FFFFFFF, 0, text=opts.get("uthreshold", ""), label="uthreshold")
-    lth = _int(sec, key, 0, 0x7FFFFFFF, 0, text=opts.get("lthreshold", ""), label="lthreshold")
+    uth = _int(sec, key, 0, 0x7FFFFFFF, text=opts["uthreshold"], label="uthreshold") if "uthreshold" in opts else 0
+    lth = _int(sec, key, 0, 0x7FFFFFFF, text=opts["lthreshold"], label="lthreshold") if "lthreshold" in opts else 0
     if uth and lth > uth:
         raise sec.error(f"lthreshold {lth} is above uthreshold {uth}", key)
     return RealServer(name, Dest(address, port, forward, weight, uth, lth))

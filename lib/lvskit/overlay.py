@@ -39,21 +39,33 @@ def load_weights(cfg):
     return _services(weights_path(cfg))
 
 
-def adjuster(cfg, health=None, weights=None):
-    """adjust(vs, real) -> Dest or None, for sync.desired_table."""
-    health = _services(health_path(cfg)) if health is None else health
-    weights = _services(weights_path(cfg)) if weights is None else weights
+class Adjuster:
+    """adjust(vs, real) -> Dest or None, for sync.desired_table; extra(vs) adds a sorry server."""
 
-    def adjust(vs, real):
+    def __init__(self, health, weights):
+        self.health, self.weights = health, weights
+
+    def touches(self, vs):
+        """False when no state speaks of vs: its configured entries stand as they are."""
+        return vs.name in self.health or (vs.reweight != "none" and vs.name in self.weights)
+
+    def __call__(self, vs, real):
         dest = real.dest
         entry = str(dest)
-        w = (weights.get(vs.name) or {}).get(entry, {}).get("weight")
+        w = (self.weights.get(vs.name) or {}).get(entry, {}).get("weight")
         if vs.reweight != "none" and isinstance(w, int) and not isinstance(w, bool) and 0 <= w <= 65535:
             dest = replace(dest, weight=w)
-        return _health_adjust(vs, dest, health)
+        return _health_adjust(vs, dest, self.health)
 
-    adjust.extra = lambda vs: _sorry(vs, health)
-    return adjust
+    def extra(self, vs):
+        return _sorry(vs, self.health)
+
+
+def adjuster(cfg, health=None, weights=None):
+    """The Adjuster of the state files (or of the given health and weights)."""
+    health = _services(health_path(cfg)) if health is None else health
+    weights = _services(weights_path(cfg)) if weights is None else weights
+    return Adjuster(health, weights)
 
 
 # --- health (check-real) -------------------------------------------------------

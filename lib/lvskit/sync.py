@@ -36,20 +36,21 @@ def save_owned(cfg, keys):
 def desired_table(cfg, adjust=None):
     """{ServiceKey: Service with dests} the config asks for.
 
-    adjust(vs, real) -> Dest or None lets health and load state change a real
-    server's entry (None leaves it out of the table); adjust.extra(vs), when
-    present, gives dests to add (a sorry server).
+    adjust (overlay.Adjuster): adjust(vs, real) -> Dest or None lets health
+    and load state change a real server's entry (None leaves it out of the
+    table), adjust.extra(vs) gives dests to add (a sorry server), and
+    adjust.touches(vs) says whether any state speaks of vs at all.
     """
     table = {}
     for vs in cfg.services:
         svc = vs.wanted()
-        if adjust:
+        if adjust is not None and adjust.touches(vs):
             dests = {}
             for real in vs.reals:
                 d = adjust(vs, real)
                 if d is not None:
                     dests[d.key] = d
-            for d in getattr(adjust, "extra", lambda vs: ())(vs):
+            for d in adjust.extra(vs):
                 dests.setdefault(d.key, d)      # e.g. the sorry server
             svc = replace(svc, dests=dests)
         table[vs.key] = svc

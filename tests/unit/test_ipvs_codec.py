@@ -50,3 +50,55 @@ def test_truncated_attribute_stream_stops_cleanly():
     assert set(ipvs._attrs(good)) == {1, 2}
     assert set(ipvs._attrs(good[:-3])) == {1}            # the cut attribute is dropped
     assert ipvs._attrs(b"\x02\x00\x01\x00") == {}       # length below header: stop
+
+
+def kernel_dest_payload(af, addr, port, fwd, weight, uth, lth, active, inactive, persist):
+    """A GET_DEST reply as ip_vs_genl_fill_dest (Linux 6.1) writes it, stats included."""
+    a = ipvs._attr
+    stats = ipvs._nest(ipvs.DEST_STATS, b"".join(a(i, struct.pack("=I", i * 7)) for i in range(1, 10)))
+    stats64 = ipvs._nest(12, b"".join(a(i, struct.pack("=Q", i)) for i in range(1, 10)))
+    body = (a(ipvs.DEST_ADDR, ipvs._pack_addr(af, addr)) + a(ipvs.DEST_PORT, struct.pack(">H", port))
+            + a(ipvs.DEST_FWD_METHOD, struct.pack("=I", fwd)) + a(ipvs.DEST_WEIGHT, struct.pack("=i", weight))
+            + a(13, b"\0") + a(14, b"\0\0") + a(15, b"\0\0")          # tunnel type, port, flags
+            + a(ipvs.DEST_U_THRESH, struct.pack("=I", uth)) + a(ipvs.DEST_L_THRESH, struct.pack("=I", lth))
+            + a(ipvs.DEST_ACTIVE_CONNS, struct.pack("=I", active))
+            + a(ipvs.DEST_INACT_CONNS, struct.pack("=I", inactive))
+            + a(ipvs.DEST_PERSIST_CONNS, struct.pack("=I", persist))
+            + a(ipvs.DEST_ADDR_FAMILY, struct.pack("=H", af)) + stats + stats64)
+    return ipvs._nest(ipvs.CMD_ATTR_DEST, body)
+
+
+def test_dest_layout_fast_path_agrees_with_the_generic_walk():
+    layout = ipvs.DestLayout()
+    cases = [(AF_INET, "10.0.0.5", 80, 3, 7, 0, 0, 1, 2, 0),
+             (AF_INET, "10.0.0.6", 8080, 0, 0, 100, 10, 5, 0, 3),
+             (AF_INET6, "2001:db8::7", 443, 2, 65535, 0, 0, 0, 0, 0)]
+    for c in cases:
+        payload = kernel_dest_payload(*c)
+        generic = ipvs.decode_dest(c[0], ipvs._attrs(ipvs._attrs(payload)[ipvs.CMD_ATTR_DEST]))
+        fast = layout.decode(c[0], payload)
+        assert fast == generic
+        assert (fast.active, fast.inactive, fast.persistent) == c[7:10]
+        assert (fast.address, fast.port, fast.forward, fast.weight) == c[1:5]
+    assert layout.layout is not None
+
+
+def test_dest_layout_falls_back_when_a_message_differs(monkeypatch):
+    layout = ipvs.DestLayout()
+    learnt = kernel_dest_payload(AF_INET, "10.0.0.5", 80, 3, 7, 0, 0, 0, 0, 0)
+    layout.decode(AF_INET, learnt)
+    generic = []
+    real = ipvs.decode_dest
+    monkeypatch.setattr(ipvs, "decode_dest", lambda af, a: generic.append(1) or real(af, a))
+    # same length, the weight attribute's type changed: the headers differ, so the
+    # generic walk must answer (and finds no weight where the fast path would)
+    other = kernel_dest_payload(AF_INET, "10.0.0.9", 81, 3, 4, 0, 0, 0, 0, 0)
+    wt = struct.pack("=HH", 8, ipvs.DEST_WEIGHT)
+    other = other.replace(wt, struct.pack("=HH", 8, 16), 1)
+    assert len(other) == len(learnt)
+    try:
+        layout.decode(AF_INET, other)
+    except KeyError:
+        pass                                        # generic walk: no weight attribute
+    assert generic == [1]
+    assert layout.decode(AF_INET, learnt).weight == 7 and generic == [1]
