@@ -266,6 +266,7 @@ class Listener:
         self.role_file.role, self.role_file.stamp = worker.role, None
         self.role = worker.role
         self.path_names = hb.paths
+        self.announce_due = None
 
     def run(self):
         tick = min(self.hb.interval / 2, 0.01)
@@ -296,10 +297,17 @@ class Listener:
     def heard(self, beat, now):
         old = self.peers.get(beat.name)
         since = old.since if old and now - old.last <= self.hb.deadtime else now
-        if old is None or now - old.last > self.hb.deadtime:
+        back = old is not None and now - old.last > self.hb.deadtime
+        if old is None or back:
             log.info(f"peer {beat.name} alive ({beat.state}, priority {beat.priority})")
         elif old.state != beat.state:
             log.info(f"peer {beat.name} now {beat.state}")
+        # A peer back from silence may have announced the VIPs as its own
+        # meanwhile (a healed partition), and one that just released surely
+        # did: whoever stays active says so again, or the ARP caches keep
+        # pointing at the node that let go.
+        if back or (old is not None and old.state == ACTIVE and beat.state != ACTIVE):
+            self.announce_due = f"peer {beat.name} {'back' if back else 'released'}"
         self.peers[beat.name] = PeerView(beat.priority, beat.state, now, since)
         key = (beat.name, beat.path)
         if key in self.dead_paths:
@@ -324,7 +332,13 @@ class Listener:
         self.role = role
         action = decide(self.me.name, self.me.priority, role, self.peers, now, self.started,
                         self.policy, [n.name for n in self.cfg.nodes if n.name != self.me.name])
-        if action is None or self.worker.pending is not None:
+        if self.worker.pending is not None:
+            return
+        if self.announce_due and role == ACTIVE and action is None:
+            log.warning(f"{self.announce_due}: staying active, announcing again")
+            self.worker.send("announce")
+        self.announce_due = None
+        if action is None:
             return
         period = 1.0 if action == ANNOUNCE else 0.5
         if now - self.last_try.get(action, -1e9) < period:
@@ -340,6 +354,7 @@ class Listener:
             self.worker.send("release")
         elif action == ANNOUNCE:
             log.warning("split brain healed: staying active, announcing again")
+            self.announce_due = None
             self.worker.send("announce")
 
     def _why(self, now):

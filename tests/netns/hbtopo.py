@@ -90,7 +90,8 @@ class Pair:
                               capture_output=True, **kw)
 
     def tool(self, node, name, *args):
-        return [PY, os.path.join(ROOT, "bin", name), "-c", self.config[node], "--node", node] + list(args)
+        who = ["--node", node] if name.startswith("hb-") else []
+        return [PY, os.path.join(ROOT, "bin", name), "-c", self.config[node]] + who + list(args)
 
     def start(self, node, log=True):
         """hb-listen, hb-send and a UDP responder (port 9000, answers with the node's name)."""
