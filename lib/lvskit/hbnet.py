@@ -8,6 +8,7 @@ and the takeover is still immediate.  And a hook or a kernel step that
 hangs or crashes stays in the worker; the heartbeat keeps being heard.
 """
 import ctypes
+import json
 import os
 import select
 import socket
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from . import log, state
+from . import log
 from .errors import Fatal, NOT_CONFIGURED
 from .heartbeat import ACTIVE, BadBeat, Beat, HELD, Receiver, STANDBY, encode
 from .roles import ACQUIRE, ANNOUNCE, PeerView, Policy, RELEASE, decide
@@ -245,6 +246,15 @@ class Worker:
         self.start()
 
 
+def _write_volatile(path, text):
+    """Atomic but not fsync'd: RUN_DIR is tmpfs, and a busy disk must not stall hb-listen."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
+
+
 class Listener:
     def __init__(self, cfg, me, key, sockets, worker, clock=time.monotonic):
         hb = cfg.heartbeat
@@ -267,12 +277,20 @@ class Listener:
         self.role = worker.role
         self.path_names = hb.paths
         self.announce_due = None
+        self.peer_names = [n.name for n in cfg.nodes if n.name != me.name]
+        self.announce_due = None
 
     def run(self):
         tick = min(self.hb.interval / 2, 0.01)
         rlist = list(self.sockets) + [self.worker]
         while True:
-            ready, _, _ = select.select(rlist, [], [], tick)
+            # Wake exactly when a peer's deadtime runs out, not up to a tick later.
+            now, timeout = self.clock(), tick
+            for p in self.peers.values():
+                left = p.last + self.hb.deadtime - now + 0.0002
+                if 0 < left < timeout:
+                    timeout = left
+            ready, _, _ = select.select(rlist, [], [], timeout)
             for r in ready:
                 if r is self.worker:
                     self._answer()
@@ -317,6 +335,40 @@ class Listener:
         self.warned.discard(beat.name)
 
     def step(self, now):
+        # Act first, then write: a log line or a file write can block (a busy
+        # disk, a slow syslog), and nothing may stand between the decision and
+        # the worker's VIP.
+        self._act(now)
+        self._report(now)
+        self._publish(now)
+
+    def _act(self, now):
+        if self.worker.pending is not None:
+            return
+        role = self.role = self.role_file.get()
+        action = decide(self.me.name, self.me.priority, role, self.peers, now, self.started,
+                        self.policy, self.peer_names)
+        if self.announce_due and role == ACTIVE and action is None:
+            self.worker.send("announce")
+            log.warning(f"{self.announce_due}: staying active, announcing again")
+        self.announce_due = None
+        if action is None:
+            return
+        period = 1.0 if action == ANNOUNCE else 0.5
+        if now - self.last_try.get(action, -1e9) < period:
+            return
+        self.last_try[action] = now
+        self.worker.send(action)
+        if action == ACQUIRE:
+            log.warning("taking over: " + self._why(now))
+        elif action == RELEASE:
+            log.warning("releasing: " + ", ".join(
+                f"{n} {p.state} priority {p.priority}" for n, p in self.peers.items()
+                if now - p.last <= self.hb.deadtime))
+        else:
+            log.warning("split brain healed: staying active, announcing again")
+
+    def _report(self, now):
         for name, peer in self.peers.items():
             quiet = now - peer.last
             if quiet > self.hb.warntime and name not in self.warned:
@@ -327,35 +379,6 @@ class Listener:
                 self.dead_paths.add(key)
                 log.warning(f"peer {key[0]}: path {self.path_names[key[1]]} silent for "
                             f"{(now - last) * 1000:.0f} ms")
-        self._publish(now)
-        role = self.role_file.get() if self.worker.pending is None else self.role
-        self.role = role
-        action = decide(self.me.name, self.me.priority, role, self.peers, now, self.started,
-                        self.policy, [n.name for n in self.cfg.nodes if n.name != self.me.name])
-        if self.worker.pending is not None:
-            return
-        if self.announce_due and role == ACTIVE and action is None:
-            log.warning(f"{self.announce_due}: staying active, announcing again")
-            self.worker.send("announce")
-        self.announce_due = None
-        if action is None:
-            return
-        period = 1.0 if action == ANNOUNCE else 0.5
-        if now - self.last_try.get(action, -1e9) < period:
-            return
-        self.last_try[action] = now
-        if action == ACQUIRE:
-            log.warning("taking over: " + self._why(now))
-            self.worker.send("acquire")
-        elif action == RELEASE:
-            log.warning("releasing: " + ", ".join(
-                f"{n} {p.state} priority {p.priority}" for n, p in self.peers.items()
-                if now - p.last <= self.hb.deadtime))
-            self.worker.send("release")
-        elif action == ANNOUNCE:
-            log.warning("split brain healed: staying active, announcing again")
-            self.announce_due = None
-            self.worker.send("announce")
 
     def _why(self, now):
         parts = []
@@ -383,7 +406,7 @@ class Listener:
         if view != self.published:
             self.published = view
             try:
-                state.save(peers_path(self.cfg), view)
+                _write_volatile(peers_path(self.cfg), json.dumps(view, sort_keys=True))
             except OSError as e:
                 self.limited("publish", log.warning, f"{peers_path(self.cfg)}: {e.strerror}")
 

@@ -103,19 +103,22 @@ class Director:
     # --- acquire -----------------------------------------------------------------------
     def acquire_fast(self):
         """VIPs and the first ARP burst, then the role file; Fatal only if no VIP went up."""
-        failed = []
+        failed, added = [], []
+        present = self.addrs.list()
         for v in self.hb.vips:
             try:
-                if self.addrs.add(v):
-                    log.info(vip.ip_syntax("add", v, self.hb.vip_interface))
+                if self.addrs.add(v, present):
+                    added.append(v)
             except Fatal as e:
                 failed.append(str(e))
         if len(failed) == len(self.hb.vips):
             raise Fatal(failed[0], errors.ERROR)
-        for message in failed:
-            log.error(message)
         self._announce(self.hb.arp_count)
         write_role(self.cfg, ACTIVE)
+        for v in added:     # logged after the ARP: syslog may be slow
+            log.info(vip.ip_syntax("add", v, self.hb.vip_interface))
+        for message in failed:
+            log.error(message)
         return not failed
 
     def _announce(self, count):

@@ -42,9 +42,13 @@ class Addresses:
         address = vip.split("/")[0]
         return any(a.split("/")[0] == address for a in self.list())
 
-    def add(self, vip):
-        """Add vip ('address/prefix'); True when it was added, False when already there."""
-        if self.holds(vip):
+    def add(self, vip, present=None):
+        """Add vip ('address/prefix'); True when it was added, False when already there.
+
+        present: the list() result when the caller already has it (one dump per takeover).
+        """
+        present = self.list() if present is None else present
+        if any(a.split("/")[0] == vip.split("/")[0] for a in present):
             return False
         iface = ipaddress.ip_interface(vip)
         kw = {"index": self.index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}

@@ -8,8 +8,11 @@ Everything lives in namespaces PREFIX-{sw,client,director,spare}; nothing in
 the root namespace.  Heartbeats can go over both nets (paths "front" and
 "hb") or only "hb", so a test can cut just the heartbeat.  Stdlib only.
 """
+import ctypes
 import os
 import signal
+import socket
+import struct
 import subprocess
 import time
 
@@ -20,6 +23,10 @@ FRONT, HB = "10.201.1.", "10.201.2."
 VIP = FRONT + "100"
 HOST = {"director": 2, "spare": 3, "client": 10}
 KEY = b"0123456789abcdef0123456789abcdef\n"
+# The service and the probe are measuring instruments: real-time, so that a
+# loaded test machine (other test runs, stress-ng) delays neither; what is
+# measured is the failover, not the scheduler's treatment of a test server.
+RESPONDER = ["chrt", "-f", "5", PY, os.path.join(ROOT, "lab", "responder.py"), "serve"]
 
 
 def _sh(ns, script, check=True):
@@ -100,14 +107,45 @@ class Pair:
         self.procs[node] = [
             self.popen(node, self.tool(node, "hb-listen", "-v"), stderr=err, stdout=err, env=env),
             self.popen(node, self.tool(node, "hb-send"), stderr=err, stdout=err, env=env),
-            self.popen(node, [PY, os.path.join(ROOT, "lab", "responder.py"), "serve", node, "--udp", "9000"],
+            self.popen(node, RESPONDER + [node, "--udp", "9000"],
                        stdout=subprocess.DEVNULL, stderr=err),
         ]
 
     def kill(self, node):
-        """As a machine dies: links down, then SIGKILL of everything in its namespace."""
-        self.links(node, "down")
+        """As a machine dies: links down, then SIGKILL of everything in its namespace.
+
+        Returns the monotonic time just before the links went down.  The links
+        go down through a netlink socket opened in the node's namespace in
+        advance: an `ip` process takes 10-200 ms to start on a loaded machine,
+        during which the node would still be alive on one link.
+        """
+        sock, indexes = self._netlink(node)
+        t = time.monotonic()
+        for seq, index in enumerate(indexes, 1):
+            # RTM_NEWLINK, ifinfomsg: family 0, index, flags 0, change IFF_UP
+            body = struct.pack("=BxHiII", 0, 0, index, 0, 1)
+            sock.send(struct.pack("=IHHII", 16 + len(body), 16, 0x1 | 0x4, seq, 0) + body)
+        for _ in indexes:
+            sock.recv(4096)
+        sock.close()
         self.killall(node)
+        return t
+
+    def _netlink(self, node):
+        libc = ctypes.CDLL(None, use_errno=True)
+        own = os.open("/proc/self/ns/net", os.O_RDONLY)
+        target = os.open(f"/run/netns/{self.ns[node]}", os.O_RDONLY)
+        try:
+            if libc.setns(target, 0x40000000) != 0:       # CLONE_NEWNET
+                raise OSError(ctypes.get_errno(), "setns")
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)     # NETLINK_ROUTE
+            sock.bind((0, 0))
+            indexes = [socket.if_nametoindex(dev) for dev in ("eth0", "eth1")]
+        finally:
+            libc.setns(own, 0x40000000)
+            os.close(own)
+            os.close(target)
+        return sock, indexes
 
     def killall(self, node):
         out = subprocess.run(["ip", "netns", "pids", self.ns[node]], text=True, capture_output=True).stdout
