@@ -39,26 +39,35 @@ def _sh(ns, script, check=True):
 class Pair:
     def __init__(self, prefix, workdir, paths=("front", "hb"), priorities=(200, 100),
                  timings="interval = 20ms\ndeadtime = 120ms\nwarntime = 60ms\ninitdead = 1s\n",
-                 extra=""):
+                 extra="", reals=0):
         self.prefix, self.dir = prefix, workdir
-        self.ns = {n: f"{prefix}-{n}" for n in ("sw", "client", "director", "spare")}
+        # reals: that many direct-routing real servers r1, r2... on the front net (.11, .12...),
+        # the VIP on their lo, and a [service web] VIP:80 over them in the config
+        self.reals = [f"r{i}" for i in range(1, reals + 1)]
+        for i, r in enumerate(self.reals):
+            HOST[r] = 11 + i
+        self.ns = {n: f"{prefix}-{n}" for n in ["sw", "client", "director", "spare"] + self.reals}
         self.procs = {}
         self._delete()
         for ns in self.ns.values():
             subprocess.run(["ip", "netns", "add", ns], check=True)
-        sw = ["link set lo up", "link add br0 type bridge", "link set br0 up",
-              "link add br1 type bridge", "link set br1 up"]
+        sw = ["link set lo up", "link add br0 type bridge mcast_snooping 0", "link set br0 up",
+              "link add br1 type bridge mcast_snooping 0", "link set br1 up"]
         links = [("client", "eth0", "br0"), ("director", "eth0", "br0"), ("spare", "eth0", "br0"),
-                 ("director", "eth1", "br1"), ("spare", "eth1", "br1")]
+                 ("director", "eth1", "br1"), ("spare", "eth1", "br1")] + [(r, "eth0", "br0") for r in self.reals]
         for i, (n, dev, br) in enumerate(links):
             sw += [f"link add p{i} type veth peer name {dev} netns {self.ns[n]}", f"link set p{i} master {br} up"]
         subprocess.run(["ip", "-n", self.ns["sw"], "-batch", "-"], input="\n".join(sw) + "\n",
                        text=True, check=True)
-        for n in ("client", "director", "spare"):
+        for n in ["client", "director", "spare"] + self.reals:
             h = HOST[n]
             cmds = ["ip link set lo up", f"ip link set eth0 address 02:00:0a:c9:01:{h:02x} up",
                     f"ip addr add {FRONT}{h}/24 dev eth0"]
-            if n != "client":
+            if n in self.reals:
+                cmds += [f"ip addr add {VIP}/32 dev lo"] + [
+                    f"echo {v} > /proc/sys/net/ipv4/conf/{c}/{k}"
+                    for c in ("all", "eth0") for k, v in (("arp_ignore", 1), ("arp_announce", 2))]
+            elif n != "client":
                 cmds += [f"ip link set eth1 address 02:00:0a:c9:02:{h:02x} up", f"ip addr add {HB}{h}/24 dev eth1"]
             _sh(self.ns[n], "\n".join(cmds))
         self.node_dir = {}
@@ -77,12 +86,17 @@ class Pair:
                 nodes += f"path.front = {FRONT}{HOST[n]}\n"
             if "hb" in paths:
                 nodes += f"path.hb = {HB}{HOST[n]}\n"
+        services = ""
+        if self.reals:
+            services = "".join(f"[server {r}]\naddress = {FRONT}{HOST[r]}\n" for r in self.reals)
+            services += f"[service web]\naddress = {VIP}\nport = 80\nforward = dr\nscheduler = rr\n"
+            services += "".join(f"real.{r} =\n" for r in self.reals)
         self.config = {}
         for n in ("director", "spare"):
             d = self.node_dir[n]
             text = (f"[global]\nstate_dir = {d}/state\nrun_dir = {d}/run\n\n"
                     f"[heartbeat]\nkey_file = {key}\nvip_interface = eth0\nvips = {VIP}/32\n"
-                    f"arp_repeat = 1s\nrelease_wait = 1s\n{timings}{extra}\n{nodes}")
+                    f"arp_repeat = 1s\nrelease_wait = 1s\n{timings}{extra}\n{nodes}{services}")
             path = os.path.join(d, "lvskit.ini")
             with open(path, "w") as f:
                 f.write(text)
@@ -203,7 +217,7 @@ class Pair:
 
     # --- teardown ------------------------------------------------------------------
     def close(self):
-        for node in ("director", "spare", "client"):
+        for node in ["director", "spare", "client"] + self.reals:
             self.killall(node)
         self._delete()
 
