@@ -57,25 +57,28 @@ def desired_table(cfg, adjust=None):
 class Outcome:
     ops: list = field(default_factory=list)
     failed: list = field(default_factory=list)      # [(op, message)]
-    applied: bool = False
+    current: dict = None                            # the table the plan was made against
 
 
-def reconcile(cfg, kernel, desired=None, dry_run=False):
-    """Plan and (unless dry_run) apply; one syslog line per kernel change."""
+def reconcile(cfg, kernel, desired=None, dry_run=False, current=None):
+    """Plan and (unless dry_run) apply; one syslog line per kernel change.
+
+    current: the table as we believe it is (ipvs-sync --every's memory);
+    read from the kernel when None.
+    """
     if desired is None:
         from .overlay import adjuster
         desired = desired_table(cfg, adjuster(cfg))
     owned = load_owned(cfg)
-    current = kernel.read(set(desired) | owned)
+    if current is None:
+        current = kernel.read(set(desired) | owned)
     removal = {vs.key: vs.removal for vs in cfg.services}
-    ops = plan_changes(desired, current, owned, removal)
-    out = Outcome(ops)
+    out = Outcome(plan_changes(desired, current, owned, removal), current=current)
     if dry_run:
         return out
-    out.failed = kernel.execute(ops) if ops else []
-    out.applied = True
+    out.failed = kernel.execute(out.ops) if out.ops else []
     bad = {id(op) for op, _ in out.failed}
-    for op in ops:
+    for op in out.ops:
         if id(op) not in bad:
             log.info(op.ipvsadm())
     for op, message in out.failed:
@@ -83,6 +86,33 @@ def reconcile(cfg, kernel, desired=None, dry_run=False):
     if owned != set(desired):
         save_owned(cfg, set(desired))
     return out
+
+
+class Follower:
+    """ipvs-sync --every: reconcile against a memory of the table between full reads.
+
+    A config or state change is planned against the table as we left it, so it
+    reaches the kernel after one plan and exactly its writes.  Every full
+    round reads the kernel back, which repairs hand-made drift; so does any
+    failed write, which means our memory was stale.
+    """
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.memory = None      # MemoryTable of what we believe the kernel holds
+
+    def step(self, cfg, full=True):
+        from .memtable import MemoryTable
+        current = None if full or self.memory is None else self.memory.read()
+        out = reconcile(cfg, self.kernel, current=current)
+        if out.failed and current is not None:
+            return self.step(cfg, full=True)
+        self.memory = MemoryTable(out.current)
+        bad = {id(op) for op, _ in out.failed}
+        self.memory.execute([op for op in out.ops if id(op) not in bad])
+        if out.failed:
+            self.memory = None  # the kernel refused something: read it back next time
+        return out
 
 
 def _open_kernel():
@@ -122,11 +152,11 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
     import signal
     import time
     from . import config as config_mod
-    from .errors import Fatal, USAGE
+    from .errors import ERROR, OK, Fatal, USAGE
     from .lock import Lock
     if every is not None and every <= 0:
         raise Fatal("--every needs a positive number of seconds", USAGE)
-    lock = None if dry_run else Lock(cfg.run_dir, "ipvs-sync")
+    held = None if dry_run else Lock(cfg.run_dir, "ipvs-sync")  # noqa: F841 (held until exit)
     kernel = kernel or _open_kernel()
     if every is None:
         return _once(cfg, kernel, dry_run)
@@ -134,23 +164,32 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
     signal.signal(signal.SIGHUP, lambda *_: woken.append(1))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
-    def stamp():
+    def stamp(p=path):
         try:
-            st = os.stat(path)
+            st = os.stat(p)
             return (st.st_mtime_ns, st.st_size, st.st_ino)
         except OSError:
             return None
-    seen, code = stamp(), 0
+
+    def state_stamp():      # check-real and reweight write these: follow them at once
+        from .overlay import health_path, weights_path
+        return (stamp(health_path(cfg)), stamp(weights_path(cfg)))
+    last_state = state_stamp()
+    follower, seen, full, code = Follower(kernel), stamp(), True, 0
     while True:
-        code = _once(cfg, kernel, dry_run)
+        out = follower.step(cfg, full=full)
+        code = ERROR if out.failed else OK
         deadline = time.monotonic() + every
-        while time.monotonic() < deadline and not woken and stamp() == seen:
+        while time.monotonic() < deadline and not woken and stamp() == seen \
+                and state_stamp() == last_state:
             time.sleep(0.05)
+        full = time.monotonic() >= deadline or bool(woken)
         woken.clear()
+        last_state = state_stamp()
         if stamp() != seen:
             seen = stamp()
             try:
                 cfg = config_mod.load(path)
             except Fatal as e:
                 log.error(f"{e} (keeping the previous config)")
-    return code  # pragma: no cover  (loop ends by signal)
+    return code  # pragma: no cover  (the loop ends by a signal)

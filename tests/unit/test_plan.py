@@ -2,7 +2,7 @@
 from dataclasses import replace
 
 from lvskit import config, plan as P, sync
-from lvskit.fake import FakeKernel
+from lvskit.memtable import MemoryTable as FakeKernel
 from lvskit.model import Dest, Service, ServiceKey
 
 CFG = """
@@ -185,3 +185,26 @@ def test_health_and_weights_state_shape_the_table(tmp_path):
     (tmp_path / "health.json").write_text("{ not json")     # a broken state file is ignored
     sync.reconcile(cfg, k)
     assert len(k.table[cfg.service("dns").key].dests) == 2
+
+
+def test_follower_plans_changes_against_memory_and_repairs_on_full_rounds(tmp_path):
+    k = FakeKernel()
+    f = sync.Follower(k)
+    f.step(cfg_for(tmp_path), full=True)
+    k.writes.clear()
+    reads = []
+    real_read = k.read
+    k.read = lambda keys=None: reads.append(1) or real_read(keys)
+    out = f.step(cfg_for(tmp_path, CFG.replace("weight=3", "weight=6")), full=False)
+    assert kinds(out.ops) == [(P.EDIT_DEST, "10.0.0.1:80")] and len(k.writes) == 1
+    assert reads == []                                  # no dump for a config change
+    web = cfg_for(tmp_path).service("web").key
+    del k.table[web].dests[("10.0.0.2", 80)]            # drift by hand
+    cfg6 = cfg_for(tmp_path, CFG.replace("weight=3", "weight=6"))
+    assert f.step(cfg6, full=False).ops == []           # memory does not see it...
+    assert kinds(f.step(cfg6, full=True).ops) == [(P.ADD_DEST, "10.0.0.2:80")]   # ...a full round does
+    assert reads == [1]
+    del k.table[web].dests[("10.0.0.1", 80)]            # drift, then a change that hits it
+    out = f.step(cfg_for(tmp_path, CFG.replace("weight=3", "weight=7")), full=False)
+    assert out.failed == []                             # stale memory: read back and redone
+    assert k.table[web].dests[("10.0.0.1", 80)].weight == 7

@@ -1,8 +1,11 @@
-"""An IPVS table of plain dicts with the kernel module's interface, for unit tests.
+"""An IPVS table of plain dicts with the kernel module's interface.
 
-It keeps the kernel's rules that matter to the planner: adding what exists
-fails with EEXIST, changing or deleting what is missing fails with ESRCH or
-ENOENT, and a service is deleted with its real servers.
+Two uses: the fake kernel of the unit tests, and ipvs-sync --every's memory
+of the kernel table between full reads (so a config change costs one plan
+and its writes, not a dump of the whole table).  It keeps the kernel's rules
+that matter to the planner: adding what exists fails with EEXIST, changing or
+deleting what is missing fails with ESRCH or ENOENT, and a service is deleted
+with its real servers.
 """
 import errno
 import os
@@ -11,7 +14,7 @@ from dataclasses import replace
 from . import plan as P
 
 
-class FakeKernel:
+class MemoryTable:
     def __init__(self, services=None):
         self.table = {}         # ServiceKey -> Service (with its own dests dict)
         self.writes = []        # every operation that reached "the kernel"
