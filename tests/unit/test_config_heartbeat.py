@@ -79,3 +79,12 @@ def test_node_errors():
     with pytest.raises(ConfigError, match="vips = services"):
         text = BASE.format(hb="").split("[heartbeat]")[1]
         config.parse("[service fw]\nfwmark = 3\n[heartbeat]" + text, "t.ini")
+
+
+def test_seed_example_has_director_and_spare():
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cfg = config.load(os.path.join(root, "conf", "lvskit.ini"))
+    assert [(n.name, n.priority) for n in cfg.nodes] == [("midas", 200), ("estepe", 100)]
+    assert cfg.heartbeat.vips == ("192.168.45.26/32",)      # the services' VIP
+    assert cfg.heartbeat.paths == ("cross", "lan")
