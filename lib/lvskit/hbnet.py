@@ -155,6 +155,9 @@ def listen_sockets(cfg, me, inetd=False):
     hb = cfg.heartbeat
     if inetd:
         s = socket.socket(fileno=0)
+        if s.type != socket.SOCK_DGRAM:
+            raise Fatal("--inetd: stdin is not a datagram socket (inetd.conf: dgram udp wait)")
+        s.setblocking(False)
         return [s]
     families = {":" in a for a in me.paths.values()}
     out = []

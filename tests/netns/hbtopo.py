@@ -36,6 +36,12 @@ def _sh(ns, script, check=True):
     return r
 
 
+# What inetd does for a "dgram udp wait" service: bind, put the socket on fd 0, exec.
+INETD = ("import os, socket, sys\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 694))\n"
+         "os.dup2(s.fileno(), 0); os.execv(sys.argv[1], sys.argv[1:])\n")
+
+
 class Pair:
     def __init__(self, prefix, workdir, paths=("front", "hb"), priorities=(200, 100),
                  timings="interval = 20ms\ndeadtime = 120ms\nwarntime = 60ms\ninitdead = 1s\n",
@@ -114,12 +120,18 @@ class Pair:
         who = ["--node", node] if name.startswith("hb-") else []
         return [PY, os.path.join(ROOT, "bin", name), "-c", self.config[node]] + who + list(args)
 
-    def start(self, node, log=True):
-        """hb-listen, hb-send and a UDP responder (port 9000, answers with the node's name)."""
+    def start(self, node, inetd=False):
+        """hb-listen, hb-send and a UDP responder (port 9000, answers with the node's name).
+
+        inetd: hb-listen gets its UDP socket on stdin, bound by a stand-in for inetd.
+        """
         err = open(os.path.join(self.dir, f"{node}.log"), "a")
         env = dict(os.environ, LVSKIT_NO_SYSLOG="1")
+        listen = self.tool(node, "hb-listen", "-v")
+        if inetd:
+            listen = [PY, "-c", INETD] + self.tool(node, "hb-listen", "-v", "--inetd")
         self.procs[node] = [
-            self.popen(node, self.tool(node, "hb-listen", "-v"), stderr=err, stdout=err, env=env),
+            self.popen(node, listen, stderr=err, stdout=err, env=env),
             self.popen(node, self.tool(node, "hb-send"), stderr=err, stdout=err, env=env),
             self.popen(node, RESPONDER + [node, "--udp", "9000"],
                        stdout=subprocess.DEVNULL, stderr=err),

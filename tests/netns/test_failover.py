@@ -98,6 +98,16 @@ def test_heartbeat_path_cut_and_healed_ends_with_one_active(pair_factory):
     assert "announcing again" in p.log("director")
 
 
+def test_inetd_started_listener_takes_over(pair_factory):
+    p = pair_factory()
+    p.start("director")
+    p.start("spare", inetd=True)
+    assert p.wait(lambda: p.holds_vip("director") and "peer director alive" in p.log("spare"), 10), p.log("spare")
+    p.kill("director")
+    assert p.wait(lambda: p.holds_vip("spare"), 3), p.log("spare")
+    assert p.wait(lambda: p.ask() == "spare", 3)
+
+
 def test_one_dead_path_is_not_a_dead_peer(pair_factory):
     p = pair_factory()
     up(p)
