@@ -69,11 +69,20 @@ class Director:
         return [v for v in self.hb.vips if self.addrs.holds(v)]
 
     def current_role(self):
-        """The role file, or (file gone) what the interface says."""
+        """The role, checked against the interface: the file may be gone, or stale after a crash.
+
+        A file that says active without the VIPs would make our heartbeats
+        claim a role nobody serves, and the spare would never take over.
+        Held stays held: the admin's word.
+        """
         role = read_role(self.cfg)
-        if role is None:
-            role = ACTIVE if len(self.held_vips()) == len(self.hb.vips) else STANDBY
-            write_role(self.cfg, role)
+        if role != HELD:
+            actual = ACTIVE if len(self.held_vips()) == len(self.hb.vips) else STANDBY
+            if role != actual:
+                if role is not None:
+                    log.warning(f"{role_path(self.cfg)} said {role}, the interface says {actual}")
+                role = actual
+                write_role(self.cfg, role)
         return role
 
     # --- plans for --dry-run ---------------------------------------------------------

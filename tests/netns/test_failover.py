@@ -153,3 +153,13 @@ while time.monotonic() < end:
     time.sleep(max(0, 0.01 - (time.monotonic() - t)))
 print(' '.join(out))
 """
+
+
+def test_stale_role_file_does_not_fake_an_active_node(pair_factory):
+    p = pair_factory(extra="auto_failback = no\n")     # no failback to mend it by luck
+    run = os.path.join(p.node_dir["spare"], "run")
+    os.makedirs(run)
+    with open(os.path.join(run, "takeover.json"), "w") as f:
+        f.write('{"role": "active"}\n')        # left by a crash; the spare holds no VIP
+    up(p)
+    assert "said active, the interface says standby" in p.log("spare")
