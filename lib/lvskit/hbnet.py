@@ -284,22 +284,35 @@ class Listener:
         self.announce_due = None
 
     def run(self):
-        tick = min(self.hb.interval / 2, 0.01)
         rlist = list(self.sockets) + [self.worker]
         while True:
-            # Wake exactly when a peer's deadtime runs out, not up to a tick later.
-            now, timeout = self.clock(), tick
-            for p in self.peers.values():
-                left = p.last + self.hb.deadtime - now + 0.0002
-                if 0 < left < timeout:
-                    timeout = left
-            ready, _, _ = select.select(rlist, [], [], timeout)
+            ready, _, _ = select.select(rlist, [], [], self._timeout(self.clock()))
             for r in ready:
                 if r is self.worker:
                     self._answer()
                 else:
                     self._receive(r)
             self.step(self.clock())
+
+    def _timeout(self, now):
+        """Sleep until the next thing that can happen without a datagram.
+
+        That is a peer's warntime or deadtime running out (to the exact
+        moment, not a tick later), the end of initdead, or a look at the role
+        file (a `takeover` by hand) every quarter second.  No polling tick:
+        between heartbeats hb-listen sleeps.
+        """
+        hb, wake = self.hb, now + 0.25
+        for p in self.peers.values():
+            for t in (p.last + hb.warntime, p.last + hb.deadtime):
+                if now < t < wake:
+                    wake = t
+        for last in self.paths.values():
+            if now < last + hb.deadtime < wake:
+                wake = last + hb.deadtime
+        if now < self.started + hb.initdead < wake:
+            wake = self.started + hb.initdead
+        return max(0.0, wake - now + 0.0002)
 
     def _receive(self, s):
         while True:
