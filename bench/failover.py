@@ -16,10 +16,10 @@ director and spare answers with its name on port 9000 of the VIP.
   usage     CPU and memory of hb-send, hb-listen (and the takeover worker) over
             60 s at a given interval.
 
-Figures go to stdout as JSON lines; --readme rewrites the "Failover" section
-of bench/README.md from bench/results/failover.json.
+Each trial is a JSON line on stdout; the summaries are kept in
+bench/results/failover.json (the figures in bench/README.md come from it).
 
-usage: bench/failover.py [gap|handover|soak|usage|all|readme] [--trials N] [--minutes M]
+usage: bench/failover.py [gap|handover|soak|usage|all] [--trials N] [--minutes M] [--systems ...]
 Needs root; installs keepalived and stress-ng with apt-get when missing.
 """
 import argparse

@@ -108,6 +108,15 @@ def test_inetd_started_listener_takes_over(pair_factory):
     assert p.wait(lambda: p.ask() == "spare", 3)
 
 
+def test_multicast_only_heartbeats(pair_factory):
+    p = pair_factory(extra="multicast = 239.255.0.94\nunicast = no\n")
+    up(p)
+    assert "peer director alive" in p.log("spare") and "peer spare alive" in p.log("director")
+    p.kill("director")
+    assert p.wait(lambda: p.holds_vip("spare"), 3), p.log("spare")
+    assert "taking over: director silent" in p.log("spare")
+
+
 def test_one_dead_path_is_not_a_dead_peer(pair_factory):
     p = pair_factory()
     up(p)
