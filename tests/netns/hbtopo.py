@@ -21,6 +21,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 PY = "/usr/bin/python3"
 FRONT, HB = "10.201.1.", "10.201.2."
 VIP = FRONT + "100"
+FRONT6 = "fd00:201:1::"
+VIP6 = FRONT6 + "100"
 HOST = {"director": 2, "spare": 3, "client": 10}
 KEY = b"0123456789abcdef0123456789abcdef\n"
 # The service and the probe are measuring instruments: real-time, so that a
@@ -45,7 +47,7 @@ INETD = ("import os, socket, sys\n"
 class Pair:
     def __init__(self, prefix, workdir, paths=("front", "hb"), priorities=(200, 100),
                  timings="interval = 20ms\ndeadtime = 120ms\nwarntime = 60ms\ninitdead = 1s\n",
-                 extra="", reals=0):
+                 extra="", reals=0, v6=False):
         self.prefix, self.dir = prefix, workdir
         # reals: that many direct-routing real servers r1, r2... on the front net (.11, .12...),
         # the VIP on their lo, and a [service web] VIP:80 over them in the config
@@ -69,6 +71,8 @@ class Pair:
             h = HOST[n]
             cmds = ["ip link set lo up", f"ip link set eth0 address 02:00:0a:c9:01:{h:02x} up",
                     f"ip addr add {FRONT}{h}/24 dev eth0"]
+            if v6:
+                cmds += [f"ip addr add {FRONT6}{h}/64 dev eth0 nodad"]
             if n in self.reals:
                 cmds += [f"ip addr add {VIP}/32 dev lo"] + [
                     f"echo {v} > /proc/sys/net/ipv4/conf/{c}/{k}"
@@ -97,11 +101,12 @@ class Pair:
             services = "".join(f"[server {r}]\naddress = {FRONT}{HOST[r]}\n" for r in self.reals)
             services += f"[service web]\naddress = {VIP}\nport = 80\nforward = dr\nscheduler = rr\n"
             services += "".join(f"real.{r} =\n" for r in self.reals)
+        vip6 = f", {VIP6}/128" if v6 else ""
         self.config = {}
         for n in ("director", "spare"):
             d = self.node_dir[n]
             text = (f"[global]\nstate_dir = {d}/state\nrun_dir = {d}/run\n\n"
-                    f"[heartbeat]\nkey_file = {key}\nvip_interface = eth0\nvips = {VIP}/32\n"
+                    f"[heartbeat]\nkey_file = {key}\nvip_interface = eth0\nvips = {VIP}/32{vip6}\n"
                     f"arp_repeat = 1s\nrelease_wait = 1s\n{timings}{extra}\n{nodes}{services}")
             path = os.path.join(d, "lvskit.ini")
             with open(path, "w") as f:
@@ -194,17 +199,18 @@ class Pair:
         out = self.run(node, ["ip", "-o", "addr", "show", "dev", "eth0"]).stdout
         return f" {VIP}/" in out
 
-    def client_neigh_mac(self):
-        out = self.run("client", ["ip", "neigh", "show", VIP, "dev", "eth0"]).stdout.split()
+    def client_neigh_mac(self, address=VIP):
+        out = self.run("client", ["ip", "neigh", "show", address, "dev", "eth0"]).stdout.split()
         return out[out.index("lladdr") + 1] if "lladdr" in out else None
 
     def mac(self, node, dev="eth0"):
         return self.run(node, ["cat", f"/sys/class/net/{dev}/address"]).stdout.strip()
 
-    def ask(self, timeout=0.2):
+    def ask(self, timeout=0.2, address=VIP):
         """Who answers a UDP request to VIP:9000 from the client (None: nobody)."""
-        code = ("import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
-                f"s.settimeout({timeout});s.sendto(b'?',('{VIP}',9000))\n"
+        af = "AF_INET6" if ":" in address else "AF_INET"
+        code = (f"import socket,sys;s=socket.socket(socket.{af},socket.SOCK_DGRAM);"
+                f"s.settimeout({timeout});s.sendto(b'?',('{address}',9000))\n"
                 "try: print(s.recv(100).decode())\nexcept OSError: print('')")
         return self.run("client", [PY, "-c", code]).stdout.strip() or None
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hbtopo import Pair, VIP  # noqa: E402
+from hbtopo import VIP6, Pair, VIP  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
                                 reason="needs root and iproute2 (network namespaces)")
@@ -106,6 +106,20 @@ def test_inetd_started_listener_takes_over(pair_factory):
     p.kill("director")
     assert p.wait(lambda: p.holds_vip("spare"), 3), p.log("spare")
     assert p.wait(lambda: p.ask() == "spare", 3)
+
+
+def test_ipv6_vip_moves_with_unsolicited_neighbour_advertisement(pair_factory):
+    p = pair_factory(v6=True)
+    up(p)
+    assert p.wait(lambda: f"{VIP6}/128" in p.run("director", ["ip", "-6", "addr"]).stdout, 5)
+    assert p.wait(lambda: p.ask(address=VIP6) == "director", 5)
+    assert p.client_neigh_mac(VIP6) == p.mac("director")
+    p.kill("director")
+    assert p.wait(lambda: f"{VIP6}/128" in p.run("spare", ["ip", "-6", "addr"]).stdout, 3)
+    # no traffic in between: only the spare's advertisement can have moved the entry
+    assert p.wait(lambda: p.client_neigh_mac(VIP6) == p.mac("spare"), 3), \
+        p.run("client", ["ip", "-6", "neigh"]).stdout
+    assert p.ask(address=VIP6) == "spare"
 
 
 def test_multicast_only_heartbeats(pair_factory):
