@@ -277,6 +277,7 @@ class Listener:
         self.last_try = {}
         self.role_file = RoleFile(cfg)
         self.role_file.role, self.role_file.stamp = worker.role, None
+        self.wake = self.started
         self.role = worker.role
         self.path_names = hb.paths
         self.announce_due = None
@@ -287,12 +288,17 @@ class Listener:
         rlist = list(self.sockets) + [self.worker]
         while True:
             ready, _, _ = select.select(rlist, [], [], self._timeout(self.clock()))
+            changed = False
             for r in ready:
                 if r is self.worker:
                     self._answer()
+                    changed = True
                 else:
-                    self._receive(r)
-            self.step(self.clock())
+                    changed |= self._receive(r)
+            # A routine heartbeat changes no decision: only a change, or a deadline, does.
+            now = self.clock()
+            if changed or now >= self.wake:
+                self.step(now)
 
     def _timeout(self, now):
         """Sleep until the next thing that can happen without a datagram.
@@ -312,23 +318,27 @@ class Listener:
                 wake = last + hb.deadtime
         if now < self.started + hb.initdead < wake:
             wake = self.started + hb.initdead
+        self.wake = wake
         return max(0.0, wake - now + 0.0002)
 
     def _receive(self, s):
+        """Read every queued datagram; True when one of them changed what we know."""
+        changed = False
         while True:
             try:
                 data, source = s.recvfrom(512)
             except (BlockingIOError, InterruptedError):
-                return
+                return changed
             except OSError as e:
                 self.limited("recv", log.warning, f"receiving: {e.strerror}")
-                return
+                return changed
             try:
-                self.heard(self.receiver.accept(data, source[0]), self.clock())
+                changed |= self.heard(self.receiver.accept(data, source[0]), self.clock())
             except BadBeat as e:
                 self.limited(("bad", str(e).split(" ")[0]), log.warning, f"from {source[0]}: {e}")
 
     def heard(self, beat, now):
+        """Record a verified beat; True when the peer is new, back, or changed role or priority."""
         old = self.peers.get(beat.name)
         since = old.since if old and now - old.last <= self.hb.deadtime else now
         back = old is not None and now - old.last > self.hb.deadtime
@@ -349,6 +359,7 @@ class Listener:
             log.info(f"peer {beat.name}: path {self.path_names[beat.path]} up again")
         self.paths[key] = now
         self.warned.discard(beat.name)
+        return old is None or back or old.state != beat.state or old.priority != beat.priority
 
     def step(self, now):
         # Act first, then write: a log line or a file write can block (a busy
