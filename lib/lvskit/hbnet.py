@@ -118,6 +118,7 @@ class Sender:
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
             elif hb.multicast:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, _index_of(local))
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
             s.setblocking(False)
             self.paths.append((hb.paths.index(name), s, dests, name))
@@ -282,7 +283,6 @@ class Listener:
         self.path_names = hb.paths
         self.announce_due = None
         self.peer_names = [n.name for n in cfg.nodes if n.name != me.name]
-        self.announce_due = None
 
     def run(self):
         rlist = list(self.sockets) + [self.worker]

@@ -96,6 +96,8 @@ class Pair:
                 nodes += f"path.front = {FRONT}{HOST[n]}\n"
             if "hb" in paths:
                 nodes += f"path.hb = {HB}{HOST[n]}\n"
+            if "front6" in paths:       # needs v6=True
+                nodes += f"path.front6 = {FRONT6}{HOST[n]}\n"
         services = ""
         if self.reals:
             services = "".join(f"[server {r}]\naddress = {FRONT}{HOST[r]}\n" for r in self.reals)

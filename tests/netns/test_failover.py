@@ -131,6 +131,15 @@ def test_multicast_only_heartbeats(pair_factory):
     assert "taking over: director silent" in p.log("spare")
 
 
+@pytest.mark.parametrize("extra", ["", "multicast = ff02::94\nunicast = no\n"], ids=["unicast", "multicast"])
+def test_ipv6_heartbeat_path(pair_factory, extra):
+    p = pair_factory(paths=("front6",), v6=True, extra=extra)
+    up(p)
+    assert "peer director alive" in p.log("spare") and "peer spare alive" in p.log("director")
+    p.kill("director")
+    assert p.wait(lambda: p.holds_vip("spare"), 3), p.log("spare")
+
+
 def test_one_dead_path_is_not_a_dead_peer(pair_factory):
     p = pair_factory()
     up(p)
