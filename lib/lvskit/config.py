@@ -11,10 +11,13 @@ Sections (see README.md, "Configuration"):
                     servers, ``sorry`` names a server for when all are down
   [reweight]        how reweight asks real servers for load, and its controller
   [agent]           lvs-agent's capacity formula (on a real server)
+  [heartbeat]       director failover: timings, key, VIPs, sync daemon, hooks
+  [node NAME]       a director (or spare): priority, one address per path
 
 Every problem raises ConfigError naming file, line, section and key; the
 result is a tree of frozen dataclasses.
 """
+import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -129,6 +132,40 @@ class Agent:
 
 
 @dataclass(frozen=True)
+class Node:
+    name: str
+    priority: int
+    paths: dict = field(hash=False)     # path name -> address
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    key_file: str
+    vip_interface: str
+    vips: tuple             # of "address/prefix"
+    port: int = 694
+    interval: float = 0.02
+    deadtime: float = 0.12
+    warntime: float = 0.06
+    initdead: float = 10.0
+    auto_failback: bool = True
+    failback_delay: float = 0.0
+    multicast: str = ""     # a group, sent on every path besides (or instead of) unicast
+    unicast: bool = True
+    realtime: bool = True   # SCHED_FIFO + mlockall for hb-send/hb-listen
+    arp_count: int = 3
+    arp_repeat: float = 2.0
+    release_wait: float = 2.0
+    sync_interface: str = ""
+    syncid: int = 0
+    on_acquire: str = ""
+    on_release: str = ""
+    monitor_start: str = ""
+    monitor_stop: str = ""
+    paths: tuple = ()       # every path name of the [node]s, sorted: a datagram carries the index
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     director: str = ""
@@ -140,10 +177,18 @@ class Config:
     services: tuple = ()                                         # of VirtualService
     reweight: Reweight = Reweight()
     agent: Agent = Agent()
+    heartbeat: object = None                                     # Heartbeat or None
+    nodes: tuple = ()                                            # of Node, in file order
 
     @property
     def maint_path(self):
         return self.maint_dir or f"{self.state_dir.rstrip('/')}/maint"
+
+    def node(self, name):
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
 
     def service(self, name):
         for vs in self.services:
@@ -204,21 +249,21 @@ def _bool(sec, key, default=False):
     raise sec.error(f"{raw!r} is not yes or no", key)
 
 
-def _float(sec, key, lo, hi, default, unit=""):
+def _float(sec, key, lo, hi, default):
     raw = sec.take(key)
     if raw is None or raw == "":
         return default
     try:
-        value = float(raw.rstrip("s") if unit == "seconds" else raw)
+        value = float(raw)
     except ValueError:
-        raise sec.error(f"{raw!r} is not a number{' of ' + unit if unit else ''}", key) from None
+        raise sec.error(f"{raw!r} is not a number", key) from None
     if not lo <= value <= hi:
-        raise sec.error(f"{value:g} out of range {lo:g}..{hi:g}{' ' + unit if unit else ''}", key)
+        raise sec.error(f"{value:g} out of range {lo:g}..{hi:g}", key)
     return value
 
 
 def _seconds(sec, key, lo, hi, default):
-    return _float(sec, key, lo, hi, default, unit="seconds")
+    return _duration(sec, key, lo, hi, default)
 
 
 def _path(sec, key, default):
@@ -267,7 +312,6 @@ def _netmask(sec, af, persistent):
         if af == AF_INET6 or raw.lstrip("/").isdigit():
             prefix = int(raw.lstrip("/"))
         else:
-            import ipaddress    # rare: only persistent services with a dotted netmask
             prefix = ipaddress.IPv4Network(f"0.0.0.0/{raw}").prefixlen
     except ValueError:
         prefix = -1
@@ -587,6 +631,119 @@ def parse_listen(text):
     return addr, int(port)
 
 
+_DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?$")
+
+
+def _duration(sec, key, lo, hi, default):
+    """Seconds from '0.02', '20ms' or '2s'."""
+    raw = sec.take(key)
+    if raw is None or raw == "":
+        return default
+    m = _DURATION.match(raw.strip())
+    if not m:
+        raise sec.error(f"{raw!r} is not a duration (e.g. 0.5, 20ms, 2s)", key)
+    value = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+    if not lo <= value <= hi:
+        raise sec.error(f"{raw} out of range {lo:g}..{hi:g} s", key)
+    return value
+
+
+_NAME = re.compile(r"^[A-Za-z][\w.-]*$")
+
+
+def _node(sec):
+    if not _NAME.match(sec.name or "") or len(sec.name) > 64:
+        raise sec.error("a [node] section needs a name: [node NAME] (at most 64 characters)")
+    priority = _int(sec, "priority", 0, 65535, 100)
+    paths = {}
+    for key in sec.keys("path."):
+        name = key[len("path."):]
+        if not _NAME.match(name):
+            raise sec.error("want path.NAME = ADDRESS", key)
+        paths[name] = _address(sec, key)
+    if not paths:
+        raise sec.error("a node needs at least one path.NAME = ADDRESS (its heartbeat address)")
+    _no_leftovers(sec)
+    return Node(sec.name, priority, paths)
+
+
+def _vips(sec, services):
+    raw = sec.take("vips", "services") or "services"
+    out = []
+    if raw.strip() == "services":
+        for vs in services:
+            if vs.key.address and vs.key.address not in [v.split("/")[0] for v in out]:
+                out.append(f"{vs.key.address}/{128 if ':' in vs.key.address else 32}")
+        if not out:
+            raise sec.error("vips = services, but no [service] has an address", "vips")
+        return tuple(out)
+    for word in raw.replace(",", " ").split():
+        try:
+            iface = ipaddress.ip_interface(word)
+        except ValueError:
+            raise sec.error(f"{word!r} is not an address[/prefix]", "vips") from None
+        out.append(f"{iface.ip}/{iface.network.prefixlen}")
+    return tuple(out)
+
+
+def _hook_command(sec, key):
+    import shlex
+    raw = sec.take(key, "") or ""
+    try:
+        shlex.split(raw)
+    except ValueError as e:
+        raise sec.error(f"cannot split the command: {e}", key) from None
+    return raw
+
+
+def _heartbeat(sec, services, nodes):
+    if sec.name:
+        raise sec.error("[heartbeat] takes no name")
+    if len(nodes) < 2:
+        raise sec.error("[heartbeat] needs at least two [node NAME] sections (director and spare)")
+    key_file = sec.take("key_file")
+    if not key_file or not key_file.startswith("/"):
+        raise sec.error("missing, or not an absolute path", "key_file")
+    vip_interface = sec.take("vip_interface")
+    if not vip_interface or len(vip_interface) > 15:
+        raise sec.error("missing, or not an interface name", "vip_interface")
+    kw = {}
+    kw["port"] = _int(sec, "port", 1, 65535, 694)
+    kw["interval"] = _duration(sec, "interval", 0.005, 60, 0.02)
+    kw["deadtime"] = _duration(sec, "deadtime", 0.01, 3600, max(0.12, 3 * kw["interval"]))
+    if kw["deadtime"] < 2 * kw["interval"]:
+        raise sec.error(f"deadtime {kw['deadtime']} s is less than two intervals", "deadtime")
+    kw["warntime"] = _duration(sec, "warntime", 0.005, 3600, kw["deadtime"] / 2)
+    if kw["warntime"] >= kw["deadtime"]:
+        raise sec.error("warntime must be shorter than deadtime", "warntime")
+    kw["initdead"] = _duration(sec, "initdead", 0, 3600, max(10.0, 2 * kw["deadtime"]))
+    kw["auto_failback"] = _bool(sec, "auto_failback", True)
+    kw["failback_delay"] = _duration(sec, "failback_delay", 0, 86400, 0.0)
+    multicast = sec.take("multicast", "")
+    if multicast:
+        multicast = _address(sec, "multicast", multicast)
+        if not ipaddress.ip_address(multicast).is_multicast:
+            raise sec.error(f"{multicast} is not a multicast group", "multicast")
+    kw["multicast"] = multicast
+    kw["unicast"] = _bool(sec, "unicast", True)
+    if not kw["unicast"] and not multicast:
+        raise sec.error("unicast = no needs a multicast group", "unicast")
+    kw["realtime"] = _bool(sec, "realtime", True)
+    kw["arp_count"] = _int(sec, "arp_count", 1, 100, 3)
+    kw["arp_repeat"] = _duration(sec, "arp_repeat", 0, 60, 2.0)
+    kw["release_wait"] = _duration(sec, "release_wait", 0, 60, 2.0)
+    kw["sync_interface"] = sec.take("sync_interface", "") or ""
+    kw["syncid"] = _int(sec, "syncid", 0, 255, 0)
+    for key in ("on_acquire", "on_release", "monitor_start", "monitor_stop"):
+        kw[key] = _hook_command(sec, key)
+    vips = _vips(sec, services)
+    paths = sorted({p for n in nodes for p in n.paths})
+    if len(paths) > 255:
+        raise sec.error("at most 255 heartbeat paths")
+    _no_leftovers(sec)
+    return Heartbeat(key_file, vip_interface, vips, paths=tuple(paths), **kw)
+
+
 def parse(text, path="<config>"):
     return _build(ini.parse(text, path), path)
 
@@ -597,7 +754,8 @@ def load(path):
 
 def _build(sections, path):
     glob, servers, services, seen = {}, {}, [], {}
-    by_kind = {"global": [], "server": [], "service": [], "reweight": [], "agent": []}
+    by_kind = {"global": [], "server": [], "service": [], "reweight": [], "agent": [],
+               "heartbeat": [], "node": []}
     for sec in sections:
         if sec.kind not in by_kind:
             raise sec.error(f"unknown section kind {sec.kind!r} (known: {', '.join(by_kind)})")
@@ -624,4 +782,11 @@ def _build(sections, path):
             raise sec.error(f"same virtual service ({vs.key}) as [service {seen[vs.key]}]")
         seen[vs.key] = vs.name
         services.append(vs)
-    return Config(path=str(path), servers=servers, services=tuple(services), **glob)
+    nodes = tuple(_node(sec) for sec in by_kind["node"])
+    heartbeat = None
+    for sec in by_kind["heartbeat"]:
+        heartbeat = _heartbeat(sec, services, nodes)
+    if nodes and heartbeat is None:
+        raise by_kind["node"][0].error("[node] sections need a [heartbeat] section")
+    return Config(path=str(path), servers=servers, services=tuple(services),
+                  heartbeat=heartbeat, nodes=nodes, **glob)

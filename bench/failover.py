@@ -1,0 +1,333 @@
+#!/usr/bin/python3
+"""Failover benchmark: lvskit (hb-send/hb-listen/takeover) side by side with keepalived.
+
+Host network namespaces (tests/netns/hbtopo.py): client, director, spare on
+one bridge, a second bridge for the heartbeat path.  A UDP responder on
+director and spare answers with its name on port 9000 of the VIP.
+
+  gap       a probe client sends a UDP request to the VIP every 10 ms (20 ms
+            timeout, a fresh socket each, so a late answer is never counted);
+            the director is killed as a machine dies (links down, then SIGKILL
+            of everything in its namespace); gap = kill to the first answer
+            from the spare.  TRIALS trials per system, fresh namespaces each.
+  handover  `takeover --release` on the active director while probing: probes lost.
+  soak      both pairs (lvskit and keepalived advert_int 0.1) idle side by side
+            under `stress-ng --cpu 2` for MINUTES: takeovers counted (all false).
+  usage     CPU and memory of hb-send, hb-listen (and the takeover worker) over
+            60 s at a given interval.
+
+Each trial is a JSON line on stdout; the summaries are kept in
+bench/results/failover.json (the figures in bench/README.md come from it).
+
+usage: bench/failover.py [gap|handover|soak|usage|all] [--trials N] [--minutes M] [--systems ...]
+Needs root; installs keepalived and stress-ng with apt-get when missing.
+"""
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "netns"))
+from hbtopo import FRONT, HOST, PY, RESPONDER, VIP, Pair  # noqa: E402
+
+RESULTS = os.path.join(HERE, "results", "failover.json")
+TIMINGS = "interval = 20ms\ndeadtime = 100ms\nwarntime = 60ms\ninitdead = 1s\n"
+
+PROBE = r"""
+import socket, sys, time
+vip = sys.argv[1]
+while True:
+    t = time.monotonic()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.02)
+    try:
+        s.sendto(b'?', (vip, 9000))
+        name = s.recv(100).decode()
+        print('%.6f %s' % (time.monotonic(), name), flush=True)
+    except OSError:
+        print('%.6f -' % time.monotonic(), flush=True)
+    s.close()
+    time.sleep(max(0, 0.01 - (time.monotonic() - t)))
+"""
+
+
+def ensure(program, package):
+    if shutil.which(program):
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", package], check=True, env=env)
+
+
+def load_avg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+# --- keepalived in the same namespaces -------------------------------------------
+
+def keepalived_conf(node, advert_int):
+    me, peer = HOST[node], HOST["spare" if node == "director" else "director"]
+    version = "vrrp_version 3" if advert_int < 1 else ""
+    return f"""global_defs {{
+  router_id {node}
+  {version}
+  enable_script_security
+}}
+vrrp_instance VI {{
+  state BACKUP
+  interface eth0
+  virtual_router_id 51
+  priority {200 if node == 'director' else 100}
+  advert_int {advert_int}
+  unicast_src_ip {FRONT}{me}
+  unicast_peer {{
+    {FRONT}{peer}
+  }}
+  virtual_ipaddress {{
+    {VIP}/32 dev eth0
+  }}
+}}
+"""
+
+
+def start_keepalived(p, node, advert_int):
+    d = p.node_dir[node]
+    conf = os.path.join(d, "keepalived.conf")
+    with open(conf, "w") as f:
+        f.write(keepalived_conf(node, advert_int))
+    log = open(os.path.join(p.dir, f"{node}.log"), "a")
+    p.procs[node] = [
+        p.popen(node, ["keepalived", "-n", "-l", "-D", "-P", "-f", conf,
+                       "-p", os.path.join(d, "k.pid"), "-r", os.path.join(d, "kv.pid")],
+                stdout=log, stderr=log),
+        p.popen(node, RESPONDER + [node, "--udp", "9000"],
+                stdout=subprocess.DEVNULL, stderr=log),
+    ]
+
+
+def make_pair(system, workdir, tag):
+    p = Pair(f"hbb{tag}", workdir, timings=TIMINGS, extra="auto_failback = yes\n")
+    for node in ("director", "spare"):
+        if system == "lvskit":
+            p.start(node)
+        else:
+            start_keepalived(p, node, float(system.split("=")[1]))
+    ok = p.wait(lambda: p.holds_vip("director") and not p.holds_vip("spare") and p.ask() == "director", 15)
+    if not ok:
+        p.close()
+        raise RuntimeError(f"{system}: director never became active")
+    time.sleep(1.0)     # steady state: the spare has heard plenty of heartbeats
+    return p
+
+
+# --- gap -----------------------------------------------------------------------------
+
+def one_gap(system, tag):
+    workdir = tempfile.mkdtemp(prefix="hbbench-")
+    p = make_pair(system, workdir, tag)
+    try:
+        probe = p.popen("client", ["chrt", "-f", "10", PY, "-c", PROBE, VIP], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        t_kill = p.kill("director")
+        p.wait(lambda: p.holds_vip("spare"), 10, 0.01)
+        time.sleep(0.5)
+        probe.send_signal(signal.SIGTERM)
+        out = probe.communicate(timeout=10)[0]
+        first = None
+        for line in out.splitlines():
+            t, name = line.split()
+            if float(t) > t_kill and name == "spare":
+                first = float(t)
+                break
+        return None if first is None else first - t_kill
+    finally:
+        p.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def gap(systems, trials):
+    out = {}
+    for system in systems:
+        gaps = []
+        for i in range(trials):
+            g = one_gap(system, i % 10)
+            gaps.append(g)
+            print(json.dumps({"bench": "gap", "system": system, "trial": i, "gap": g}), flush=True)
+        good = [g for g in gaps if g is not None]
+        out[system] = {"trials": trials, "failed": trials - len(good),
+                       "median": statistics.median(good) if good else None,
+                       "min": min(good, default=None), "max": max(good, default=None),
+                       "gaps": gaps, "load": load_avg()}
+    return out
+
+
+# --- planned handover -----------------------------------------------------------------
+
+def handover(trials):
+    lost = []
+    for i in range(trials):
+        workdir = tempfile.mkdtemp(prefix="hbbench-")
+        p = make_pair("lvskit", workdir, i % 10)
+        try:
+            probe = p.popen("client", ["chrt", "-f", "10", PY, "-c", PROBE, VIP], stdout=subprocess.PIPE, text=True)
+            time.sleep(0.5)
+            r = p.run("director", p.tool("director", "takeover", "--release"))
+            time.sleep(0.5)
+            probe.send_signal(signal.SIGTERM)
+            answers = [line.split()[1] for line in probe.communicate(timeout=10)[0].splitlines()]
+            ok = r.returncode == 0 and answers[-1] == "spare" and p.holds_vip("spare")
+            lost.append(answers.count("-") if ok else None)
+            print(json.dumps({"bench": "handover", "trial": i, "lost": lost[-1], "rc": r.returncode}), flush=True)
+        finally:
+            p.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+    good = [x for x in lost if x is not None]
+    return {"trials": trials, "failed": trials - len(good), "max_lost": max(good, default=None),
+            "lost": lost, "load": load_avg()}
+
+
+# --- soak under CPU stress --------------------------------------------------------------
+
+def soak(minutes, systems=("lvskit", "keepalived=0.1")):
+    ensure("stress-ng", "stress-ng")
+    pairs = {}
+    workdirs = []
+    try:
+        for i, system in enumerate(systems):
+            workdir = tempfile.mkdtemp(prefix="hbbench-")
+            workdirs.append(workdir)
+            pairs[system] = make_pair(system, workdir, f"s{i}")
+        before = {s: (p.log("spare"), p.log("director")) for s, p in pairs.items()}
+        stress = subprocess.Popen(["stress-ng", "--cpu", "2", "--timeout", f"{int(minutes * 60)}s"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t0 = time.monotonic()
+        loads = []
+        while stress.poll() is None:
+            time.sleep(5)
+            loads.append(float(load_avg().split()[0]))
+        measured = time.monotonic() - t0
+        out = {}
+        for system, p in pairs.items():
+            spare_log = p.log("spare")[len(before[system][0]):]
+            if system == "lvskit":
+                takeovers = spare_log.count("taking over")
+                warnings = spare_log.count("(warntime)")
+            else:
+                takeovers = spare_log.count("Entering MASTER STATE")
+                warnings = None
+            out[system] = {"false_takeovers": takeovers, "warntime_warnings": warnings,
+                           "director_still_active": p.holds_vip("director"),
+                           "spare_holds_vip": p.holds_vip("spare")}
+        return {"minutes": round(measured / 60, 2), "max_load1": max(loads, default=None),
+                "systems": out}
+    finally:
+        for p in pairs.values():
+            p.close()
+        for w in workdirs:
+            shutil.rmtree(w, ignore_errors=True)
+
+
+# --- resource usage -----------------------------------------------------------------------
+
+def _proc(pid):
+    """(ns on a CPU, summed over its threads, from schedstat: exact, not tick-sampled; RSS kB)."""
+    ticks = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            ticks += int(f.read().split()[0])
+    rss = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+    return ticks, rss
+
+
+def _find(p, node, word):
+    out = subprocess.run(["ip", "netns", "pids", p.ns[node]], text=True, capture_output=True).stdout.split()
+    for pid in out:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(word.encode()) for a in argv[:2]) and (word != "takeover" or b"--serve" in argv):
+            return int(pid)
+    return None
+
+
+def usage(interval, seconds=60):
+    workdir = tempfile.mkdtemp(prefix="hbbench-")
+    timings = f"interval = {interval}\ndeadtime = {max(0.12, interval * 6)}\ninitdead = 1s\n"
+    p = Pair("hbbu", workdir, timings=timings)
+    try:
+        p.start("director")
+        p.start("spare")
+        p.wait(lambda: p.holds_vip("director"), 10)
+        time.sleep(2)
+        pids = {w: _find(p, "spare", w) for w in ("hb-send", "hb-listen", "takeover")}
+        hz = 1e9     # schedstat counts nanoseconds
+        start = {w: _proc(pid) for w, pid in pids.items()}
+        time.sleep(seconds)
+        end = {w: _proc(pid) for w, pid in pids.items()}
+        return {w: {"cpu_percent": round(100.0 * (end[w][0] - start[w][0]) / hz / seconds, 2),
+                    "rss_mb": round(end[w][1] / 1024, 1)} for w in pids} | {
+                "interval": interval, "seconds": seconds, "load": load_avg()}
+    finally:
+        p.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- results and README -------------------------------------------------------------------
+
+def save(key, value):
+    data = {}
+    if os.path.exists(RESULTS):
+        with open(RESULTS) as f:
+            data = json.load(f)
+    data[key] = value | {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as f:
+        json.dump(data, f, indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("what", nargs="?", default="all", choices=["gap", "handover", "soak", "usage", "all"])
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--systems", default="lvskit,keepalived=1,keepalived=0.1")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench/failover.py needs root (network namespaces)")
+    ensure("keepalived", "keepalived")
+    if args.what in ("gap", "all"):
+        previous = {}
+        if os.path.exists(RESULTS):
+            with open(RESULTS) as f:
+                previous = json.load(f).get("gap", {})
+        previous.pop("date", None)
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        fresh = {k: v | {"date": stamp} for k, v in gap(args.systems.split(","), args.trials).items()}
+        save("gap", previous | fresh)       # a re-run of some systems keeps the others
+    if args.what in ("handover", "all"):
+        save("handover", handover(min(args.trials, 10)))
+    if args.what in ("usage", "all"):
+        save("usage", {"20ms": usage(0.02), "5ms": usage(0.005)})
+    if args.what in ("soak", "all"):
+        save("soak", soak(args.minutes))
+    with open(RESULTS) as f:
+        print(json.dumps(json.load(f), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,442 @@
+"""Heartbeats on the wire: which node we are, the send loop, the listen loop.
+
+hb-listen runs takeover as a subprocess, started once at its own start
+(``takeover --serve``) and fed one command per line.  Why not a library
+call: taking over needs pyroute2, whose import costs 0.3 s and 20 MB; paid
+in a worker started in advance, hb-listen stays at the size of a bare Python
+and the takeover is still immediate.  And a hook or a kernel step that
+hangs or crashes stays in the worker; the heartbeat keeps being heard.
+"""
+import ctypes
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+
+from . import log
+from .errors import Fatal, NOT_CONFIGURED
+from .heartbeat import ACTIVE, BadBeat, Beat, HELD, Receiver, STANDBY, encode
+from .roles import ACQUIRE, ANNOUNCE, PeerView, Policy, RELEASE, decide
+from .takeover import peers_path, read_role, role_path
+
+MCL_CURRENT, MCL_FUTURE = 1, 2
+
+
+def _is_local(address):
+    af = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(af, socket.SOCK_DGRAM) as s:
+            s.bind((address, 0))
+        return True
+    except OSError:
+        return False
+
+
+def which_node(cfg, name=None):
+    """This machine's [node]: by name, else the one whose address is local, else the hostname."""
+    if name:
+        try:
+            return cfg.node(name)
+        except KeyError:
+            raise Fatal(f"{cfg.path}: no [node {name}]", NOT_CONFIGURED) from None
+    local = [n for n in cfg.nodes if any(_is_local(a) for a in n.paths.values())]
+    if len(local) == 1:
+        return local[0]
+    host = socket.gethostname().split(".")[0]
+    for n in cfg.nodes:
+        if n.name == host:
+            return n
+    raise Fatal(f"{cfg.path}: cannot tell which [node] this machine is "
+                f"({'several' if local else 'none'} have a local address); use --node NAME",
+                NOT_CONFIGURED)
+
+
+def realtime(priority=50):
+    """SCHED_FIFO and locked memory: a busy CPU or a swapped page must not look like a dead peer."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as e:
+        log.warning(f"no real-time scheduling ({getattr(e, 'strerror', e)}): "
+                    "a busy CPU may delay heartbeats")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+        log.warning(f"mlockall: {os.strerror(ctypes.get_errno())}")
+
+
+class _Limited:
+    """At most one log line per key per period (a flood of bad datagrams is one line)."""
+
+    def __init__(self, period=10.0):
+        self.period, self.last = period, {}
+
+    def __call__(self, key, fn, message):
+        now = time.monotonic()
+        if now - self.last.get(key, -1e9) >= self.period:
+            self.last[key] = now
+            fn(message)
+
+
+class RoleFile:
+    """The advertised role, re-read only when the file changes (hb-send stats it every beat)."""
+
+    def __init__(self, cfg):
+        self.cfg, self.path, self.stamp, self.role = cfg, role_path(cfg), None, STANDBY
+
+    def get(self):
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp != self.stamp:
+            self.stamp = stamp
+            self.role = read_role(self.cfg) or STANDBY
+        return self.role
+
+
+# --- sending -------------------------------------------------------------------
+
+class Sender:
+    def __init__(self, cfg, me, key, generation):
+        hb = cfg.heartbeat
+        self.me, self.key, self.generation, self.seq, self.port = me, key, generation, 0, hb.port
+        self.paths = []     # (index, socket, [destinations])
+        self.limited = _Limited()
+        for name, local in sorted(me.paths.items()):
+            af = socket.AF_INET6 if ":" in local else socket.AF_INET
+            dests = []
+            if hb.unicast:
+                dests += [n.paths[name] for n in cfg.nodes if n.name != me.name and name in n.paths]
+            if hb.multicast and (":" in hb.multicast) == (af == socket.AF_INET6):
+                dests.append(hb.multicast)
+            s = socket.socket(af, socket.SOCK_DGRAM)
+            s.bind((local, 0))
+            if hb.multicast and af == socket.AF_INET:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            elif hb.multicast:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, _index_of(local))
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            s.setblocking(False)
+            self.paths.append((hb.paths.index(name), s, dests, name))
+
+    def send(self, role):
+        self.seq += 1
+        for index, s, dests, name in self.paths:
+            data = encode(Beat(self.me.name, role, self.me.priority, index, self.generation, self.seq),
+                          self.key)
+            for dest in dests:
+                try:
+                    s.sendto(data, (dest, self.port))
+                except OSError as e:     # a dead cable: the other paths carry on
+                    self.limited(("send", name, dest), log.warning,
+                                 f"path {name}: sending to {dest}: {e.strerror}")
+
+
+def send_loop(cfg, sender, interval, count=None):
+    role = RoleFile(cfg)
+    deadline, sent = time.monotonic(), 0
+    while count is None or sent < count:
+        sender.send(role.get())
+        sent += 1
+        deadline += interval
+        delay = deadline - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        elif delay < -interval:     # fell behind (suspended?): do not burst to catch up
+            deadline = time.monotonic()
+
+
+# --- listening -------------------------------------------------------------------
+
+def listen_sockets(cfg, me, inetd=False):
+    hb = cfg.heartbeat
+    if inetd:
+        s = socket.socket(fileno=0)
+        if s.type != socket.SOCK_DGRAM:
+            raise Fatal("--inetd: stdin is not a datagram socket (inetd.conf: dgram udp wait)")
+        s.setblocking(False)
+        return [s]
+    families = {":" in a for a in me.paths.values()}
+    out = []
+    for v6 in sorted(families):
+        af = socket.AF_INET6 if v6 else socket.AF_INET
+        s = socket.socket(af, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if v6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            s.bind(("::" if v6 else "0.0.0.0", hb.port))
+        except OSError as e:
+            raise Fatal(f"cannot listen on UDP port {hb.port}: {e.strerror}") from None
+        if hb.multicast and (":" in hb.multicast) == v6:
+            for local in me.paths.values():
+                if (":" in local) != v6:
+                    continue
+                if v6:
+                    index = _index_of(local)
+                    mreq = socket.inet_pton(socket.AF_INET6, hb.multicast) + index.to_bytes(4, sys.byteorder)
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+                else:
+                    mreq = socket.inet_aton(hb.multicast) + socket.inet_aton(local)
+                    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        s.setblocking(False)
+        out.append(s)
+    return out
+
+
+def _index_of(address):
+    """Interface index of a local IPv6 address (0: let the kernel choose)."""
+    want = socket.inet_pton(socket.AF_INET6, address).hex()
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                fields = line.split()
+                if fields[0] == want:
+                    return int(fields[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+class Worker:
+    """The `takeover --serve` subprocess."""
+
+    def __init__(self, argv):
+        self.argv, self.proc, self.pending, self.role = argv, None, None, None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1)
+        line = self.proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != "ready":
+            raise Fatal(f"{' '.join(self.argv)} did not start ({' '.join(line) or 'no answer'})")
+        self.role, self.pending = line[1], None
+
+    def fileno(self):
+        return self.proc.stdout.fileno()
+
+    def send(self, command):
+        try:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+            self.pending = command
+        except OSError:
+            self.restart()
+
+    def answer(self):
+        """Read one answer; returns (ok, role or message)."""
+        line = self.proc.stdout.readline()
+        self.pending = None
+        if not line:
+            self.restart()
+            return False, "worker died"
+        word, _, rest = line.strip().partition(" ")
+        if word == "done":
+            self.role = rest
+            return True, rest
+        return False, rest
+
+    def restart(self):
+        log.error("takeover worker died; restarting it")
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        self.start()
+
+
+def _write_volatile(path, text):
+    """Atomic but not fsync'd: RUN_DIR is tmpfs, and a busy disk must not stall hb-listen."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
+
+
+class Listener:
+    def __init__(self, cfg, me, key, sockets, worker, clock=time.monotonic):
+        hb = cfg.heartbeat
+        self.cfg, self.hb, self.me, self.sockets, self.worker = cfg, hb, me, sockets, worker
+        peers = {n.name: {hb.paths.index(p): a for p, a in n.paths.items()}
+                 for n in cfg.nodes if n.name != me.name}
+        self.receiver = Receiver(key, peers, me.name)
+        self.policy = Policy(hb.deadtime, hb.initdead, hb.auto_failback, hb.failback_delay)
+        self.clock = clock
+        self.started = clock()
+        self.peers = {}         # name -> PeerView
+        self.paths = {}         # (name, path index) -> last heard
+        self.dead_paths = set()
+        self.warned = set()
+        self.published = None
+        self.limited = _Limited()
+        self.last_try = {}
+        self.role_file = RoleFile(cfg)
+        self.role_file.role, self.role_file.stamp = worker.role, None
+        self.wake = self.started
+        self.role = worker.role
+        self.path_names = hb.paths
+        self.announce_due = None
+        self.peer_names = [n.name for n in cfg.nodes if n.name != me.name]
+
+    def run(self):
+        rlist = list(self.sockets) + [self.worker]
+        while True:
+            ready, _, _ = select.select(rlist, [], [], self._timeout(self.clock()))
+            changed = False
+            for r in ready:
+                if r is self.worker:
+                    self._answer()
+                    changed = True
+                else:
+                    changed |= self._receive(r)
+            # A routine heartbeat changes no decision: only a change, or a deadline, does.
+            now = self.clock()
+            if changed or now >= self.wake:
+                self.step(now)
+
+    def _timeout(self, now):
+        """Sleep until the next thing that can happen without a datagram.
+
+        That is a peer's warntime or deadtime running out (to the exact
+        moment, not a tick later), the end of initdead, or a look at the role
+        file (a `takeover` by hand) every quarter second.  No polling tick:
+        between heartbeats hb-listen sleeps.
+        """
+        hb, wake = self.hb, now + 0.25
+        for p in self.peers.values():
+            for t in (p.last + hb.warntime, p.last + hb.deadtime):
+                if now < t < wake:
+                    wake = t
+        for last in self.paths.values():
+            if now < last + hb.deadtime < wake:
+                wake = last + hb.deadtime
+        if now < self.started + hb.initdead < wake:
+            wake = self.started + hb.initdead
+        self.wake = wake
+        return max(0.0, wake - now + 0.0002)
+
+    def _receive(self, s):
+        """Read every queued datagram; True when one of them changed what we know."""
+        changed = False
+        while True:
+            try:
+                data, source = s.recvfrom(512)
+            except (BlockingIOError, InterruptedError):
+                return changed
+            except OSError as e:
+                self.limited("recv", log.warning, f"receiving: {e.strerror}")
+                return changed
+            try:
+                changed |= self.heard(self.receiver.accept(data, source[0]), self.clock())
+            except BadBeat as e:
+                self.limited(("bad", str(e).split(" ")[0]), log.warning, f"from {source[0]}: {e}")
+
+    def heard(self, beat, now):
+        """Record a verified beat; True when the peer is new, back, or changed role or priority."""
+        old = self.peers.get(beat.name)
+        since = old.since if old and now - old.last <= self.hb.deadtime else now
+        back = old is not None and now - old.last > self.hb.deadtime
+        if old is None or back:
+            log.info(f"peer {beat.name} alive ({beat.state}, priority {beat.priority})")
+        elif old.state != beat.state:
+            log.info(f"peer {beat.name} now {beat.state}")
+        # A peer back from silence may have announced the VIPs as its own
+        # meanwhile (a healed partition), and one that just released surely
+        # did: whoever stays active says so again, or the ARP caches keep
+        # pointing at the node that let go.
+        if back or (old is not None and old.state == ACTIVE and beat.state != ACTIVE):
+            self.announce_due = f"peer {beat.name} {'back' if back else 'released'}"
+        self.peers[beat.name] = PeerView(beat.priority, beat.state, now, since)
+        key = (beat.name, beat.path)
+        if key in self.dead_paths:
+            self.dead_paths.discard(key)
+            log.info(f"peer {beat.name}: path {self.path_names[beat.path]} up again")
+        self.paths[key] = now
+        self.warned.discard(beat.name)
+        return old is None or back or old.state != beat.state or old.priority != beat.priority
+
+    def step(self, now):
+        # Act first, then write: a log line or a file write can block (a busy
+        # disk, a slow syslog), and nothing may stand between the decision and
+        # the worker's VIP.
+        self._act(now)
+        self._report(now)
+        self._publish(now)
+
+    def _act(self, now):
+        if self.worker.pending is not None:
+            return
+        role = self.role = self.role_file.get()
+        action = decide(self.me.name, self.me.priority, role, self.peers, now, self.started,
+                        self.policy, self.peer_names)
+        if self.announce_due and role == ACTIVE and action is None:
+            self.worker.send("announce")
+            log.warning(f"{self.announce_due}: staying active, announcing again")
+        self.announce_due = None
+        if action is None:
+            return
+        period = 1.0 if action == ANNOUNCE else 0.5
+        if now - self.last_try.get(action, -1e9) < period:
+            return
+        self.last_try[action] = now
+        self.worker.send(action)
+        if action == ACQUIRE:
+            log.warning("taking over: " + self._why(now))
+        elif action == RELEASE:
+            log.warning("releasing: " + ", ".join(
+                f"{n} {p.state} priority {p.priority}" for n, p in self.peers.items()
+                if now - p.last <= self.hb.deadtime))
+        else:
+            log.warning("split brain healed: staying active, announcing again")
+
+    def _report(self, now):
+        for name, peer in self.peers.items():
+            quiet = now - peer.last
+            if quiet > self.hb.warntime and name not in self.warned:
+                self.warned.add(name)
+                log.warning(f"peer {name}: no heartbeat for {quiet * 1000:.0f} ms (warntime)")
+        for key, last in self.paths.items():
+            if now - last > self.hb.deadtime and key not in self.dead_paths:
+                self.dead_paths.add(key)
+                log.warning(f"peer {key[0]}: path {self.path_names[key[1]]} silent for "
+                            f"{(now - last) * 1000:.0f} ms")
+
+    def _why(self, now):
+        parts = []
+        for name, p in self.peers.items():
+            if now - p.last > self.hb.deadtime:
+                parts.append(f"{name} silent for {(now - p.last) * 1000:.0f} ms")
+            else:
+                parts.append(f"{name} {p.state}")
+        return ", ".join(parts) or "no peer heard since start"
+
+    def _answer(self):
+        ok, text = self.worker.answer()
+        if ok:
+            self.role = text
+            self.role_file.get()    # our own write: do not mistake it for a hand change
+            if text == ACTIVE:
+                self.last_try.pop(RELEASE, None)
+            log.info(f"now {text}")
+        else:
+            log.error(f"takeover: {text}")
+
+    def _publish(self, now):
+        view = {n: {"state": p.state, "alive": now - p.last <= self.hb.deadtime, "priority": p.priority}
+                for n, p in self.peers.items()}
+        if view != self.published:
+            self.published = view
+            try:
+                _write_volatile(peers_path(self.cfg), json.dumps(view, sort_keys=True))
+            except OSError as e:
+                self.limited("publish", log.warning, f"{peers_path(self.cfg)}: {e.strerror}")
+
+
+__all__ = ["which_node", "realtime", "Sender", "send_loop", "listen_sockets", "Worker", "Listener",
+           "ACTIVE", "STANDBY", "HELD", "RELEASE"]

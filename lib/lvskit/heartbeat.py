@@ -1,0 +1,186 @@
+"""The heartbeat datagram: encode, decode, verify, and the replay window.
+
+Pure: no sockets, no clocks.  A datagram is
+
+    "LVHB" version state path namelen priority generation seq  name  HMAC
+     4s     B       B     B    B       H        Q          Q    N     32
+
+in network byte order; the HMAC-SHA256 (shared key) covers every byte before
+it, so the sender's name, state, priority and path cannot be altered.
+
+Replays are refused without trusting any clock: each sender numbers its
+datagrams (seq) within a generation that grows at every start of hb-send (see
+``next_generation``).  The receiver keeps, per (peer, path), the newest
+generation and a 64-wide window of sequence numbers, as IPsec does; a datagram
+from an older generation, or a number already seen or too old, is dropped.
+"""
+import functools
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+
+MAGIC = b"LVHB"
+VERSION = 1
+_HEAD = struct.Struct("!4sBBBBHQQ")
+_MAC = 32
+MAX_NAME = 64
+MAX_SIZE = _HEAD.size + MAX_NAME + _MAC
+WINDOW = 64
+
+STANDBY, ACTIVE, HELD = "standby", "active", "held"
+_STATE_CODE = {STANDBY: 0, ACTIVE: 1, HELD: 2}
+_CODE_STATE = {v: k for k, v in _STATE_CODE.items()}
+
+
+class BadBeat(ValueError):
+    """A datagram we must ignore; the message says why (for a rate-limited log line)."""
+
+
+@dataclass(frozen=True)
+class Beat:
+    name: str
+    state: str          # STANDBY, ACTIVE or HELD (held: out for maintenance, never takes over)
+    priority: int
+    path: int           # index of the path (see config.Heartbeat.paths) it was sent on
+    generation: int
+    seq: int
+
+
+def encode(beat, key):
+    name = beat.name.encode("ascii")
+    if not 0 < len(name) <= MAX_NAME:
+        raise ValueError(f"node name must be 1..{MAX_NAME} ASCII characters")
+    body = _HEAD.pack(MAGIC, VERSION, _STATE_CODE[beat.state], beat.path, len(name),
+                      beat.priority, beat.generation, beat.seq) + name
+    return body + _mac(key, body)
+
+
+@functools.lru_cache(maxsize=4)
+def _keyed(key):
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def _mac(key, body):
+    """HMAC-SHA256; copying a keyed state skips the key setup (this runs 100 times a second)."""
+    m = _keyed(key).copy()
+    m.update(body)
+    return m.digest()
+
+
+def decode(data, key):
+    """The Beat in data, verified with key; BadBeat for anything else."""
+    if len(data) > MAX_SIZE:
+        raise BadBeat(f"oversized datagram ({len(data)} bytes)")
+    if len(data) < _HEAD.size + 1 + _MAC:
+        raise BadBeat(f"truncated datagram ({len(data)} bytes)")
+    body, mac = data[:-_MAC], data[-_MAC:]
+    if not hmac.compare_digest(mac, _mac(key, body)):
+        raise BadBeat("bad signature (wrong key, or tampered)")
+    magic, version, state, path, namelen, priority, generation, seq = _HEAD.unpack_from(body)
+    if magic != MAGIC or version != VERSION:
+        raise BadBeat(f"not a version {VERSION} heartbeat")
+    if len(body) != _HEAD.size + namelen:
+        raise BadBeat("name length does not match the datagram")
+    if state not in _CODE_STATE:
+        raise BadBeat(f"unknown state {state}")
+    try:
+        name = body[_HEAD.size:].decode("ascii")
+    except UnicodeDecodeError:
+        raise BadBeat("name is not ASCII") from None
+    return Beat(name, _CODE_STATE[state], priority, path, generation, seq)
+
+
+class ReplayWindow:
+    """Newest generation and a sliding bitmap of seen sequence numbers."""
+
+    def __init__(self):
+        self.generation = -1
+        self.top = -1
+        self.bits = 0       # bit i set: seq top-i was seen
+
+    def accept(self, generation, seq):
+        """Record (generation, seq); BadBeat when it is a replay or too old."""
+        if generation < self.generation:
+            raise BadBeat(f"old generation {generation} (now {self.generation})")
+        if generation > self.generation:
+            self.generation, self.top, self.bits = generation, seq, 1
+            return
+        if seq > self.top:
+            shift = seq - self.top
+            self.bits = ((self.bits << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
+            self.top = seq
+            return
+        age = self.top - seq
+        if age >= WINDOW:
+            raise BadBeat(f"sequence {seq} too old (newest {self.top})")
+        if self.bits & (1 << age):
+            raise BadBeat(f"replayed sequence {seq}")
+        self.bits |= 1 << age
+
+
+class Receiver:
+    """Verifies datagrams against the configured nodes and drops replays.
+
+    nodes: {name: {path index: address}} of the peers (not this node).
+    """
+
+    def __init__(self, key, nodes, me):
+        self.key, self.nodes, self.me = key, nodes, me
+        self.windows = {}   # (name, path) -> ReplayWindow
+
+    def accept(self, data, source):
+        beat = decode(data, self.key)
+        if beat.name == self.me:
+            raise BadBeat(f"datagram claims to be from this node ({beat.name}) (looped back?)")
+        paths = self.nodes.get(beat.name)
+        if paths is None:
+            raise BadBeat(f"unknown peer {beat.name!r}")
+        if beat.path not in paths:
+            raise BadBeat(f"{beat.name} has no path {beat.path}")
+        if _plain(source) != paths[beat.path]:
+            raise BadBeat(f"{beat.name} path {beat.path} from {source}, expected {paths[beat.path]}")
+        # Only a verified datagram may move the window, or forged ones could push it.
+        self.windows.setdefault((beat.name, beat.path), ReplayWindow()).accept(beat.generation, beat.seq)
+        return beat
+
+
+def _plain(address):
+    """'::ffff:10.0.0.1' (a v4 sender on a dual-stack socket) -> '10.0.0.1'; drop %scope."""
+    address = address.split("%", 1)[0]
+    return address[7:] if address.startswith("::ffff:") and "." in address else address
+
+
+def next_generation(path, now_seconds):
+    """A generation larger than every earlier one of this node: stored counter + 1.
+
+    The wall clock is only a floor for when the state file was deleted (it is
+    state, deletable); its going backwards never makes a generation repeat as
+    long as the file is kept, and its jumping forwards is harmless.
+    """
+    from . import state
+    data = state.load(path, {}) or {}
+    stored = data.get("generation", 0) if isinstance(data.get("generation", 0), int) else 0
+    generation = max(stored + 1, int(now_seconds))
+    state.save(path, {"generation": generation})
+    return generation
+
+
+def check_key_file(path, st=None):
+    """The key's bytes; Fatal(PERMISSION) unless root owns it and others cannot read it."""
+    from .errors import Fatal, NOT_CONFIGURED, PERMISSION
+    try:
+        st = st or os.stat(path)
+    except OSError as e:
+        raise Fatal(f"{path}: {e.strerror}", NOT_CONFIGURED) from None
+    if st.st_uid != 0:
+        raise Fatal(f"{path}: key file must be owned by root (uid {st.st_uid})", PERMISSION)
+    if st.st_mode & 0o027:
+        raise Fatal(f"{path}: key file is accessible by others (mode {st.st_mode & 0o777:o}; "
+                    "want 600 or 640)", PERMISSION)
+    with open(path, "rb") as f:
+        key = f.read().strip()
+    if len(key) < 16:
+        raise Fatal(f"{path}: key shorter than 16 bytes", NOT_CONFIGURED)
+    return key

@@ -1,0 +1,78 @@
+"""Who is the director: a pure state machine over what the heartbeats said.
+
+Each node ranks by (priority, then name): higher priority wins, and between
+equal priorities the alphabetically first name wins, so every node that sees
+the same peers reaches the same answer without talking more.
+
+- standby, no live peer active: the best-ranked eligible node (standby, alive)
+  acquires; the others wait for it.  During initdead after start, a node does
+  not act until it has heard every peer once (they may still be booting).
+- active, another live peer active (a healed partition): the lower-ranked one
+  releases, the higher-ranked one announces again (gratuitous ARP), so the
+  network's ARP caches end up pointing at the one that stays.
+- active, a higher-ranked peer alive and standby: with auto_failback it
+  releases once that peer has been alive for failback_delay; without, it stays.
+- held (taken out by hand, ``takeover --release``): never acts; its peers do
+  not count it as eligible, so they take over from it.
+"""
+from dataclasses import dataclass
+
+from .heartbeat import ACTIVE, HELD, STANDBY
+
+ACQUIRE, RELEASE, ANNOUNCE = "acquire", "release", "announce"
+
+
+@dataclass(frozen=True)
+class Policy:
+    deadtime: float
+    initdead: float = 0.0
+    auto_failback: bool = True
+    failback_delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class PeerView:
+    priority: int
+    state: str          # what its last heartbeat said
+    last: float         # when its last valid heartbeat arrived (monotonic seconds)
+    since: float        # since when it has been alive without a gap of deadtime
+
+
+def outranks(a_priority, a_name, b_priority, b_name):
+    """True when node a wins over node b."""
+    return (-a_priority, a_name) < (-b_priority, b_name)
+
+
+def alive(peer, now, policy):
+    return peer is not None and now - peer.last <= policy.deadtime
+
+
+def decide(me, my_priority, my_state, peers, now, started, policy, all_peers=()):
+    """ACQUIRE, RELEASE, ANNOUNCE or None.
+
+    peers: {name: PeerView} of the peers heard so far; all_peers: the names of
+    every configured peer (for initdead).
+    """
+    live = {n: p for n, p in peers.items() if alive(p, now, policy)}
+    if my_state == HELD:
+        return None
+    if my_state == ACTIVE:
+        rivals = {n: p for n, p in live.items() if p.state == ACTIVE}
+        if any(outranks(p.priority, n, my_priority, me) for n, p in rivals.items()):
+            return RELEASE
+        if rivals:
+            return ANNOUNCE
+        if policy.auto_failback:
+            for n, p in live.items():
+                if (p.state == STANDBY and outranks(p.priority, n, my_priority, me)
+                        and now - p.since >= policy.failback_delay):
+                    return RELEASE
+        return None
+    if any(p.state == ACTIVE for p in live.values()):
+        return None
+    if now - started < policy.initdead and any(n not in peers for n in all_peers):
+        return None
+    for n, p in live.items():
+        if p.state == STANDBY and outranks(p.priority, n, my_priority, me):
+            return None
+    return ACQUIRE

@@ -1,0 +1,297 @@
+"""Become the director, or stop being it: VIPs, ARP, IPVS table, sync daemon, hooks.
+
+The order is the point.  Acquire: VIPs, then the ARP burst (the network now
+sends to us), then the role file (our heartbeats say "active"); only then the
+slower steps (ipvs-sync, connection-sync daemon to master, monitoring, hooks,
+the repeated ARP), each of which may fail without taking the VIP down again.
+Release runs the reverse; with ``hold`` (by hand, for maintenance) it first
+says "held" in the heartbeats and waits for a peer to become active before it
+drops the VIPs, so the handover is make-before-break.
+
+The role file (RUN_DIR/takeover.json) is what hb-send advertises.  Deleting it
+is harmless: hb-listen rewrites it from the VIPs the interface holds.
+"""
+import os
+import shlex
+import threading
+import time
+
+from . import arp, errors, log, state, vip
+from .errors import Fatal
+from .heartbeat import ACTIVE, HELD, STANDBY
+
+
+def role_path(cfg):
+    return os.path.join(cfg.run_dir, "takeover.json")
+
+
+def peers_path(cfg):
+    return os.path.join(cfg.run_dir, "hb-peers.json")
+
+
+def read_role(cfg):
+    role = (state.load(role_path(cfg), {}) or {}).get("role")
+    return role if role in (ACTIVE, STANDBY, HELD) else None
+
+
+def write_role(cfg, role):
+    state.save(role_path(cfg), {"role": role})
+
+
+def _normal_priority():
+    """Slow steps and hooks must not run at the heartbeat's real-time priority."""
+    try:
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, AttributeError):
+        pass
+
+
+class Director:
+    def __init__(self, cfg, addresses=None, kernel_factory=None):
+        if cfg.heartbeat is None:
+            raise Fatal(f"{cfg.path}: no [heartbeat] section: nothing to take over",
+                        errors.NOT_CONFIGURED)
+        self.cfg, self.hb = cfg, cfg.heartbeat
+        self.addresses = addresses
+        self.kernel_factory = kernel_factory
+        self._slow = threading.Lock()
+        self._said_no_ipvs = False
+
+    @property
+    def addrs(self):
+        if self.addresses is None:
+            self.addresses = vip.Addresses(self.hb.vip_interface)
+        return self.addresses
+
+    # --- what the kernel says ----------------------------------------------------
+    def held_vips(self):
+        return [v for v in self.hb.vips if self.addrs.holds(v)]
+
+    def current_role(self):
+        """The role, checked against the interface: the file may be gone, or stale after a crash.
+
+        A file that says active without the VIPs would make our heartbeats
+        claim a role nobody serves, and the spare would never take over.
+        Held stays held: the admin's word.
+        """
+        role = read_role(self.cfg)
+        if role != HELD:
+            actual = ACTIVE if len(self.held_vips()) == len(self.hb.vips) else STANDBY
+            if role != actual:
+                if role is not None:
+                    log.warning(f"{role_path(self.cfg)} said {role}, the interface says {actual}")
+                role = actual
+                write_role(self.cfg, role)
+        return role
+
+    # --- plans for --dry-run ---------------------------------------------------------
+    def plan(self, acquire):
+        hb, lines = self.hb, []
+        if acquire:
+            lines += [vip.ip_syntax("add", v, hb.vip_interface) for v in hb.vips]
+            lines += [f"arping -U -c {hb.arp_count} -I {hb.vip_interface} {v.split('/')[0]}"
+                      if ":" not in v else
+                      f"ndsend {v.split('/')[0]} {hb.vip_interface}  # unsolicited NA x{hb.arp_count}"
+                      for v in hb.vips]
+            lines.append(f"ipvs-sync -c {self.cfg.path}")
+            if hb.sync_interface:
+                lines.append("ipvsadm --stop-daemon backup")
+                lines.append(f"ipvsadm --start-daemon master --mcast-interface {hb.sync_interface} "
+                             f"--syncid {hb.syncid}")
+            lines += [c for c in (hb.monitor_start, hb.on_acquire) if c]
+        else:
+            lines += [c for c in (hb.monitor_stop, hb.on_release) if c]
+            lines += [vip.ip_syntax("del", v, hb.vip_interface) for v in hb.vips]
+            if hb.sync_interface:
+                lines.append("ipvsadm --stop-daemon master")
+                lines.append(f"ipvsadm --start-daemon backup --mcast-interface {hb.sync_interface} "
+                             f"--syncid {hb.syncid}")
+        return lines
+
+    # --- acquire -----------------------------------------------------------------------
+    def acquire_fast(self):
+        """VIPs and the first ARP burst, then the role file; Fatal only if no VIP went up."""
+        failed, added = [], []
+        present = self.addrs.list()
+        for v in self.hb.vips:
+            try:
+                if self.addrs.add(v, present):
+                    added.append(v)
+            except Fatal as e:
+                failed.append(str(e))
+        if len(failed) == len(self.hb.vips):
+            raise Fatal(failed[0], errors.ERROR)
+        self._announce(self.hb.arp_count)
+        write_role(self.cfg, ACTIVE)
+        for v in added:     # logged after the ARP: syslog may be slow
+            log.info(vip.ip_syntax("add", v, self.hb.vip_interface))
+        for message in failed:
+            log.error(message)
+        return not failed
+
+    def _announce(self, count):
+        try:
+            arp.announce(self.hb.vip_interface, self.hb.vips, count)
+        except OSError as e:
+            log.error(f"gratuitous ARP on {self.hb.vip_interface}: {e.strerror or e}")
+
+    def acquire_slow(self, started=None):
+        """Table, sync daemon, monitoring, hooks, the late ARP; each failure logged, none fatal."""
+        started = time.monotonic() if started is None else started
+        with self._slow:
+            ok = self._ipvs(ACTIVE)
+            for cmd in (self.hb.monitor_start, self.hb.on_acquire):
+                ok &= self._hook(cmd)
+            rest = started + self.hb.arp_repeat - time.monotonic()
+            if rest > 0:
+                time.sleep(rest)
+            # Still ours? A release may have come in the meantime.
+            if read_role(self.cfg) == ACTIVE:
+                self._announce(self.hb.arp_count)
+        return ok
+
+    def announce(self):
+        self._announce(self.hb.arp_count)
+
+    # --- release -------------------------------------------------------------------------
+    def release(self, hold=False, wait=0.0):
+        """Drop the VIPs (after waiting up to `wait` s for a peer to be active), sync to backup."""
+        write_role(self.cfg, HELD if hold else STANDBY)
+        if wait > 0 and self.held_vips():
+            if not self._wait_for_peer(wait):
+                log.warning(f"no peer became active within {wait:g} s; releasing anyway")
+        ok = True
+        for v in self.hb.vips:
+            try:
+                if self.addrs.delete(v):
+                    log.info(vip.ip_syntax("del", v, self.hb.vip_interface))
+            except Fatal as e:
+                log.error(str(e))
+                ok = False
+        return ok
+
+    def release_slow(self):
+        with self._slow:
+            ok = True
+            for cmd in (self.hb.monitor_stop, self.hb.on_release):
+                ok &= self._hook(cmd)
+            return self._ipvs(STANDBY) and ok
+
+    def standby_setup(self):
+        """A standby keeps the table loaded and receives connection state."""
+        with self._slow:
+            return self._ipvs(STANDBY, table=True)
+
+    def _wait_for_peer(self, wait):
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            peers = state.load(peers_path(self.cfg), {}) or {}
+            if any(p.get("state") == ACTIVE and p.get("alive") for p in peers.values()
+                   if isinstance(p, dict)):
+                return True
+            time.sleep(0.005)
+        return False
+
+    # --- IPVS ------------------------------------------------------------------------------
+    def _ipvs(self, role, table=True):
+        """ipvs-sync once and the sync daemon's role; one log line if IPVS is missing."""
+        from . import sync
+        hb = self.hb
+        if not (self.cfg.services and table) and not hb.sync_interface:
+            return True
+        try:
+            kernel = self.kernel_factory() if self.kernel_factory else sync._open_kernel()
+        except Fatal as e:
+            if not self._said_no_ipvs:
+                self._said_no_ipvs = True
+                log.warning(f"IPVS steps skipped: {e}")
+            return e.code == errors.NOT_INSTALLED     # no IPVS here is a setup, not a failure
+        ok = True
+        try:
+            if table and self.cfg.services:
+                out = sync.reconcile(self.cfg, kernel)
+                ok = not out.failed
+            if hb.sync_interface:
+                ok &= self._sync_daemon(kernel, role)
+        except Fatal as e:
+            log.error(f"IPVS: {e}")
+            ok = False
+        finally:
+            kernel.close()
+        return ok
+
+    def _sync_daemon(self, kernel, role):
+        hb = self.hb
+        want, other = ("master", "backup") if role == ACTIVE else ("backup", "master")
+        running = kernel.sync_daemons()
+        if other in running:
+            kernel.stop_sync_daemon(other)
+            log.info(f"ipvsadm --stop-daemon {other}")
+        if running.get(want) != (hb.sync_interface, hb.syncid):
+            if want in running:
+                kernel.stop_sync_daemon(want)
+            kernel.start_sync_daemon(want, hb.sync_interface, hb.syncid)
+            log.info(f"ipvsadm --start-daemon {want} --mcast-interface {hb.sync_interface} "
+                     f"--syncid {hb.syncid}")
+        return True
+
+    def _hook(self, cmd):
+        if not cmd:
+            return True
+        from . import run
+        _normal_priority()
+        result = run.run(shlex.split(cmd), timeout=60)
+        if result.code != 0:
+            detail = "timed out" if result.timed_out else f"exit {result.code}"
+            text = (result.stderr or result.stdout).strip().splitlines()
+            log.error(f"hook {cmd!r}: {detail}{': ' + text[-1] if text else ''}")
+            return False
+        log.info(f"hook {cmd!r}: ok")
+        return True
+
+
+def serve(director, stdin, stdout):
+    """The worker hb-listen keeps running: one command per line, one answer per line.
+
+    Commands: acquire, release, announce, standby.  The fast part is done
+    before the answer; the slow part runs in a thread, so a hook that hangs
+    never delays the next command.
+    """
+    def slow(fn):
+        def body():
+            _normal_priority()
+            try:
+                fn()
+            except Exception as e:     # a bug in a slow step must not kill the worker
+                log.error(f"{fn.__name__}: {e}")
+        threading.Thread(target=body, daemon=True).start()
+
+    def say(text):
+        stdout.write(text + "\n")
+        stdout.flush()
+
+    say(f"ready {director.current_role()}")
+    slow(director.standby_setup if read_role(director.cfg) != ACTIVE else director.acquire_slow)
+    for line in stdin:
+        command = line.strip()
+        try:
+            if command == "acquire":
+                started = time.monotonic()
+                director.acquire_fast()
+                say("done active")
+                slow(lambda: director.acquire_slow(started))
+            elif command == "release":
+                director.release()
+                say("done standby")
+                slow(director.release_slow)
+            elif command == "announce":
+                director.announce()
+                say(f"done {read_role(director.cfg)}")
+            elif command == "status":
+                say(f"done {director.current_role()}")
+            elif command:
+                say(f"error unknown command {command!r}")
+        except Fatal as e:
+            log.error(str(e))
+            say(f"error {e}")

@@ -1,0 +1,143 @@
+import os
+import stat
+import struct
+
+import pytest
+
+from lvskit import heartbeat as hb
+from lvskit.errors import Fatal, PERMISSION
+from lvskit.heartbeat import ACTIVE, HELD, STANDBY, BadBeat, Beat, Receiver, ReplayWindow
+
+KEY = b"k" * 32
+PEERS = {"midas": {0: "10.0.0.1", 1: "10.9.0.1"}}
+
+
+def beat(seq=1, generation=7, path=0, state=ACTIVE, name="midas", priority=200):
+    return Beat(name, state, priority, path, generation, seq)
+
+
+def test_round_trip_every_state():
+    for state in (ACTIVE, STANDBY, HELD):
+        b = beat(state=state, seq=2 ** 63, generation=2 ** 40, priority=65535, path=255)
+        assert hb.decode(hb.encode(b, KEY), KEY) == b
+
+
+def test_tampered_bytes_are_rejected_anywhere():
+    data = hb.encode(beat(), KEY)
+    for i in range(len(data)):
+        bad = bytearray(data)
+        bad[i] ^= 0x01
+        with pytest.raises(BadBeat):
+            hb.decode(bytes(bad), KEY)
+
+
+def test_truncated_oversized_and_garbage():
+    data = hb.encode(beat(), KEY)
+    for n in range(len(data)):
+        with pytest.raises(BadBeat):
+            hb.decode(data[:n], KEY)
+    with pytest.raises(BadBeat, match="oversized"):
+        hb.decode(data + b"x" * hb.MAX_SIZE, KEY)
+    with pytest.raises(BadBeat):
+        hb.decode(os.urandom(90), KEY)
+
+
+def test_wrong_key():
+    with pytest.raises(BadBeat, match="signature"):
+        hb.decode(hb.encode(beat(), KEY), b"other key 0123456789")
+
+
+def test_validly_signed_nonsense_is_rejected_without_crash():
+    import hashlib
+    import hmac
+    head = struct.Struct("!4sBBBBHQQ")
+    for fields, name in [((b"LVHB", 9, 1, 0, 5, 1, 1, 1), b"midas"),   # version
+                         ((b"XXXX", 1, 1, 0, 5, 1, 1, 1), b"midas"),   # magic
+                         ((b"LVHB", 1, 9, 0, 5, 1, 1, 1), b"midas"),   # state
+                         ((b"LVHB", 1, 1, 0, 9, 1, 1, 1), b"midas"),   # name length
+                         ((b"LVHB", 1, 1, 0, 5, 1, 1, 1), b"m\xffdas")]:
+        body = head.pack(*fields) + name
+        with pytest.raises(BadBeat):
+            hb.decode(body + hmac.new(KEY, body, hashlib.sha256).digest(), KEY)
+
+
+def test_receiver_drops_replays_and_old_generations():
+    r = Receiver(KEY, PEERS, "estepe")
+    assert r.accept(hb.encode(beat(seq=1), KEY), "10.0.0.1").seq == 1
+    with pytest.raises(BadBeat, match="replayed"):
+        r.accept(hb.encode(beat(seq=1), KEY), "10.0.0.1")
+    r.accept(hb.encode(beat(seq=3), KEY), "10.0.0.1")
+    r.accept(hb.encode(beat(seq=2), KEY), "10.0.0.1")       # late, inside the window
+    with pytest.raises(BadBeat, match="replayed"):
+        r.accept(hb.encode(beat(seq=2), KEY), "10.0.0.1")
+    # the same numbers on the other path are separate datagrams, not replays
+    r.accept(hb.encode(beat(seq=3, path=1), KEY), "10.9.0.1")
+    # a restart of the sender: new generation, numbers start over
+    r.accept(hb.encode(beat(seq=1, generation=8), KEY), "10.0.0.1")
+    with pytest.raises(BadBeat, match="old generation"):
+        r.accept(hb.encode(beat(seq=100, generation=7), KEY), "10.0.0.1")
+
+
+def test_window_too_old():
+    w = ReplayWindow()
+    w.accept(1, 1000)
+    with pytest.raises(BadBeat, match="too old"):
+        w.accept(1, 1000 - hb.WINDOW)
+    w.accept(1, 1000 - hb.WINDOW + 1)
+    w.accept(1, 5000)       # a big jump clears the window
+    with pytest.raises(BadBeat):
+        w.accept(1, 5000)
+
+
+def test_wrong_peer_wrong_path_wrong_source_and_self():
+    r = Receiver(KEY, PEERS, "estepe")
+    with pytest.raises(BadBeat, match="unknown peer"):
+        r.accept(hb.encode(beat(name="mallory"), KEY), "10.0.0.1")
+    with pytest.raises(BadBeat, match="expected 10.0.0.1"):
+        r.accept(hb.encode(beat(), KEY), "10.0.0.66")
+    with pytest.raises(BadBeat, match="no path"):
+        r.accept(hb.encode(beat(path=5), KEY), "10.0.0.1")
+    with pytest.raises(BadBeat, match="this node"):
+        r.accept(hb.encode(beat(name="estepe"), KEY), "10.0.0.1")
+    # v4-mapped source from a dual-stack socket is the same sender
+    assert r.accept(hb.encode(beat(seq=9), KEY), "::ffff:10.0.0.1").seq == 9
+
+
+def test_rejected_datagram_does_not_move_the_window():
+    r = Receiver(KEY, PEERS, "estepe")
+    forged = hb.encode(beat(seq=10 ** 6, generation=10 ** 9), b"attacker's key!!")
+    with pytest.raises(BadBeat):
+        r.accept(forged, "10.0.0.1")
+    assert r.accept(hb.encode(beat(seq=1), KEY), "10.0.0.1")
+
+
+def test_generation_grows_even_when_the_clock_goes_back(tmp_path):
+    path = str(tmp_path / "gen.json")
+    g1 = hb.next_generation(path, 1_700_000_000)
+    g2 = hb.next_generation(path, 1_000)          # clock set back
+    assert g2 == g1 + 1
+    os.unlink(path)                                 # state deleted: the clock is the floor
+    assert hb.next_generation(path, 1_800_000_000) == 1_800_000_000
+
+
+class _St:
+    def __init__(self, uid, mode):
+        self.st_uid, self.st_mode = uid, stat.S_IFREG | mode
+
+
+def test_key_file_refused_unless_root_owned_and_private(tmp_path):
+    key = tmp_path / "hb.key"
+    key.write_bytes(b"0123456789abcdef0123\n")
+    with pytest.raises(Fatal) as e:
+        hb.check_key_file(str(key), _St(1000, 0o600))
+    assert e.value.code == PERMISSION and "owned by root" in str(e.value)
+    for mode in (0o644, 0o604, 0o660, 0o602):
+        with pytest.raises(Fatal) as e:
+            hb.check_key_file(str(key), _St(0, mode))
+        assert e.value.code == PERMISSION
+    assert hb.check_key_file(str(key), _St(0, 0o640)) == b"0123456789abcdef0123"
+    os.chmod(key, 0o644)
+    if os.geteuid() == 0:       # a real file, really world-readable
+        with pytest.raises(Fatal) as e:
+            hb.check_key_file(str(key))
+        assert e.value.code == PERMISSION

@@ -1,0 +1,74 @@
+from lvskit.heartbeat import ACTIVE, HELD, STANDBY
+from lvskit.roles import ACQUIRE, ANNOUNCE, RELEASE, PeerView, Policy, decide
+
+P = Policy(deadtime=0.12, initdead=1.0, auto_failback=True, failback_delay=0.0)
+NOFB = Policy(deadtime=0.12, initdead=1.0, auto_failback=False)
+
+
+def peer(state, priority=100, last=10.0, since=0.0):
+    return PeerView(priority, state, last, since)
+
+
+def test_spare_takes_over_when_the_active_dies():
+    peers = {"midas": peer(ACTIVE, 200, last=10.0)}
+    assert decide("estepe", 100, STANDBY, peers, 10.1, 0, P, ["midas"]) is None
+    assert decide("estepe", 100, STANDBY, peers, 10.13, 0, P, ["midas"]) == ACQUIRE
+
+
+def test_higher_priority_standby_waits_for_nobody_lower_waits_for_it():
+    both = {"estepe": peer(STANDBY, 100)}
+    assert decide("midas", 200, STANDBY, both, 10.0, 0, P, ["estepe"]) == ACQUIRE
+    assert decide("estepe", 100, STANDBY, {"midas": peer(STANDBY, 200)}, 10.0, 0, P, ["midas"]) is None
+
+
+def test_initdead_waits_for_unheard_peers():
+    assert decide("midas", 200, STANDBY, {}, 0.5, 0, P, ["estepe"]) is None
+    assert decide("midas", 200, STANDBY, {}, 1.01, 0, P, ["estepe"]) == ACQUIRE
+    # a peer heard during initdead: no need to wait
+    assert decide("midas", 200, STANDBY, {"estepe": peer(STANDBY, last=0.4)}, 0.45, 0, P,
+                  ["estepe"]) == ACQUIRE
+
+
+def test_failback_on_and_off_and_delayed():
+    back = {"midas": peer(STANDBY, 200, last=10.0, since=9.0)}
+    assert decide("estepe", 100, ACTIVE, back, 10.0, 0, P, ["midas"]) == RELEASE
+    assert decide("estepe", 100, ACTIVE, back, 10.0, 0, NOFB, ["midas"]) is None
+    delayed = Policy(deadtime=0.12, auto_failback=True, failback_delay=5.0)
+    assert decide("estepe", 100, ACTIVE, back, 10.0, 0, delayed, ["midas"]) is None
+    assert decide("estepe", 100, ACTIVE, {"midas": peer(STANDBY, 200, last=14.0, since=9.0)},
+                  14.0, 0, delayed, ["midas"]) == RELEASE
+    # and the director, standby, does not grab it from the active spare itself
+    assert decide("midas", 200, STANDBY, {"estepe": peer(ACTIVE, 100)}, 10.0, 0, P, ["estepe"]) is None
+    # a lower-priority standby is no reason to release
+    assert decide("midas", 200, ACTIVE, {"estepe": peer(STANDBY, 100)}, 10.0, 0, P, ["estepe"]) is None
+
+
+def test_split_brain_heal_leaves_exactly_one_active():
+    for pa, pb in ((200, 100), (100, 200), (100, 100)):
+        a = decide("a", pa, ACTIVE, {"b": peer(ACTIVE, pb)}, 10.0, 0, NOFB, ["b"])
+        b = decide("b", pb, ACTIVE, {"a": peer(ACTIVE, pa)}, 10.0, 0, NOFB, ["a"])
+        assert sorted([a, b]) == [ANNOUNCE, RELEASE]
+
+
+def test_equal_priorities_deterministic_tie_break():
+    # both standby, equal priority: exactly one of them acquires
+    a = decide("alpha", 100, STANDBY, {"beta": peer(STANDBY, 100)}, 10.0, 0, P, ["beta"])
+    b = decide("beta", 100, STANDBY, {"alpha": peer(STANDBY, 100)}, 10.0, 0, P, ["alpha"])
+    assert (a, b) == (ACQUIRE, None)
+    # with auto_failback the tie-break winner gets it back, and then it is stable
+    assert decide("beta", 100, ACTIVE, {"alpha": peer(STANDBY, 100)}, 10.0, 0, P, ["alpha"]) == RELEASE
+    assert decide("alpha", 100, ACTIVE, {"beta": peer(STANDBY, 100)}, 10.0, 0, P, ["beta"]) is None
+
+
+def test_held_node_is_skipped_and_never_acts():
+    held = {"midas": peer(HELD, 200)}
+    assert decide("estepe", 100, STANDBY, held, 10.0, 0, P, ["midas"]) == ACQUIRE
+    assert decide("midas", 200, HELD, {}, 100.0, 0, P, ["estepe"]) is None
+    # a held director does not trigger failback either
+    assert decide("estepe", 100, ACTIVE, held, 10.0, 0, P, ["midas"]) is None
+
+
+def test_three_nodes_best_live_one_wins():
+    peers = {"a": peer(ACTIVE, 300, last=5.0), "b": peer(STANDBY, 200), "c": peer(STANDBY, 100)}
+    assert decide("b", 200, STANDBY, {k: v for k, v in peers.items() if k != "b"}, 10.0, 0, P, "ac") == ACQUIRE
+    assert decide("c", 100, STANDBY, {k: v for k, v in peers.items() if k != "c"}, 10.0, 0, P, "ab") is None
