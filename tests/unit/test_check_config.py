@@ -56,7 +56,7 @@ def test_udp_external_and_sorry_forms():
 
 @pytest.mark.parametrize("extra,key,words", [
     ("check = carrier-pigeon\n", "check", "not one of"),
-    ("check = tcp\ncheck_timeout = soon\n", "check_timeout", "not a number"),
+    ("check = tcp\ncheck_timeout = soon\n", "check_timeout", "not a duration"),
     ("check = tcp\ncheck_timeout = 0\n", "check_timeout", "out of range"),
     ("check = tcp\ncheck_rise = 0\n", "check_rise", "out of range"),
     ("check = tcp\ncheck_fall = many\n", "check_fall", "not a whole number"),
