@@ -1,0 +1,33 @@
+"""Logging: one syslog datagram per event, nothing on stderr unless asked."""
+import socket
+
+from lvskit import log
+
+
+def test_syslog_lines_reach_the_socket_and_stderr_stays_quiet(tmp_path, monkeypatch, capsys):
+    path = str(tmp_path / "log")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(2)
+    monkeypatch.setattr(log, "SYSLOG_PATH", path)
+    monkeypatch.setattr(log, "_sock", None)
+    log.setup("ipvs-sync", verbose=False, use_syslog=True)
+    monkeypatch.setattr(log, "_verbose", False)         # pytest's stderr may look like a tty
+    log.info("ipvsadm -e -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 4")
+    log.error("something failed")
+    first, second = server.recv(4096).decode(), server.recv(4096).decode()
+    assert first.startswith("<30>ipvs-sync[") and first.endswith("]: ipvsadm -e -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 4")
+    assert second.startswith("<27>ipvs-sync[")          # daemon.err
+    err = capsys.readouterr().err
+    assert "ipvsadm" not in err and "something failed" in err   # errors always reach stderr
+    server.close()
+
+
+def test_missing_syslog_socket_is_tried_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(log, "SYSLOG_PATH", str(tmp_path / "none"))
+    monkeypatch.setattr(log, "_sock", None)
+    log.setup("x", use_syslog=True)
+    log.info("a")
+    assert log._sock is False
+    log.info("b")                                       # no new attempt, no error
+    assert log._sock is False
