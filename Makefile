@@ -28,6 +28,7 @@ CONFDIR     = $(SYSCONFDIR)/lvskit
 VENDOR      = lib/vendor/pyroute2-$(PYROUTE2_VERSION).dist-info/RECORD
 PYTEST      = $(PYTHON) -m pytest -q -p no:cacheprovider
 APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip iproute2 ipvsadm kmod \
+              python3-prometheus-client \
               debootstrap
 
 .PHONY: all deps apt-deps vendor lab test test-unit test-lab test-netns test-install demo bench clean \

@@ -23,6 +23,7 @@ from .roles import ACQUIRE, ANNOUNCE, PeerView, Policy, RELEASE, decide
 from .takeover import peers_path, read_role, role_path
 
 MCL_CURRENT, MCL_FUTURE = 1, 2
+PUBLISH_EVERY = 1.0     # seconds between rewrites of the peers view when nothing changed
 
 
 def _is_local(address):
@@ -274,6 +275,7 @@ class Listener:
         self.dead_paths = set()
         self.warned = set()
         self.published = None
+        self.published_at = -1e9
         self.limited = _Limited()
         self.last_try = {}
         self.role_file = RoleFile(cfg)
@@ -428,14 +430,29 @@ class Listener:
             log.error(f"takeover: {text}")
 
     def _publish(self, now):
+        """RUN_DIR/hb-peers.json: each peer's state, and when it was last heard on each path.
+
+        Rewritten at once when a peer's state changes (takeover --release
+        waits on it), else once every PUBLISH_EVERY seconds so lvs-status can
+        tell heartbeat ages; times are wall-clock (monotonic means nothing to
+        another process), written with the file's own time ("written").
+        """
         view = {n: {"state": p.state, "alive": now - p.last <= self.hb.deadtime, "priority": p.priority}
                 for n, p in self.peers.items()}
-        if view != self.published:
-            self.published = view
-            try:
-                _write_volatile(peers_path(self.cfg), json.dumps(view, sort_keys=True))
-            except OSError as e:
-                self.limited("publish", log.warning, f"{peers_path(self.cfg)}: {e.strerror}")
+        if view == self.published and now - self.published_at < PUBLISH_EVERY:
+            return
+        self.published, self.published_at = view, now
+        wall = time.time()
+        out = {"written": round(wall, 3), "peers": {}}
+        for name, v in view.items():
+            paths = {self.path_names[i]: round(wall - (now - t), 3)
+                     for (n, i), t in self.paths.items() if n == name}
+            out["peers"][name] = dict(v, heard=round(wall - (now - self.peers[name].last), 3),
+                                      paths=paths)
+        try:
+            _write_volatile(peers_path(self.cfg), json.dumps(out, sort_keys=True))
+        except OSError as e:
+            self.limited("publish", log.warning, f"{peers_path(self.cfg)}: {e.strerror}")
 
 
 __all__ = ["which_node", "realtime", "Sender", "send_loop", "listen_sockets", "Worker", "Listener",

@@ -14,15 +14,14 @@ The sysctls go first, then the address: the other order leaves a window in
 which the real server answers ARP for the VIP.  IPv6 needs no sysctl: Linux
 answers neighbour solicitations only for addresses on the receiving interface.
 
-Addresses are read and changed with `ip` (through lvskit.run): this module
-predates lvskit.vip (pyroute2), onto which it can move.
+Addresses and the link are read and changed through lvskit.vip (pyroute2),
+the one way lvskit changes addresses; --dry-run still prints `ip` syntax.
 """
 import ipaddress
-import json
 import os
 
-from . import log
-from .errors import ERROR, NOT_INSTALLED, PERMISSION, Fatal
+from . import log, vip as vipmod
+from .errors import PERMISSION, Fatal
 from .model import FORWARD
 
 DEVICE = "lo"
@@ -60,25 +59,21 @@ def _prefix(addr):
     return f"{addr}/{128 if ':' in addr else 32}"
 
 
-def _ip(argv):
-    from . import run
-    res = run.run(["ip"] + argv, timeout=10)
-    if res.code == 127:
-        raise Fatal("ip: not found (install iproute2)", NOT_INSTALLED)
-    return res
+_lo = None
 
 
-def device_state(device=DEVICE):
-    """(is_up, set of addresses) of the device, from `ip -j addr show`."""
-    res = _ip(["-j", "addr", "show", "dev", device])
-    if res.code != 0:
-        raise Fatal(f"ip addr show dev {device}: {res.stderr.strip() or res.code}")
-    try:
-        info = json.loads(res.stdout or "[]")[0]
-    except (ValueError, IndexError):
-        raise Fatal(f"ip addr show dev {device}: unexpected output") from None
-    addrs = {str(ipaddress.ip_address(a["local"])) for a in info.get("addr_info", []) if "local" in a}
-    return "UP" in info.get("flags", ()), addrs
+def _device():
+    """lo's Addresses, one netlink socket for the whole run."""
+    global _lo
+    if _lo is None:
+        _lo = vipmod.Addresses(DEVICE)
+    return _lo
+
+
+def device_state():
+    """(is_up, set of addresses) of lo."""
+    lo = _device()
+    return lo.is_up(), {str(ipaddress.ip_address(a.split("/")[0])) for a in lo.list()}
 
 
 def _sysctl_path(device, name):
@@ -115,14 +110,15 @@ def _sysctl_step(device, name, value):
     return Step(f"sysctl -w net.ipv4.conf.{device}.{name}={value}", apply)
 
 
-def _ip_step(argv):
+def _link_up_step():
+    return Step(f"ip link set {DEVICE} up", lambda: _device().set_up())
+
+
+def _addr_step(command, vip):
     def apply():
-        res = _ip(argv)
-        if res.code != 0:
-            msg = res.stderr.strip() or f"exit {res.code}"
-            code = PERMISSION if "not permitted" in msg else ERROR
-            raise Fatal(f"ip {' '.join(argv)}: {msg}", code)
-    return Step("ip " + " ".join(argv), apply)
+        lo = _device()
+        lo.add(_prefix(vip)) if command == "add" else lo.delete(_prefix(vip))
+    return Step(f"ip addr {command} {_prefix(vip)} dev {DEVICE}", apply)
 
 
 def plan_up(vips):
@@ -135,17 +131,17 @@ def plan_up(vips):
                     steps.append(_sysctl_step(device, name, wanted))
     is_up, addrs = device_state()
     if not is_up:
-        steps.append(_ip_step(["link", "set", DEVICE, "up"]))
+        steps.append(_link_up_step())
     for vip in vips:
         if vip not in addrs:
-            steps.append(_ip_step(["addr", "add", _prefix(vip), "dev", DEVICE]))
+            steps.append(_addr_step("add", vip))
     return steps
 
 
 def plan_down(vips):
     """The steps that take vips off lo.  The sysctls stay: harmless, maybe shared."""
     _, addrs = device_state()
-    return [_ip_step(["addr", "del", _prefix(v), "dev", DEVICE]) for v in vips if v in addrs]
+    return [_addr_step("del", v) for v in vips if v in addrs]
 
 
 def apply(steps):

@@ -29,6 +29,13 @@ def peers_path(cfg):
     return os.path.join(cfg.run_dir, "hb-peers.json")
 
 
+def read_peers(cfg):
+    """{peer: {"state", "alive", "priority", "heard", "paths": {path: time}}} of hb-peers.json."""
+    data = state.load(peers_path(cfg), {}) or {}
+    peers = data.get("peers") if isinstance(data, dict) else None
+    return {n: p for n, p in peers.items() if isinstance(p, dict)} if isinstance(peers, dict) else {}
+
+
 def read_role(cfg):
     role = (state.load(role_path(cfg), {}) or {}).get("role")
     return role if role in (ACTIVE, STANDBY, HELD) else None
@@ -186,7 +193,7 @@ class Director:
     def _wait_for_peer(self, wait):
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            peers = state.load(peers_path(self.cfg), {}) or {}
+            peers = read_peers(self.cfg)
             if any(p.get("state") == ACTIVE and p.get("alive") for p in peers.values()
                    if isinstance(p, dict)):
                 return True

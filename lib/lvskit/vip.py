@@ -10,6 +10,7 @@ import ipaddress
 from .errors import Fatal, NOT_CONFIGURED, PERMISSION
 
 IFA_F_NODAD = 0x02
+IFF_UP = 0x1
 
 
 def _iproute():
@@ -37,6 +38,17 @@ class Addresses:
         for msg in self.ipr.get_addr(index=self.index):
             out.add(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
         return out
+
+    def is_up(self):
+        """The interface's administrative state (IFF_UP)."""
+        return bool(self.ipr.get_links(self.index)[0]["flags"] & IFF_UP)
+
+    def set_up(self):
+        try:
+            self.ipr.link("set", index=self.index, state="up")
+        except Exception as e:     # pyroute2's NetlinkError
+            code = getattr(e, "code", 0)
+            raise Fatal(f"ip link set {self.interface} up: {e}", PERMISSION if code == 1 else 1) from None
 
     def holds(self, vip):
         address = vip.split("/")[0]

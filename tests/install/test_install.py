@@ -12,7 +12,7 @@ from installtools import (DATADIR, LIBDIR, PREFIX, ROOT, SBINDIR, UNITDIR, make,
                       scripts)
 
 CONFIG = "/etc/lvskit/lvskit.ini"
-CRON_JOBS = {"ipvs-sync", "check-real", "reweight"}
+CRON_JOBS = {"ipvs-sync", "check-real", "reweight", "lvs-status"}
 
 
 def test_every_script_is_a_link_into_the_private_libdir(destdir):

@@ -1,0 +1,381 @@
+"""One view of the whole director: role, peers, every service and real server.
+
+``gather`` reads, changes nothing, and returns a plain dict (the JSON of
+``lvs-status --json``); ``text`` and ``prometheus`` render it.  Sources:
+
+  the config                      services, real servers, configured weights
+  the kernel (ipvs.Kernel.read)   kernel weights, active/inactive connections
+  STATE_DIR/health.json           check-real's state and reason per server
+  STATE_DIR/weights.json          reweight's load-based weight per server
+  RUN_DIR/takeover.json           this node's role
+  RUN_DIR/hb-peers.json           hb-listen's view: each peer's state, and
+                                  when it was last heard on each path
+
+A missing file or a kernel without IPVS leaves its part empty and says so;
+the rest is still shown.
+
+JSON schema (``"schema": 1``; keys are only ever added):
+
+  schema, time (epoch s), config (path), director ([global] director)
+  node:     {name, role: active|standby|held|null, priority} or null (no [heartbeat])
+  heartbeat: {view_age: s since hb-listen last wrote its view, or null;
+              deadtime: s}
+  peers:    [{name, state, alive, priority, heard_age,
+              paths: {PATH: age s or null (never heard)}}]
+  ipvs:     {available: bool, error: str or null}
+  services: [{name, key ("tcp 192.168.45.26:80"), protocol, address, port,
+              fwmark, scheduler, in_kernel: bool or null (unknown), check,
+              checked_age,
+              reals: [{server, address, port, entry ("ADDR:PORT"), forward,
+                       configured: bool (false: in the kernel only, leaving),
+                       sorry: bool, configured_weight, load_weight,
+                       wanted_weight (what ipvs-sync would set; null: out),
+                       kernel_weight, in_kernel, active, inactive,
+                       health: up|warning|down|held|maint|unknown or null
+                       (no check), up: bool or null, reason, since_age,
+                       kept: bool}]}]
+  foreign:  [{key, scheduler, reals: [{entry, weight, active, inactive}]}]
+
+Ages are seconds before ``time``.  Kernel fields are null when the kernel
+could not be read or the entry is not in it.
+"""
+import os
+import time
+
+from . import errors, log, overlay, state
+from .model import FORWARD_NAMES, PROTOCOL_NAMES, hostport
+from .sync import desired_table
+
+SCHEMA = 1
+HEALTH_UP = ("up", "warning")
+
+
+def _age(now, t):
+    return round(now - t, 3) if isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 else None
+
+
+def _read_kernel(kernel):
+    """(table or None, error text or None, exit code)."""
+    try:
+        if kernel is None:
+            from .ipvs import Kernel    # late: only a real run reads the kernel
+            with Kernel() as k:
+                return k.read(), None, errors.OK
+        return kernel.read(), None, errors.OK
+    except errors.Fatal as e:
+        return None, str(e), e.code
+
+
+def _node(cfg, node_name):
+    if cfg.heartbeat is None:
+        return None
+    from .takeover import read_role
+    name = node_name
+    if name is None:
+        from .hbnet import which_node
+        try:
+            name = which_node(cfg).name
+        except errors.Fatal:
+            name = None
+    priority = None
+    if name is not None:
+        try:
+            priority = cfg.node(name).priority
+        except KeyError:
+            raise errors.Fatal(f"{cfg.path}: no [node {name}]", errors.NOT_CONFIGURED) from None
+    return {"name": name, "role": read_role(cfg), "priority": priority}
+
+
+def _peers(cfg, node, now):
+    from .takeover import peers_path, read_peers
+    data = state.load(peers_path(cfg), {}) or {}
+    written = data.get("written") if isinstance(data, dict) else None
+    heard = read_peers(cfg)
+    me = node["name"] if node else None
+    out = []
+    for n in cfg.nodes:
+        if n.name == me:
+            continue
+        p = heard.get(n.name, {})
+        paths = p.get("paths") if isinstance(p.get("paths"), dict) else {}
+        out.append({"name": n.name, "state": p.get("state"), "alive": p.get("alive") is True,
+                    "priority": n.priority, "heard_age": _age(now, p.get("heard")),
+                    "paths": {path: _age(now, paths.get(path)) for path in sorted(n.paths)}})
+    return {"view_age": _age(now, written), "deadtime": cfg.heartbeat.deadtime}, out
+
+
+def _real_row(vs, name, dest, kdest, health, loads, wanted, configured=True, sorry=False, now=0):
+    entry = str(dest)
+    h = (health.get(vs.name) or {}).get(entry)
+    h = h if isinstance(h, dict) else {}
+    w = (loads.get(vs.name) or {}).get(entry)
+    load = w.get("weight") if isinstance(w, dict) and vs.reweight != "none" else None
+    has_check = vs.check.kind != "none"
+    state_ = h.get("state") if h else ("unknown" if has_check else None)
+    return {"server": name, "address": dest.address, "port": dest.port, "entry": entry,
+            "forward": FORWARD_NAMES.get(dest.forward, str(dest.forward)),
+            "configured": configured, "sorry": sorry,
+            "configured_weight": dest.weight if configured or sorry else None,
+            "load_weight": load if isinstance(load, int) and not isinstance(load, bool) else None,
+            "wanted_weight": wanted.weight if wanted is not None else None,
+            "kernel_weight": kdest.weight if kdest else None, "in_kernel": kdest is not None,
+            "active": kdest.active if kdest else None, "inactive": kdest.inactive if kdest else None,
+            "health": state_, "up": h.get("up") if h.get("up") in (True, False) else None,
+            "reason": str(h.get("reason", "")), "since_age": _age(now, h.get("since")),
+            "kept": h.get("kept") is True}
+
+
+def gather(cfg, kernel=None, node_name=None, now=None):
+    """(status dict, exit code): 0, or the code of why the kernel could not be read."""
+    now = time.time() if now is None else now
+    table, error, code = _read_kernel(kernel)
+    health_data = state.load(overlay.health_path(cfg), {}) or {}
+    health = overlay._services(overlay.health_path(cfg))
+    checked = health_data.get("checked") if isinstance(health_data, dict) else {}
+    checked = checked if isinstance(checked, dict) else {}
+    loads = overlay.load_weights(cfg)
+    desired = desired_table(cfg, overlay.adjuster(cfg, health=health, weights=loads))
+    node = _node(cfg, node_name)
+    hb, peers = _peers(cfg, node, now) if cfg.heartbeat else (None, [])
+    out = {"schema": SCHEMA, "time": round(now, 3), "config": cfg.path, "director": cfg.director,
+           "node": node, "heartbeat": hb, "peers": peers,
+           "ipvs": {"available": table is not None, "error": error}, "services": [], "foreign": []}
+    for vs in cfg.services:
+        k = vs.key
+        ksvc = table.get(k) if table is not None else None
+        kdests = dict(ksvc.dests) if ksvc else {}
+        want = desired[k].dests
+        rows = []
+        for real in vs.reals:
+            d = real.dest
+            rows.append(_real_row(vs, real.name, d, kdests.pop(d.key, None), health, loads,
+                                  want.get(d.key), now=now))
+        if vs.sorry and vs.sorry.key not in {r.dest.key for r in vs.reals}:
+            rows.append(_real_row(vs, "sorry", vs.sorry, kdests.pop(vs.sorry.key, None), health, loads,
+                                  want.get(vs.sorry.key), configured=False, sorry=True, now=now))
+        for kd in sorted(kdests.values(), key=lambda d: d.key):     # leaving (drained) or by hand
+            rows.append(_real_row(vs, None, kd, kd, {}, {}, None, configured=False, now=now))
+        out["services"].append({
+            "name": vs.name, "key": str(k), "protocol": PROTOCOL_NAMES.get(k.protocol) if not k.fwmark else None,
+            "address": k.address or None, "port": k.port or None, "fwmark": k.fwmark or None,
+            "family": "inet6" if k.af == 10 else "inet",
+            "scheduler": vs.service.scheduler, "in_kernel": (ksvc is not None) if table is not None else None,
+            "kernel_scheduler": ksvc.scheduler if ksvc else None, "check": vs.check.kind,
+            "reweight": vs.reweight, "checked_age": _age(now, checked.get(vs.name)), "reals": rows})
+    configured = {vs.key for vs in cfg.services}
+    for key, ksvc in sorted((table or {}).items()):
+        if key not in configured:
+            out["foreign"].append({"key": str(key), "scheduler": ksvc.scheduler, "reals": [
+                {"entry": str(d), "weight": d.weight, "active": d.active, "inactive": d.inactive}
+                for d in sorted(ksvc.dests.values(), key=lambda d: d.key)]})
+    return out, code
+
+
+# --- text ----------------------------------------------------------------------------
+
+def _n(v, fmt="{}"):
+    return "-" if v is None else fmt.format(v)
+
+
+def _secs(v):
+    if v is None:
+        return "never"
+    if v < 1:
+        return f"{v * 1000:.0f}ms"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if v >= size:
+            return f"{v / size:.0f}{unit}"
+    return f"{v:.1f}s"
+
+
+def _role_lines(st):
+    node = st["node"]
+    if node is None:
+        return [f"director {st['director'] or '-'}: no [heartbeat] (no failover)"]
+    role = node["role"] or "unknown (no role file: hb-listen not running?)"
+    head = f"node {node['name'] or '? (which [node] is this? use --node)'}: {role}"
+    if node["priority"] is not None:
+        head += f", priority {node['priority']}"
+    hb = st["heartbeat"]
+    if hb["view_age"] is None:
+        head += "; no peers view (hb-listen not running?)"
+    elif hb["view_age"] > 5:
+        head += f"; peers view is {_secs(hb['view_age'])} old (hb-listen stopped?)"
+    lines = [head]
+    for p in st["peers"]:
+        paths = ", ".join(f"{name} {_secs(age)}" for name, age in p["paths"].items())
+        lines.append(f"  peer {p['name']}: {p['state'] or 'never heard'}"
+                     f"{'' if p['alive'] else ', SILENT'}, priority {p['priority']}; "
+                     f"heartbeat age {paths}")
+    return lines
+
+
+def _weight_cell(r, available):
+    if not available:
+        return "-"
+    if r["kernel_weight"] is None:
+        return "-" if r["wanted_weight"] is None else f"- (want {r['wanted_weight']})"
+    if r["wanted_weight"] is not None and r["wanted_weight"] != r["kernel_weight"]:
+        return f"{r['kernel_weight']} (want {r['wanted_weight']})"
+    return str(r["kernel_weight"])
+
+
+def _health_cell(r):
+    if r["sorry"]:
+        return "sorry"
+    if not r["configured"]:
+        return "leaving"
+    h = r["health"] or "-"
+    return h + " (kept)" if r["kept"] else h
+
+
+def text(st):
+    """The sysadmin's view: role on top, then an ipvsadm -Ln like table with health."""
+    lines = _role_lines(st)
+    ipvs = st["ipvs"]
+    if not ipvs["available"]:
+        lines.append(f"IPVS: {ipvs['error']}; kernel columns are empty")
+    head = ("  -> SERVER", "ADDRESS:PORT", "FWD", "CONF", "LOAD", "WEIGHT", "ACTIVE", "INACT",
+            "HEALTH", "REASON")
+    rows = []
+    for s in st["services"]:
+        where = "" if s["in_kernel"] is not False else "  NOT IN THE KERNEL"
+        rows.append(f"{s['key']} {s['scheduler']}  [{s['name']}]{where}")
+        for r in s["reals"]:
+            rows.append((f"  -> {r['server'] or '-'}", hostport(r["address"], r["port"]), r["forward"],
+                         _n(r["configured_weight"]), _n(r["load_weight"]), _weight_cell(r, ipvs["available"]),
+                         _n(r["active"]), _n(r["inactive"]), _health_cell(r), r["reason"]))
+    cells = [head] + [r for r in rows if isinstance(r, tuple)]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
+
+    def fmt(cols):
+        return "  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()
+    lines.append("PROT VIP:PORT SCHEDULER  [SERVICE]")
+    lines.append(fmt(head))
+    lines += [fmt(r) if isinstance(r, tuple) else r for r in rows]
+    for f in st["foreign"]:
+        lines.append(f"{f['key']} {f['scheduler']}  (foreign: not in the config)")
+        for r in f["reals"]:
+            lines.append(f"  -> {r['entry']}  weight {r['weight']}  active {r['active']}  "
+                         f"inactive {r['inactive']}")
+    return "\n".join(lines) + "\n"
+
+
+# --- Prometheus text exposition (node_exporter's textfile collector) -----------------
+
+def _label(v):
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(d):
+    return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in d.items()) + "}" if d else ""
+
+
+METRICS = (  # name, type, help
+    ("lvskit_status_time_seconds", "gauge", "When lvs-status gathered these figures (epoch seconds)."),
+    ("lvskit_ipvs_available", "gauge", "1 when the kernel's IPVS table could be read."),
+    ("lvskit_director_active", "gauge", "1 when this node's role file says active."),
+    ("lvskit_peer_alive", "gauge", "1 when hb-listen last saw the peer alive."),
+    ("lvskit_heartbeat_age_seconds", "gauge",
+     "Seconds since a heartbeat from the peer arrived on the path (about 1 s resolution)."),
+    ("lvskit_service_in_kernel", "gauge", "1 when the configured virtual service is in the kernel."),
+    ("lvskit_real_server_up", "gauge", "1 when check-real has the real server up (or warning); "
+                                       "absent when it has no health."),
+    ("lvskit_real_server_configured_weight", "gauge", "Weight in the config."),
+    ("lvskit_real_server_load_weight", "gauge", "Weight reweight chose from the server's load."),
+    ("lvskit_real_server_weight", "gauge", "Weight in the kernel's IPVS table."),
+    ("lvskit_real_server_active_connections", "gauge", "Active connections (kernel)."),
+    ("lvskit_real_server_inactive_connections", "gauge", "Inactive connections (kernel)."),
+)
+
+
+def prometheus(st):
+    samples = {name: [] for name, _, _ in METRICS}
+    samples["lvskit_status_time_seconds"].append(({}, st["time"]))
+    samples["lvskit_ipvs_available"].append(({}, int(st["ipvs"]["available"])))
+    node = st["node"]
+    if node is not None:
+        samples["lvskit_director_active"].append(({"node": node["name"] or ""},
+                                                  int(node["role"] == "active")))
+    for p in st["peers"]:
+        samples["lvskit_peer_alive"].append(({"peer": p["name"]}, int(p["alive"])))
+        for path, age in p["paths"].items():
+            if age is not None:
+                samples["lvskit_heartbeat_age_seconds"].append(({"peer": p["name"], "path": path}, age))
+    for s in st["services"]:
+        vip = s["key"]
+        if s["in_kernel"] is not None:
+            samples["lvskit_service_in_kernel"].append(({"service": s["name"], "address": vip},
+                                                        int(s["in_kernel"])))
+        for r in s["reals"]:
+            lab = {"service": s["name"], "server": r["server"] or "", "address": r["entry"]}
+            for metric, value in (("up", None if r["up"] is None else int(r["up"])),
+                                  ("configured_weight", r["configured_weight"]),
+                                  ("load_weight", r["load_weight"]),
+                                  ("weight", r["kernel_weight"]),
+                                  ("active_connections", r["active"]),
+                                  ("inactive_connections", r["inactive"])):
+                if value is not None:
+                    samples["lvskit_real_server_" + metric].append((lab, value))
+    out = []
+    for name, kind, help_ in METRICS:
+        out.append(f"# HELP {name} {help_}")
+        out.append(f"# TYPE {name} {kind}")
+        out += [f"{name}{_labels(lab)} {value}" for lab, value in samples[name]]
+    return "\n".join(out) + "\n"
+
+
+def write_textfile(path, body):
+    """Temp file + rename in the same directory: node_exporter never reads half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(body)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise errors.Fatal(f"{path}: {e.strerror or e}") from None
+    log.debug(f"wrote {path}")
+
+
+# --- --check (monitoring-plugins) --------------------------------------------------
+
+def check(st):
+    """(exit code, one line): CRITICAL when a service has nothing with weight in the kernel,
+    WARNING when a real server is not up or a peer path is silent."""
+    if not st["ipvs"]["available"]:
+        return errors.CHECK_UNKNOWN, f"LVS_STATUS UNKNOWN - {st['ipvs']['error']}"
+    crit, warn, up, total, conns = [], [], 0, 0, 0
+    for s in st["services"]:
+        if not s["in_kernel"]:
+            crit.append(f"{s['name']} not in the kernel")
+            continue
+        if not any(r["kernel_weight"] for r in s["reals"]):
+            crit.append(f"{s['name']} has no real server with weight")
+        for r in s["reals"]:
+            conns += r["active"] or 0
+            if not r["configured"] or r["sorry"]:
+                continue
+            total += 1
+            if r["up"] is False:
+                warn.append(f"{s['name']} {r['server']} {r['health']}: {r['reason']}")
+            else:
+                up += 1
+    for p in st["peers"]:
+        if not p["alive"]:
+            warn.append(f"peer {p['name']} silent")
+        else:
+            warn += [f"peer {p['name']} path {path} silent" for path, age in p["paths"].items()
+                     if age is None or age > st["heartbeat"]["deadtime"] + 2]
+    code, word = ((errors.CHECK_CRITICAL, "CRITICAL") if crit else
+                  (errors.CHECK_WARNING, "WARNING") if warn else (errors.CHECK_OK, "OK"))
+    role = f"; {st['node']['role'] or 'no role'}" if st["node"] else ""
+    detail = "; ".join(crit + warn)
+    return code, (f"LVS_STATUS {word} - {up}/{total} real servers up{role}"
+                  + (f"; {detail}" if detail else "")
+                  + f" | up={up};;;0;{total} active={conns};;;0")

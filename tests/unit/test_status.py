@@ -1,0 +1,317 @@
+"""lvs-status against a prepared director: config, state files, role and peers view, and
+a MemoryTable standing in for the kernel; text, JSON and Prometheus textfile (parsed back)."""
+import json
+import os
+import re
+import subprocess
+import time
+import types
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lvskit import config, errors, hbnet, state, status
+from lvskit.heartbeat import Beat
+from lvskit.memtable import MemoryTable
+from lvskit.model import Dest, Service, ServiceKey, AF_INET, FORWARD
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NOW = 1_700_000_000.0
+
+CONFIG = """
+[global]
+director = midas
+state_dir = {d}/state
+run_dir = {d}/run
+[server hades]
+address = 10.0.0.13
+[server kama]
+address = 10.0.0.43
+[service www]
+address = 10.0.0.26
+port = 80
+scheduler = wlc
+check = tcp
+real.hades = weight=2
+real.kama = weight=1
+[service xdmcp]
+address = 10.0.0.26
+port = 177
+protocol = udp
+reweight = agent
+real.hades = weight=10
+real.kama = weight=7
+[heartbeat]
+key_file = /etc/lvskit/hb.key
+vip_interface = lo
+vips = 10.0.0.26/32
+deadtime = 100ms
+[node midas]
+priority = 200
+path.lan = 127.0.0.1
+path.cross = 127.0.0.2
+[node estepe]
+priority = 100
+path.lan = 127.0.0.3
+path.cross = 127.0.0.4
+"""
+
+WWW = ServiceKey(AF_INET, 6, "10.0.0.26", 80)
+XDMCP = ServiceKey(AF_INET, 17, "10.0.0.26", 177)
+FOREIGN = ServiceKey(AF_INET, 6, "10.9.9.9", 443)
+
+
+def kernel_table():
+    dr = FORWARD["dr"]
+    return MemoryTable([
+        Service(WWW, "wlc", dests={
+            ("10.0.0.13", 80): Dest("10.0.0.13", 80, dr, 2, active=12, inactive=3),
+            ("10.0.0.43", 80): Dest("10.0.0.43", 80, dr, 0, active=1, inactive=40),
+            ("10.0.0.99", 80): Dest("10.0.0.99", 80, dr, 0, active=2, inactive=0)}),   # draining
+        Service(XDMCP, "wlc", dests={
+            ("10.0.0.13", 177): Dest("10.0.0.13", 177, dr, 730, active=0, inactive=5),
+            ("10.0.0.43", 177): Dest("10.0.0.43", 177, dr, 700, active=0, inactive=2)}),
+        Service(FOREIGN, "rr", dests={("10.9.9.1", 443): Dest("10.9.9.1", 443, 0, 1, active=7)}),
+    ])
+
+
+@pytest.fixture
+def director(tmp_path):
+    path = tmp_path / "lvskit.ini"
+    path.write_text(CONFIG.format(d=tmp_path))
+    cfg = config.load(str(path))
+    state.save(os.path.join(cfg.state_dir, "health.json"), {
+        "services": {"www": {
+            "10.0.0.13:80": {"up": True, "state": "up", "reason": "connected in 1 ms", "since": NOW - 3600},
+            "10.0.0.43:80": {"up": False, "state": "down", "reason": "connection refused",
+                             "since": NOT_SO_LONG_AGO}}},
+        "checked": {"www": NOW - 2}})
+    state.save(os.path.join(cfg.state_dir, "weights.json"), {
+        "services": {"xdmcp": {"10.0.0.13:177": {"weight": 730, "smooth": 0.73},
+                               "10.0.0.43:177": {"weight": 650, "smooth": 0.65}}}})
+    state.save(os.path.join(cfg.run_dir, "takeover.json"), {"role": "active"})
+    state.save(os.path.join(cfg.run_dir, "hb-peers.json"), {
+        "written": NOW - 0.5,
+        "peers": {"estepe": {"state": "standby", "alive": True, "priority": 100, "heard": NOW - 0.52,
+                             "paths": {"lan": NOW - 0.52, "cross": NOW - 30}}}})
+    return cfg, str(path)
+
+
+NOT_SO_LONG_AGO = NOW - 60
+
+
+def gather(cfg, kernel=None):
+    return status.gather(cfg, kernel=kernel or kernel_table(), node_name="midas", now=NOW)
+
+
+def real(st, service, server):
+    svc = next(s for s in st["services"] if s["name"] == service)
+    return next(r for r in svc["reals"] if r["server"] == server)
+
+
+def test_gather_joins_config_kernel_health_weights_and_peers(director):
+    cfg, _ = director
+    st, code = gather(cfg)
+    assert code == errors.OK and st["schema"] == 1 and st["ipvs"] == {"available": True, "error": None}
+    assert st["node"] == {"name": "midas", "role": "active", "priority": 200}
+    assert st["heartbeat"] == {"view_age": 0.5, "deadtime": 0.1}
+    assert st["peers"] == [{"name": "estepe", "state": "standby", "alive": True, "priority": 100,
+                            "heard_age": 0.52, "paths": {"cross": 30.0, "lan": 0.52}}]
+    hades = real(st, "www", "hades")
+    assert (hades["configured_weight"], hades["kernel_weight"], hades["wanted_weight"]) == (2, 2, 2)
+    assert (hades["active"], hades["inactive"], hades["health"], hades["up"]) == (12, 3, "up", True)
+    kama = real(st, "www", "kama")
+    # down and quiesced: the kernel weight 0 is what ipvs-sync wants
+    assert (kama["health"], kama["reason"], kama["kernel_weight"], kama["wanted_weight"]) == \
+        ("down", "connection refused", 0, 0)
+    assert kama["since_age"] == 60.0
+    leaving = real(st, "www", None)
+    assert (leaving["entry"], leaving["configured"], leaving["active"]) == ("10.0.0.99:80", False, 2)
+    # reweight's weight is shown next to the kernel's; this one has not reached the kernel yet
+    x = real(st, "xdmcp", "kama")
+    assert (x["configured_weight"], x["load_weight"], x["wanted_weight"], x["kernel_weight"]) == \
+        (7, 650, 650, 700)
+    assert x["health"] is None          # xdmcp has no check
+    www = st["services"][0]
+    assert (www["key"], www["in_kernel"], www["checked_age"]) == ("tcp 10.0.0.26:80", True, 2.0)
+    assert st["foreign"] == [{"key": "tcp 10.9.9.9:443", "scheduler": "rr", "reals": [
+        {"entry": "10.9.9.1:443", "weight": 1, "active": 7, "inactive": 0}]}]
+    json.dumps(st)      # the whole thing is JSON as it is
+
+
+def test_no_state_files_and_no_kernel_still_show_the_config(director, tmp_path):
+    cfg, _ = director
+    for f in ("state/health.json", "state/weights.json", "run/takeover.json", "run/hb-peers.json"):
+        os.unlink(tmp_path / f)
+
+    class NoIPVS:
+        def read(self):
+            raise errors.Fatal("this kernel has no IPVS", errors.NOT_INSTALLED)
+    st, code = gather(cfg, NoIPVS())
+    assert code == errors.NOT_INSTALLED
+    assert st["ipvs"] == {"available": False, "error": "this kernel has no IPVS"}
+    assert st["node"]["role"] is None and st["heartbeat"]["view_age"] is None
+    assert st["peers"][0]["paths"] == {"cross": None, "lan": None}
+    r = real(st, "www", "kama")
+    assert (r["health"], r["kernel_weight"], r["in_kernel"], r["wanted_weight"]) == ("unknown", None, False, 1)
+    assert st["services"][0]["in_kernel"] is None       # unknown, not "missing"
+    text = status.text(st)
+    assert "IPVS: this kernel has no IPVS" in text and "hb-listen not running" in text
+    assert "NOT IN THE KERNEL" not in text
+
+
+def test_text_is_a_table_with_role_on_top(director):
+    cfg, _ = director
+    lines = status.text(gather(cfg)[0]).splitlines()
+    assert lines[0] == "node midas: active, priority 200"
+    assert lines[1] == "  peer estepe: standby, priority 100; heartbeat age cross 30.0s, lan 520ms"
+    head = next(i for i, l in enumerate(lines) if l.startswith("  -> SERVER"))
+    assert lines[head + 1] == "tcp 10.0.0.26:80 wlc  [www]"
+    rows = {re.split(r"\s{2,}", l.strip())[0] + " " + l.split()[2]: l.split() for l in lines
+            if l.startswith("  -> ") and l is not lines[head]}
+    assert rows["-> hades 10.0.0.13:80"][3:10] == ["dr", "2", "-", "2", "12", "3", "up"]
+    assert lines[head + 3].split()[3:10] == ["dr", "1", "-", "0", "1", "40", "down"]
+    assert lines[head + 3].endswith("connection refused")
+    assert lines[head + 4].split()[1:] == ["-", "10.0.0.99:80", "dr", "-", "-", "0", "2", "0", "leaving"]
+    x = next(l for l in lines if l.startswith("  -> kama") and ":177" in l)
+    assert "700 (want 650)" in x
+    # columns line up: every row's ADDRESS starts where the header's does
+    col = lines[head].index("ADDRESS")
+    table = lines[head + 1:-2]
+    assert all(l[col - 2:col] == "  " and l[col] != " " for l in table if l.startswith("  -> "))
+    assert lines[-2].startswith("tcp 10.9.9.9:443 rr  (foreign")
+
+
+def test_textfile_parses_as_prometheus_text_format(director, tmp_path):
+    cfg, _ = director
+    body = status.prometheus(gather(cfg)[0])
+    path = tmp_path / "prom" / "lvskit.prom"
+    path.parent.mkdir()
+    status.write_textfile(str(path), body)
+    assert path.read_text() == body and os.listdir(path.parent) == ["lvskit.prom"]     # no temp left
+    families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    assert all(f.documentation and f.type == "gauge" for f in families.values())
+
+    def value(name, **labels):
+        found = [s.value for s in families[name].samples if s.labels == labels]
+        assert len(found) == 1, (name, labels, families[name].samples)
+        return found[0]
+    www_hades = dict(service="www", server="hades", address="10.0.0.13:80")
+    assert value("lvskit_real_server_up", **www_hades) == 1
+    assert value("lvskit_real_server_up", service="www", server="kama", address="10.0.0.43:80") == 0
+    assert value("lvskit_real_server_weight", **www_hades) == 2
+    assert value("lvskit_real_server_active_connections", **www_hades) == 12
+    assert value("lvskit_real_server_inactive_connections", **www_hades) == 3
+    assert value("lvskit_real_server_load_weight", service="xdmcp", server="kama", address="10.0.0.43:177") == 650
+    assert value("lvskit_director_active", node="midas") == 1
+    assert value("lvskit_heartbeat_age_seconds", peer="estepe", path="cross") == 30.0
+    assert value("lvskit_ipvs_available") == 1
+    assert value("lvskit_service_in_kernel", service="www", address="tcp 10.0.0.26:80") == 1
+    # no health, no sample (xdmcp has no check): absent, not a made-up 0 or 1
+    assert not [s for s in families["lvskit_real_server_up"].samples if s.labels["service"] == "xdmcp"]
+    # every family's HELP and TYPE come before its samples, and names are unique
+    seen = []
+    for line in body.splitlines():
+        m = re.match(r"# (HELP|TYPE) (\S+)", line)
+        if m:
+            seen.append(m.group(2))
+        else:
+            assert re.match(r"(lvskit_\w+)[{ ]", line).group(1) == seen[-1], line
+    assert len(set(seen)) * 2 == len(seen)
+
+
+def test_label_values_are_escaped(director):
+    cfg, _ = director
+    st = gather(cfg)[0]
+    st["services"][0]["name"] = 'we"ird\\name\n'
+    families = list(text_string_to_metric_families(status.prometheus(st)))
+    names = {s.labels.get("service") for f in families for s in f.samples}
+    assert 'we"ird\\name\n' in names
+
+
+def test_check_mode(director):
+    cfg, _ = director
+    st = gather(cfg)[0]
+    code, line = status.check(st)
+    # kama down, and estepe's cross path silent for 30 s
+    assert code == errors.CHECK_WARNING
+    assert line.startswith("LVS_STATUS WARNING - 3/4 real servers up; active; www kama down: connection refused")
+    assert "peer estepe path cross silent" in line and line.endswith("| up=3;;;0;4 active=15;;;0")
+    table = kernel_table()
+    for d in list(table.table[WWW].dests.values()):
+        table.table[WWW].dests[d.key] = Dest(d.address, d.port, d.forward, 0)
+    code, line = status.check(gather(cfg, table)[0])
+    assert code == errors.CHECK_CRITICAL and "www has no real server with weight" in line
+    del table.table[XDMCP]
+    assert "xdmcp not in the kernel" in status.check(gather(cfg, table)[0])[1]
+
+
+def test_hb_listen_publishes_ages_per_path(director):
+    """hb-listen's side of the peers view: wall-clock times per path, rewritten once a second."""
+    cfg, _ = director
+    clock = [100.0]
+    worker = types.SimpleNamespace(role="standby", pending=None)
+    lis = hbnet.Listener(cfg, cfg.node("midas"), b"k" * 32, [], worker, clock=lambda: clock[0])
+    lan, cross = cfg.heartbeat.paths.index("lan"), cfg.heartbeat.paths.index("cross")
+    lis.heard(Beat("estepe", "standby", 100, cross, 1, 1), 99.5)
+    lis.heard(Beat("estepe", "standby", 100, lan, 1, 2), 100.0)
+    before = time.time()
+    lis._publish(100.0)
+    view = state.load(os.path.join(cfg.run_dir, "hb-peers.json"))
+    p = view["peers"]["estepe"]
+    assert (p["state"], p["alive"], p["priority"]) == ("standby", True, 100)
+    assert abs(p["paths"]["cross"] - (view["written"] - 0.5)) < 0.01
+    assert abs(p["paths"]["lan"] - view["written"]) < 0.01 and view["written"] >= before - 0.01
+    peers = os.path.join(cfg.run_dir, "hb-peers.json")
+    lis._publish(100.05)        # nothing changed, less than a second: not rewritten
+    assert state.load(peers) == view
+    lis._publish(100.5)         # silent past deadtime: rewritten at once
+    assert state.load(peers)["peers"]["estepe"]["alive"] is False
+    os.unlink(peers)
+    lis._publish(101.6)         # no change, but a second since: rewritten (ages stay honest)
+    assert state.load(peers)["peers"]["estepe"]["alive"] is False
+    st, _ = status.gather(cfg, kernel=kernel_table(), node_name="midas")
+    assert st["peers"][0]["paths"]["cross"] == pytest.approx(2.1, abs=0.3)
+    assert st["peers"][0]["alive"] is False
+
+
+def run(*args):
+    return subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bin", "lvs-status")] + list(args),
+                          capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, LVSKIT_NO_SYSLOG="1"))
+
+
+def test_script_without_ipvs_shows_the_rest_and_exits_5_or_4(director, tmp_path):
+    cfg, path = director
+    now = time.time()
+    state.save(os.path.join(cfg.run_dir, "hb-peers.json"), {"written": now, "peers": {"estepe": {
+        "state": "standby", "alive": True, "priority": 100, "heard": now, "paths": {"lan": now}}}})
+    r = run("-c", path, "--node", "midas")
+    # the host kernel has no IPVS (5); a host with IPVS, not root: 4
+    assert r.returncode in (errors.NOT_INSTALLED, errors.PERMISSION), r.stderr
+    assert r.stdout.startswith("node midas: active, priority 200\n") and "[www]" in r.stdout
+    j = run("-c", path, "--node", "midas", "--json")
+    st = json.loads(j.stdout)
+    assert st["ipvs"]["available"] is False and real(st, "www", "kama")["health"] == "down"
+    prom = tmp_path / "out.prom"
+    t = run("-c", path, "--node", "midas", "--textfile", str(prom))
+    assert (t.stdout, t.stderr) == ("", "")        # quiet: cron mails nothing
+    fams = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
+    assert fams["lvskit_ipvs_available"].samples[0].value == 0
+    assert "lvskit_real_server_weight" in fams and not fams["lvskit_real_server_weight"].samples
+    c = run("-c", path, "--node", "midas", "--check")
+    assert c.returncode == errors.CHECK_UNKNOWN and c.stdout.startswith("LVS_STATUS UNKNOWN")
+
+
+def test_script_errors(director, tmp_path):
+    _, path = director
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[service x]\nport = 99999\n")
+    r = run("-c", str(bad))
+    assert r.returncode == errors.NOT_CONFIGURED and len(r.stderr.splitlines()) == 1
+    r = run("-c", path, "--json", "--check")
+    assert r.returncode == errors.USAGE
+    r = run("-c", path, "--node", "nobody")
+    assert r.returncode == errors.NOT_CONFIGURED and "no [node nobody]" in r.stderr
+    r = run("-c", path, "--node", "midas", "--textfile", str(tmp_path / "no" / "such" / "dir.prom"))
+    assert r.returncode == errors.ERROR and "dir.prom" in r.stderr
