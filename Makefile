@@ -106,6 +106,8 @@ install: $(VENDOR)
 	rm -rf $(D)$(LIBDIR)/lib/vendor/pyroute2 $(D)$(LIBDIR)/lib/vendor/pyroute2-*.dist-info
 	cp -R lib/vendor/pyroute2 lib/vendor/pyroute2-$(PYROUTE2_VERSION).dist-info $(D)$(LIBDIR)/lib/vendor/
 	find $(D)$(LIBDIR)/lib/vendor -name __pycache__ -prune -exec rm -rf {} +
+	@# byte-compiled once here, as Debian's packages are: a cron run then never compiles
+	$(PYTHON) -m compileall -q -d $(LIBDIR)/lib $(D)$(LIBDIR)/lib >/dev/null
 	for s in $(SCRIPTS); do ln -sfr $(D)$(LIBDIR)/bin/$$s $(D)$(SBINDIR)/$$s; done
 	$(SUBST) conf/cron.d/lvskit > $(D)$(DATADIR)/cron.d-lvskit
 	$(SUBST) conf/inetd.conf > $(D)$(DATADIR)/inetd.conf
