@@ -242,24 +242,15 @@ def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
     rnd, tracks, checked = run_round(cfg, tracks, checked, all_due=all_due)
     if not dry_run:
         save(cfg, tracks, checked)
-    announce(cfg, rnd, dry_run)
+    # the kernel first: a slow or hanging hook must never delay taking a dead server out
     if kernel is not None:
         try:
             rnd.kernel = update_kernel(cfg, kernel, tracks, dry_run, full)
         except OSError as e:
             rnd.kernel_error = e.strerror or str(e)
             log.error(f"kernel: {rnd.kernel_error}")
+    announce(cfg, rnd, dry_run)
     return rnd, tracks, checked
-
-
-def open_kernel():
-    from .errors import Fatal, NOT_INSTALLED
-    try:
-        from .ipvs import Kernel
-        return Kernel()
-    except OSError as e:
-        raise Fatal(f"cannot open the kernel's IPVS table: {e.strerror or e} "
-                    "(no IPVS? try --no-kernel)", NOT_INSTALLED) from None
 
 
 def _stop(*_):
@@ -271,11 +262,11 @@ def run(cfg, path, dry_run=False, every=None, use_kernel=True, verbose=False, ke
     from . import config as config_mod
     from .errors import Fatal, USAGE
     from .lock import Lock
-    if every is not None and every <= 0:
-        raise Fatal("--every needs a positive number of seconds", USAGE)
+    if every is not None and dry_run:
+        raise Fatal("--dry-run and --every do not mix: a dry run looks once", USAGE)
     lock = None if dry_run else Lock(cfg.run_dir, "check-real")  # noqa: F841 (held until exit)
     if use_kernel and kernel is None:
-        kernel = open_kernel()
+        kernel = sync.open_kernel()
     tracks, checked = health.load(overlay.health_path(cfg))
     if every is None:
         rnd, _, _ = once(cfg, kernel if use_kernel else None, tracks, checked, dry_run)

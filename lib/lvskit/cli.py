@@ -35,6 +35,18 @@ class Parser(argparse.ArgumentParser):
         sys.exit(errors.USAGE)
 
 
+def seconds(text):
+    """argparse type: a finite, positive number of seconds."""
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def run(main, argv=None):
     """Call main(argv); exit with its return value or the Fatal's code."""
     prog = os.path.basename(sys.argv[0])
@@ -44,8 +56,12 @@ def run(main, argv=None):
     except errors.Fatal as e:
         log.error(str(e))
         code = e.code
+    except OSError as e:
+        # the environment, not a bug: a directory that cannot be written, a full disk
+        log.error(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        code = errors.ERROR
     except KeyboardInterrupt:
-        code = 130
+        code = errors.INTERRUPTED
     except BrokenPipeError:
         code = errors.ERROR
     sys.exit(code or 0)

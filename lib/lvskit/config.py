@@ -414,7 +414,7 @@ def _regex(sec, key):
     raw = sec.take(key, "") or ""
     try:
         re.compile(raw)
-    except re.error as e:
+    except (re.error, OverflowError, RecursionError) as e:
         raise sec.error(f"bad regular expression: {e}", key) from None
     return raw
 

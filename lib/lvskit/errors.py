@@ -10,12 +10,12 @@ instead: OK 0, WARNING 1, CRITICAL 2, UNKNOWN 3.
 OK = 0              # done, or nothing to do
 ERROR = 1           # some operations failed; the next run repairs what is left
 USAGE = 2           # bad command line
-UNIMPLEMENTED = 3   # asked for something this build cannot do
 PERMISSION = 4      # not root, or a key file others can read
 NOT_INSTALLED = 5   # the kernel has no IPVS, a program is missing
 NOT_CONFIGURED = 6  # the config file is missing or wrong; nothing was changed
 NOT_RUNNING = 7     # takeover status: this node is standby
 BUSY = 75           # another run of the same program holds the lock (EX_TEMPFAIL)
+INTERRUPTED = 130   # stopped by Ctrl-C (SIGINT), as shells report it
 
 # monitoring-plugins contract, for --check modes
 CHECK_OK, CHECK_WARNING, CHECK_CRITICAL, CHECK_UNKNOWN = 0, 1, 2, 3

@@ -1,4 +1,6 @@
-"""http and https probes: the only module that imports requests.
+"""HTTP through requests: check-real's http/https probes and reweight's load answers.
+
+The only module that imports requests (Debian's python3-requests).
 
 Asks the real server itself (its address, not the VIP) for the check's path,
 with the check's Host header; up when the status is in the wanted ranges and
@@ -100,3 +102,49 @@ def _short(e):
         if m:
             return say or m.group(0)
     return text[:120]
+
+
+# --- reweight's load answers -------------------------------------------------------
+
+def _get_load(url, timeout, max_line):
+    """The first line of a load URL's body (agent protocol), or why there is none."""
+    sessions = getattr(_local, "sessions", None)
+    if sessions is None:
+        sessions = _local.sessions = {}
+    session = sessions.get("") or sessions.setdefault("", requests.Session())
+    session.trust_env = False
+    try:
+        r = session.get(url, timeout=timeout, stream=True, allow_redirects=False)
+        try:
+            if r.status_code != 200:
+                return f"HTTP {r.status_code}"
+            return r.raw.read(max_line + 1, decode_content=True)
+        finally:
+            r.close()
+    except requests.Timeout:
+        return "timeout"
+    except requests.RequestException as e:
+        return f"HTTP error: {type(e).__name__}"
+
+
+def poll_load(urls, max_line, timeout=1.0, workers=32):
+    """{key: url} -> {key: body bytes or an error string}, all asked at once.
+
+    The round ends at its deadline: answers still running then are counted
+    as timeouts and left to finish in the background, never waited for.
+    """
+    from concurrent.futures import ThreadPoolExecutor, wait
+    results = {}
+    if not urls:
+        return results
+    pool = ThreadPoolExecutor(min(workers, len(urls)))
+    try:
+        futures = {pool.submit(_get_load, url, timeout, max_line): key for key, url in urls.items()}
+        done, late = wait(futures, timeout=timeout + 0.5)
+        for f in done:
+            results[futures[f]] = f.result()
+        for f in late:
+            results[futures[f]] = "timeout"
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return results

@@ -10,7 +10,7 @@ forwarding method.  The IPVS message set is small and stable (uapi
 linux/ip_vs.h), so we pack it here with the standard library: one socket,
 requests batched per ``sendmsg``, one acknowledgement per request so every
 failure is tied to its operation.  pyroute2 stays the project's netlink
-library for addresses, links and neighbours (lvskit.net).
+library for addresses, links and neighbours (lvskit.vip).
 """
 import errno
 import functools
@@ -234,7 +234,7 @@ class DestLayout:
             vals = lay[1].unpack_from(payload, 0)
             if lay[2](vals) == lay[3]:
                 af, addr, port, fwd, weight, uth, lth, active, inactive, persist = lay[4](vals)
-                return Dest(_unpack_addr(af, addr), ((port & 0xFF) << 8) | (port >> 8), fwd & FWD_MASK,
+                return Dest(_unpack_addr(af, addr), socket.ntohs(port), fwd & FWD_MASK,
                             weight, uth, lth, active, inactive, persist)
         return decode_dest(svc_af, _attrs(_attrs(payload)[CMD_ATTR_DEST]))
 

@@ -18,7 +18,7 @@ weights.json: {"services": {SERVICE: {"ADDR:PORT": {"weight": int, ...}}}}
 import os
 from dataclasses import replace
 
-from . import state
+from . import log, state
 
 
 def health_path(cfg):
@@ -29,14 +29,32 @@ def weights_path(cfg):
     return os.path.join(cfg.state_dir, "weights.json")
 
 
-def _services(path):
+def services(path):
+    """{SERVICE: {"ADDR:PORT": {...}}} of a state file; anything of another shape is dropped.
+
+    A hand-edited or half-understood file must never stop a cron run: what
+    does not have the documented shape is ignored, with one warning.
+    """
     data = state.load(path, {}) or {}
-    services = data.get("services") if isinstance(data, dict) else None
-    return services if isinstance(services, dict) else {}
+    found = data.get("services") if isinstance(data, dict) else None
+    if not isinstance(found, dict):
+        if data:
+            log.warning(f"{path}: ignoring it, no \"services\" object")
+        return {}
+    out, dropped = {}, 0
+    for name, entries in found.items():
+        if not isinstance(entries, dict):
+            dropped += 1
+            continue
+        out[name] = {e: v for e, v in entries.items() if isinstance(v, dict)}
+        dropped += len(entries) - len(out[name])
+    if dropped:
+        log.warning(f"{path}: ignoring {dropped} entries of the wrong shape")
+    return out
 
 
 def load_weights(cfg):
-    return _services(weights_path(cfg))
+    return services(weights_path(cfg))
 
 
 class Adjuster:
@@ -63,8 +81,8 @@ class Adjuster:
 
 def adjuster(cfg, health=None, weights=None):
     """The Adjuster of the state files (or of the given health and weights)."""
-    health = _services(health_path(cfg)) if health is None else health
-    weights = _services(weights_path(cfg)) if weights is None else weights
+    health = services(health_path(cfg)) if health is None else health
+    weights = services(weights_path(cfg)) if weights is None else weights
     return Adjuster(health, weights)
 
 

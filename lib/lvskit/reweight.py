@@ -45,8 +45,9 @@ def ask(queries, timeout):
         from . import agentpoll
         out.update(agentpoll.poll({q: q[1] for q in by_method["agent"]}, timeout))
     if by_method.get("http"):
-        from . import httpload
-        out.update(httpload.poll({q: q[1] for q in by_method["http"]}, timeout))
+        from . import httpcheck
+        from .agentproto import MAX_LINE
+        out.update(httpcheck.poll_load({q: q[1] for q in by_method["http"]}, MAX_LINE, timeout))
     if by_method.get("external"):
         from . import loadcmd
         out.update(loadcmd.poll({q: q[1] for q in by_method["external"]}, timeout))
@@ -127,7 +128,7 @@ def round_(cfg, kernel, dry_run=False, now=None):
     queries = {_query(cfg, vs, real) for vs in cfg.services if vs.reweight != "none" for real in vs.reals}
     replies = ask(queries, cfg.reweight.timeout)
     old = overlay.load_weights(cfg)
-    health = overlay._services(overlay.health_path(cfg))
+    health = overlay.services(overlay.health_path(cfg))
     services, notes = decide(cfg, replies, old, health, now)
     for note in notes:
         log.warning(note)
@@ -150,13 +151,13 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
     from . import config as config_mod
     from .errors import ERROR, OK, USAGE, Fatal
     from .lock import Lock
-    from .sync import _open_kernel
-    if every is not None and every <= 0:
-        raise Fatal("--every needs a positive number of seconds", USAGE)
+    from .sync import open_kernel
+    if every is not None and dry_run:
+        raise Fatal("--dry-run and --every do not mix: a dry run looks once", USAGE)
     if not any(vs.reweight != "none" for vs in cfg.services):
         log.debug("no service has reweight = agent|http|external: nothing to do")
     lock = None if dry_run else Lock(cfg.run_dir, "reweight")   # noqa: F841 (held until exit)
-    kernel = kernel or _open_kernel()
+    kernel = kernel or open_kernel()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
         start = time.monotonic()

@@ -130,7 +130,7 @@ def gather(cfg, kernel=None, node_name=None, now=None):
     now = time.time() if now is None else now
     table, error, code = _read_kernel(kernel)
     health_data = state.load(overlay.health_path(cfg), {}) or {}
-    health = overlay._services(overlay.health_path(cfg))
+    health = overlay.services(overlay.health_path(cfg))
     checked = health_data.get("checked") if isinstance(health_data, dict) else {}
     checked = checked if isinstance(checked, dict) else {}
     loads = overlay.load_weights(cfg)

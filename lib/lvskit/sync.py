@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 
 from . import log, state
 from .model import ServiceKey
-from .plan import plan_changes
+from .plan import DEL_SERVICE, plan_changes
 
 
 def owned_path(cfg):
@@ -18,9 +18,14 @@ def owned_path(cfg):
 
 def load_owned(cfg):
     """Keys of the services a previous run put in the kernel."""
-    data = state.load(owned_path(cfg), {}) or {}
+    data = state.load(owned_path(cfg), {})
+    items = data.get("services") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        if data:
+            log.warning(f"{owned_path(cfg)}: ignoring it, not a list of services")
+        return set()
     keys = set()
-    for item in data.get("services", []):
+    for item in items:
         try:
             keys.add(ServiceKey(*item))
         except TypeError:
@@ -64,13 +69,26 @@ class Outcome:
     current: dict = None                            # the table the plan was made against
 
 
+TABLE_LOCK_WAIT = 30.0     # seconds a writer waits for another one's plan and writes
+
+
 def reconcile(cfg, kernel, desired=None, dry_run=False, current=None, select=None):
     """Plan and (unless dry_run) apply; one syslog line per kernel change.
 
     current: the table as we believe it is (ipvs-sync --every's memory);
     read from the kernel when None.  select(op) -> bool keeps only some
     operations (reweight: weight edits of real servers already there).
+    Writers hold the shared ``ipvs-table`` lock from reading state to the
+    last write.
     """
+    if dry_run:
+        return _reconcile(cfg, kernel, desired, True, current, select)
+    from .lock import Lock
+    with Lock(cfg.run_dir, "ipvs-table", wait=TABLE_LOCK_WAIT):
+        return _reconcile(cfg, kernel, desired, False, current, select)
+
+
+def _reconcile(cfg, kernel, desired, dry_run, current, select):
     if desired is None:
         from .overlay import adjuster
         desired = desired_table(cfg, adjuster(cfg))
@@ -91,9 +109,11 @@ def reconcile(cfg, kernel, desired=None, dry_run=False, current=None, select=Non
             log.info(op.ipvsadm())
     for op, message in out.failed:
         log.error(f"{op.ipvsadm()}: {message}")
-    # a partial run (select) did not add or delete services: ownership is ipvs-sync's to record
-    if select is None and owned != set(desired):
-        save_owned(cfg, set(desired))
+    # a partial run (select) did not add or delete services: ownership is ipvs-sync's to record;
+    # a service whose deletion failed stays ours, so the next run deletes it
+    keep = set(desired) | {op.service.key for op, _ in out.failed if op.kind == DEL_SERVICE}
+    if select is None and owned != keep:
+        save_owned(cfg, keep)
     return out
 
 
@@ -124,16 +144,20 @@ class Follower:
         return out
 
 
-def _open_kernel():
+def open_kernel():
     from .ipvs import Kernel    # late: --check-config and config errors need no kernel
     return Kernel()
 
 
 def check(cfg, kernel=None):
     """monitoring-plugins style: is the kernel in line with the config?"""
-    from .errors import CHECK_CRITICAL, CHECK_OK
-    kernel = kernel or _open_kernel()
-    out = reconcile(cfg, kernel, dry_run=True)
+    from .errors import CHECK_CRITICAL, CHECK_OK, CHECK_UNKNOWN, Fatal
+    try:
+        kernel = kernel or open_kernel()
+        out = reconcile(cfg, kernel, dry_run=True)
+    except Fatal as e:
+        print(f"IPVS_SYNC UNKNOWN - {e}")
+        return CHECK_UNKNOWN
     n = len(cfg.services)
     if not out.ops:
         print(f"IPVS_SYNC OK - {n} services in line with the config | changes=0;;;0")
@@ -163,10 +187,10 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
     from . import config as config_mod
     from .errors import ERROR, OK, Fatal, USAGE
     from .lock import Lock
-    if every is not None and every <= 0:
-        raise Fatal("--every needs a positive number of seconds", USAGE)
+    if every is not None and dry_run:
+        raise Fatal("--dry-run and --every do not mix: a dry run looks once", USAGE)
     held = None if dry_run else Lock(cfg.run_dir, "ipvs-sync")  # noqa: F841 (held until exit)
-    kernel = kernel or _open_kernel()
+    kernel = kernel or open_kernel()
     if every is None:
         return _once(cfg, kernel, dry_run)
     woken = []

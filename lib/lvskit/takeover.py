@@ -208,7 +208,7 @@ class Director:
         if not (self.cfg.services and table) and not hb.sync_interface:
             return True
         try:
-            kernel = self.kernel_factory() if self.kernel_factory else sync._open_kernel()
+            kernel = self.kernel_factory() if self.kernel_factory else sync.open_kernel()
         except Fatal as e:
             if not self._said_no_ipvs:
                 self._said_no_ipvs = True

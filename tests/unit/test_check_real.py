@@ -235,7 +235,9 @@ def test_script_help_and_bad_config(tmp_path):
     assert r.stderr.strip().splitlines() == [
         f"check-real: {bad}:4: [service web] check: 'telepathy' is not one of "
         "none, tcp, http, https, udp, xdmcp, ssh, ping, external"]
-    assert run("--every", "0", "-c", str(bad)).returncode == 6     # config first
+    assert run("--every", "0", "-c", str(bad)).returncode == 2     # the command line first
+    assert run("--every", "nan", "-c", str(bad)).returncode == 2
+    assert run("-n", "--every", "5", "-c", str(bad)).returncode == 6
     assert run("--bogus").returncode == 2
 
 

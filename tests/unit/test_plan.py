@@ -212,3 +212,53 @@ def test_follower_plans_changes_against_memory_and_repairs_on_full_rounds(tmp_pa
     out = f.step(cfg_for(tmp_path, CFG.replace("weight=3", "weight=7")), full=False)
     assert out.failed == []                             # stale memory: read back and redone
     assert k.table[web].dests[("10.0.0.1", 80)].weight == 7
+
+
+def test_state_files_of_the_wrong_shape_are_ignored_not_fatal(tmp_path):
+    import json
+    cfg = cfg_for(tmp_path, CFG.replace("[service dns]", "reweight = agent\n[service dns]"))
+    k = FakeKernel()
+    for name, text in (("weights.json", {"services": {"web": ["not", "a", "dict"]}}),
+                       ("health.json", {"services": {"web": {"10.0.0.1:80": "down"}}}),
+                       ("ipvs-sync.json", {"services": 5})):
+        (tmp_path / name).write_text(json.dumps(text))
+    out = sync.reconcile(cfg, k)
+    assert out.failed == [] and len(k.table) == 2
+    (tmp_path / "ipvs-sync.json").write_text(json.dumps([1, 2]))
+    assert sync.reconcile(cfg, k).ops == []
+
+
+def test_a_failed_service_deletion_is_retried_next_run(tmp_path):
+    k = FakeKernel()
+    sync.reconcile(cfg_for(tmp_path), k)
+    only_web = cfg_for(tmp_path, CFG.split("[service dns]")[0])
+    real_execute = k.execute
+    k.execute = lambda ops: [(op, "Device or resource busy") for op in ops]   # the kernel refuses
+    out = sync.reconcile(only_web, k)
+    assert [op.kind for op, _ in out.failed] == [P.DEL_SERVICE]
+    k.execute = real_execute
+    assert [op.kind for op in sync.reconcile(only_web, k).ops] == [P.DEL_SERVICE]
+
+
+def test_dry_run_and_every_do_not_mix(tmp_path):
+    import pytest
+    from lvskit.errors import USAGE, Fatal
+    with pytest.raises(Fatal) as e:
+        sync.run(cfg_for(tmp_path), str(tmp_path / "x.ini"), dry_run=True, every=1.0, kernel=FakeKernel())
+    assert e.value.code == USAGE
+
+
+def test_writers_share_the_table_lock(tmp_path):
+    import pytest
+    from lvskit.errors import BUSY, Fatal
+    from lvskit.lock import Lock
+    cfg = cfg_for(tmp_path)
+    with Lock(cfg.run_dir, "ipvs-table"):
+        sync.TABLE_LOCK_WAIT, saved = 0.1, sync.TABLE_LOCK_WAIT
+        try:
+            with pytest.raises(Fatal) as e:
+                sync.reconcile(cfg, FakeKernel())
+        finally:
+            sync.TABLE_LOCK_WAIT = saved
+    assert e.value.code == BUSY
+    assert sync.reconcile(cfg, FakeKernel(), dry_run=True).ops        # a dry run needs no lock
