@@ -1,6 +1,7 @@
 # lvskit: keep a network's services up on Linux Virtual Server (IPVS).
 #
-#   make demo     bring up the lab (real IPVS kernel) and play the seed's table
+#   make demo     bring up the lab (real IPVS kernel) and play the seed's story:
+#                 timeline, summary, picture in demo-out/ (a few minutes)
 #   make test     everything CI runs: unit tests, lab tests in the IPVS guest,
 #                 host network-namespace tests, install tests (a DESTDIR and a
 #                 debootstrapped Debian 12 root); installs what it needs first
@@ -31,7 +32,7 @@ APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip ipr
               python3-prometheus-client \
               debootstrap
 
-.PHONY: all deps apt-deps vendor lab test test-unit test-lab test-netns test-install demo bench clean \
+.PHONY: all deps apt-deps vendor lab test test-unit test-lab test-netns test-install demo demo-deps bench clean \
         install uninstall bookworm-root
 
 all: deps
@@ -75,8 +76,16 @@ test-netns:
 test-lab:
 	lab/guest-run -- $(PYTEST) tests/lab
 
-demo: deps lab
-	lab/guest-run -- $(PYTHON) lab/demo.py
+# The picture needs matplotlib (Debian's); without it the demo still runs and says so.
+DEMO_OUT ?= $(CURDIR)/demo-out
+demo-deps:
+	@dpkg -s python3-matplotlib >/dev/null 2>&1 || { echo "apt-get install python3-matplotlib"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    python3-matplotlib >/dev/null || echo "no matplotlib: the demo will run without its picture"; }
+
+demo: deps lab demo-deps
+	mkdir -p $(DEMO_OUT)
+	LAB_OUT_HOST=$(DEMO_OUT) lab/guest-run -- $(PYTHON) lab/demo.py
 
 bench: deps lab
 	bench/run

@@ -1,0 +1,920 @@
+#!/usr/bin/python3
+"""make demo: the IME cluster of the slides in a box, played with the real scripts.
+
+    lab/guest-run -- /usr/bin/python3 lab/demo.py [--short] [--no-plot]
+
+Builds the seed's network in namespaces (lab/topo.py, direct routing): a
+client, the director midas, the spare estepe, the real servers hades, kama,
+apolo and cronos.  The config is conf/lvskit.ini itself, its 192.168.45.x
+addresses replaced by the lab's before anything runs.  Then the story:
+
+  1. traffic to the VIP spreads per scheduler and weights (www wlc 2/1/3,
+     ssh rr, xdmcp wlc 10/7/10/1 persistent);
+  2. hades's services die: check-real takes it out, it heals and returns;
+  3. kama gets busy: reweight lowers its xdmcp weight, new sessions go elsewhere;
+  4. midas dies: estepe takes the VIP over, midas returns and takes it back.
+
+Prints a timeline and a summary of measured figures, writes them as JSON and
+a picture (PNG, when matplotlib is there) to $LAB_OUT (the host's
+LAB_OUT_HOST).  `run(short=True)` is the shortened scenario tests/lab/test_demo.py
+asserts on.  Everything it starts dies with the lab, also on Ctrl-C.
+"""
+import collections
+import ctypes
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "lib"))
+from topo import Lab, unique_prefix  # noqa: E402
+
+PY = "/usr/bin/python3"
+SHIPPED = os.path.join(ROOT, "conf", "lvskit.ini")
+NODE = os.path.join(HERE, "demo_node.py")
+
+# The guest emulates its CPUs (~15x slower than the host): the shipped 20 ms /
+# 100 ms heartbeat is the host's (bench/README.md); here a heartbeat every
+# 200 ms and 1.5 s of silence before a takeover, which the guest held without
+# a false takeover while the whole demo ran.
+GUEST_HEARTBEAT = {"interval": "200ms", "deadtime": "1500ms", "warntime": "800ms", "initdead": "5s"}
+# Checks every second instead of every 5 s: shorter phases; fall/rise stay the shipped ones.
+GUEST_CHECK = {"check_interval": "1", "check_timeout": "1"}
+LOOP = 1            # check-real --every / reweight --every, seconds
+SAMPLE = 0.5        # how often the demo reads the kernel tables
+
+# seconds per phase: (full, short)
+PHASES = {
+    "steady": (30, 14),
+    "after_detection": (10, 5),
+    "after_return": (8, 3),
+    "busy": (40, 20),
+    "after_takeover": (12, 6),
+    "after_failback": (10, 5),
+}
+USERS_FIRST = "10.200.16.1"      # the simulated X terminals (one address per XDMCP session)
+USERS_NET = "10.200.16.0/20"
+INITIAL = {"hades": "h", "kama": "k", "apolo": "a", "cronos": "c"}
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+# --- the config: the shipped file with lab addresses ----------------------------------------
+def _sections(text):
+    """[(kind, name, [lines])] keeping every line (comments too)."""
+    out = [("", "", [])]
+    for line in text.splitlines():
+        m = re.match(r"^\s*\[\s*(\w+)(?:\s+([^\]\s]+))?\s*\]", line)
+        if m:
+            out.append((m.group(1), m.group(2) or "", []))
+        out[-1][2].append(line)
+    return out
+
+
+def derive(text, addresses, overrides):
+    """The shipped config with every address in `addresses` replaced and keys set.
+
+    overrides: {(kind, name or "*"): {key: value}}; a key present is replaced,
+    a missing one appended to the section.  Comments are substituted too: no
+    example address may survive anywhere in the file.
+    """
+    pattern = re.compile(r"(?<![\d.])(%s)(?![\d.])" % "|".join(re.escape(a) for a in addresses))
+    out = []
+    for kind, name, lines in _sections(text):
+        want = dict(overrides.get((kind, "*"), {}))
+        want.update(overrides.get((kind, name), {}))
+        body = []
+        for line in lines:
+            line = pattern.sub(lambda m: addresses[m.group(1)], line)
+            m = re.match(r"^(\s*)([\w.]+)(\s*=\s*)(.*)$", line)
+            if m and m.group(2) in want:
+                line = f"{m.group(1)}{m.group(2)}{m.group(3)}{want.pop(m.group(2))}"
+            body.append(line)
+        while body and not body[-1].strip():
+            body.pop()
+        body += [f"{k} = {v}" for k, v in want.items() if v is not None]
+        if body:
+            out += body + [""]
+    return "\n".join(out)
+
+
+# --- the kernel table -----------------------------------------------------------------------
+def parse_table(text, names):
+    """`ipvsadm -Ln` -> {"TCP 10.200.1.100:80": {server name: weight}}."""
+    table, svc = {}, None
+    for line in text.splitlines():
+        m = re.match(r"^(TCP|UDP)\s+(\S+)\s", line)
+        if m:
+            svc = f"{m.group(1)} {m.group(2)}"
+            table[svc] = {}
+            continue
+        m = re.match(r"^\s+->\s+([\d.]+):\d+\s+\w+\s+(\d+)", line)
+        if m and svc:
+            table[svc][names.get(m.group(1), m.group(1))] = int(m.group(2))
+    return table
+
+
+class Demo:
+    def __init__(self, short=False, out=None, say=print):
+        self.short, self.say = short, say
+        self.dur = {k: v[1 if short else 0] for k, v in PHASES.items()}
+        self.out = out or os.environ.get("LAB_OUT") or tempfile.mkdtemp(prefix="lvskit-demo-out-")
+        os.makedirs(self.out, exist_ok=True)
+        self.base = tempfile.mkdtemp(prefix="lvskit-demo-")
+        self.t0 = time.monotonic()
+        self.lab = None
+        self.events, self.samples, self.records = [], [], []
+        self._log_pos, self._last_event_idx = 0, 0
+        self.figures = {}
+        self.dead = set()
+        self._stop = threading.Event()
+        self._sampler = None
+
+    # --- small helpers ----------------------------------------------------------------------
+    def now(self):
+        return time.monotonic() - self.t0
+
+    def node_dir(self, node):
+        d = os.path.join(self.base, node)
+        os.makedirs(d, exist_ok=True)
+        return d
+
+    def script(self, name, node, *args):
+        return [PY, os.path.join(ROOT, "bin", name), "-c", self.cfg_path[node]] + list(args)
+
+    def env(self):
+        return {**os.environ, "LVSKIT_NO_SYSLOG": "1"}
+
+    def lab_node(self, node):
+        return self.labname.get(node, node)
+
+    def run(self, node, argv, check=True, **kw):
+        r = self.lab.run(self.lab_node(node), argv, env=self.env(), **kw)
+        if check and r.returncode != 0:
+            raise DemoError(f"{node}: {' '.join(map(str, argv))[:120]}: exit {r.returncode}: "
+                            f"{(r.stderr or r.stdout).strip()[-400:]}")
+        return r
+
+    def popen(self, node, argv, log):
+        f = open(os.path.join(self.node_dir(node), log), "a")
+        return self.lab.popen(self.lab_node(node), argv, stdout=f, stderr=subprocess.STDOUT,
+                              env=self.env(), stdin=subprocess.DEVNULL)
+
+    # --- setup -------------------------------------------------------------------------------
+    def setup(self):
+        from lvskit import config
+        if os.environ.get("LAB_GUEST") and not os.path.exists("/dev/fd"):
+            # the guest's fresh devtmpfs lacks what udev makes on a real system;
+            # lvskit.run (sh) lists /dev/fd to start hooks and lvs-realserver's ip
+            os.symlink("/proc/self/fd", "/dev/fd")
+        shipped = config.load(SHIPPED)
+        self.servers = list(shipped.servers)                       # hades, kama, apolo, cronos
+        nodes = sorted(shipped.nodes, key=lambda n: (-n.priority, n.name))
+        self.director, self.spare = nodes[0].name, nodes[1].name   # midas, estepe
+        self.services = {vs.name: vs for vs in shipped.services}
+        self.check = {vs.name: vs.check for vs in shipped.services}
+        self.configured = {vs.name: {r.name: r.dest.weight for r in vs.reals} for vs in shipped.services}
+        self.scale = shipped.reweight.scale
+        self.reweighted = {vs.name for vs in shipped.services if vs.reweight != "none"}
+        self.hb_shipped = shipped.heartbeat
+
+        t = time.monotonic()
+        self.lab = Lab(prefix=unique_prefix("demo"), mode="dr", reals=tuple(self.servers), spare=True)
+        self.lab.up()
+        lab = self.lab
+        self.labname = {self.director: "director", self.spare: "spare"}
+        self.addr = {self.director: lab.addr["director"], self.spare: lab.addr["spare"],
+                     **{s: lab.addr[s] for s in self.servers}, "client": lab.addr["client"]}
+        self.names = {a: n for n, a in self.addr.items()}
+
+        # the example's addresses -> the lab's, derived from the shipped file itself
+        amap = {}
+        vips = {vs.service.key.address for vs in shipped.services if vs.service.key.address}
+        if len(vips) != 1:
+            raise DemoError("the demo expects one VIP in conf/lvskit.ini")
+        self.vip_example = vips.pop()
+        amap[self.vip_example] = lab.vip
+        for s in self.servers:
+            amap[shipped.servers[s].address] = lab.addr[s]
+        front = self.vip_example.rsplit(".", 1)[0] + "."
+        self.cross = []
+        for i, path in enumerate(sorted(nodes[0].paths)):
+            a, b = nodes[0].paths[path], nodes[1].paths[path]
+            if a.startswith(front):
+                amap[a], amap[b] = lab.addr["director"], lab.addr["spare"]
+            else:                  # a crossover cable: a veth pair straight between the two
+                dev, net = f"eth{1 + len(self.cross)}", f"10.200.{3 + len(self.cross)}."
+                amap[a], amap[b] = net + "1", net + "2"
+                self.cross.append((path, dev, net))
+        self.amap = amap
+        for path, dev, net in self.cross:
+            d, s = lab.ns["director"], lab.ns["spare"]
+            subprocess.run(["ip", "-n", d, "link", "add", dev, "type", "veth", "peer", "name", dev,
+                            "netns", s], check=True)
+            for ns, host in ((d, 1), (s, 2)):
+                subprocess.run(["ip", "-n", ns, "-batch", "-"], check=True, text=True,
+                               input=f"addr add {net}{host}/24 dev {dev}\nlink set {dev} up\n")
+
+        key = os.path.join(self.base, "hb.key")
+        with open(key, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        os.chmod(key, 0o600)
+        self.cfg_path, self.proc = {}, {}
+        text = open(SHIPPED).read()
+        from lvskit import config as cfgmod
+        for node in [self.director, self.spare] + self.servers:
+            d = self.node_dir(node)
+            ov = {("global", ""): {"state_dir": f"{d}/state", "run_dir": f"{d}/run",
+                                   "maint_dir": f"{d}/state/maint"},
+                  ("heartbeat", ""): {"key_file": key, **GUEST_HEARTBEAT,
+                                      "monitor_start": f"{d}/monitor-start",
+                                      "monitor_stop": f"{d}/monitor-stop"},
+                  ("agent", ""): {"state_file": f"{d}/agent-state", "utmp": f"{d}/utmp"}}
+            if node in (self.director, self.spare):
+                ov[("global", "")]["director"] = node
+            for name, check in self.check.items():
+                if check.kind != "none":
+                    ov[("service", name)] = dict(GUEST_CHECK)
+            derived = derive(text, amap, ov)
+            if re.search(r"192\.168\.", derived):
+                raise DemoError("an example address survived the substitution")
+            path = os.path.join(d, "lvskit.ini")
+            with open(path, "w") as f:
+                f.write(derived)
+            self.cfg_path[node] = path
+            cfgmod.load(path)       # validated before anything runs: ConfigError stops here
+            if node in (self.director, self.spare):
+                self._hooks(node)
+        cfg = cfgmod.load(self.cfg_path[self.director])
+        self.hb = cfg.heartbeat
+        self.vip = lab.vip
+        self.svc_of = {f"{'TCP' if vs.service.key.protocol == 6 else 'UDP'} "
+                       f"{vs.service.key.address}:{vs.service.key.port}": vs.name for vs in cfg.services}
+        self.say(self._intro(time.monotonic() - t))
+
+        # real servers: lvs-realserver puts the VIP on lo (topo's own copy removed first)
+        for s in self.servers:
+            self.lab.run(s, f"ip addr del {lab.vip}/32 dev lo; ip addr del {lab.vip6}/128 dev lo")
+        jobs = [self.lab.popen(s, self.script("lvs-realserver", s, "up"), env=self.env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for s in self.servers]
+        for s, p in zip(self.servers, jobs):
+            out, _ = p.communicate(timeout=120)
+            if p.returncode != 0:
+                raise DemoError(f"lvs-realserver up on {s}: {out.strip()}")
+        self.servers_up = {}
+        for s in self.servers:
+            self.start_services(s)
+        for s in self.servers:
+            self._wait_ready(s)
+            self.set_load(s, 0.0)
+            self.popen(s, self.script("lvs-agent", s, "--proc-root", self.proc[s], "--listen"), "lvs-agent.log")
+        self.event("real servers up", f"lvs-realserver up, services, lvs-agent --listen on {len(self.servers)}")
+
+        # the users' addresses on the client, and the routes back to them
+        import ipaddress
+        n_users = int(sum(self.dur.values()) / 0.25) + 400
+        self.users = [str(ipaddress.ip_address(USERS_FIRST) + i) for i in range(n_users)]
+        lab.run("client", ["ip", "-batch", "-"],
+                input="".join(f"addr add {u}/32 dev eth0\n" for u in self.users))
+        for node in [self.director, self.spare] + self.servers:
+            self.run(node, ["ip", "route", "add", USERS_NET, "via", lab.addr["client"]])
+
+        # directors: the VIP is theirs to elect; the table loaded on both (cron/boot ipvs-sync)
+        lab.run("director", f"ip addr del {lab.vip}/32 dev eth0; ip addr del {lab.vip6}/128 dev eth0")
+        for node in (self.director, self.spare):
+            t = time.monotonic()
+            self.run(node, self.script("ipvs-sync", node))
+            self.event(f"ipvs-sync on {node}", f"table loaded in {time.monotonic() - t:.1f} s", node=node)
+        for node in (self.director, self.spare):
+            self.start_heartbeat(node)
+        self._sampler = threading.Thread(target=self._sample_loop, daemon=True)
+        self._sampler.start()
+        if not self.wait(lambda: self.holder() == self.director and self.weights_ready(), 120):
+            raise DemoError(f"{self.director} did not become active with check-real's and reweight's "
+                            f"first rounds: {self.logs(self.director)}")
+        self.event(f"{self.director} active", "hb-listen elected it: VIP + ARP, takeover ran "
+                   "monitor_start (check-real, reweight)")
+
+        self.client_log = os.path.join(self.out, "client.jsonl")
+        open(self.client_log, "w").close()
+        self.client = self.lab.popen("client", [PY, NODE, "client", self.client_log, lab.vip,
+                                                "--users", f"{self.users[0]},{len(self.users)}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # xdmcp sessions come from self.users in order
+        self.wait(lambda: self.read_log() or len(self.records) > 5, 30)
+        self.event("client started", "www every 0.1 s, xdmcp every 0.25 s (new user each), ssh every 1 s")
+
+    def _hooks(self, node):
+        """monitor_start/stop: what `systemctl start/stop check-real reweight` is on a director."""
+        d = self.node_dir(node)
+        cfg = self.cfg_path[node]
+        start = ["#!/bin/sh", "# takeover's monitor_start: the checks and reweight run on the active director only",
+                 f"mkdir -p {d}/run"]
+        for prog in ("check-real", "reweight"):
+            start.append(f"if ! kill -0 $(cat {d}/run/{prog}.pid 2>/dev/null) 2>/dev/null; then "
+                         f"setsid {PY} {ROOT}/bin/{prog} -c {cfg} -v --every {LOOP} "
+                         f">>{d}/{prog}.log 2>&1 </dev/null & echo $! > {d}/run/{prog}.pid; fi")
+        stop = ["#!/bin/sh"] + [f"[ -f {d}/run/{p}.pid ] && kill $(cat {d}/run/{p}.pid) 2>/dev/null; "
+                                f"rm -f {d}/run/{p}.pid" for p in ("check-real", "reweight")] + ["exit 0"]
+        for name, lines in (("monitor-start", start), ("monitor-stop", stop)):
+            with open(os.path.join(d, name), "w") as f:
+                f.write("\n".join(lines) + "\n")
+            os.chmod(os.path.join(d, name), 0o755)
+
+    def _intro(self, took):
+        hb = self.hb_shipped
+        lines = [f"lvskit demo{' (short)' if self.short else ''}: the IME table of conf/lvskit.ini in "
+                 f"the lab (namespaces, {'guest kernel ' + os.environ['LAB_KERNEL'] if os.environ.get('LAB_KERNEL') else 'this kernel'}, "
+                 f"real IPVS), lab up in {took:.1f} s",
+                 "  addresses of the shipped file replaced before anything runs:"]
+        for a, b in self.amap.items():
+            who = self.names.get(b) or ("VIP" if b == self.lab.vip else "crossover")
+            lines.append(f"    {a:<15} -> {b:<14} {who}")
+        lines.append(f"  config per machine: {self.base}/NODE/lvskit.ini (state, run, key in temp dirs)")
+        lines.append(f"  the emulated guest runs ~15x slower than the host, so: heartbeat interval "
+                     f"{hb.interval * 1000:g} ms -> {GUEST_HEARTBEAT['interval']}, deadtime "
+                     f"{hb.deadtime * 1000:g} ms -> {GUEST_HEARTBEAT['deadtime']}, initdead {GUEST_HEARTBEAT['initdead']};")
+        lines.append(f"  check_interval -> {GUEST_CHECK['check_interval']} s, check_timeout -> "
+                     f"{GUEST_CHECK['check_timeout']} s (fall/rise as shipped); check-real and reweight "
+                     f"--every {LOOP}")
+        lines.append("  the host's fast figures are in bench/README.md (quoted in the summary)")
+        lines.append("  load on kama is injected (lvs-agent --proc-root): every namespace of one VM "
+                     "shares one load average")
+        lines.append("  table columns: " + ", ".join(f"{v}={k}" for k, v in INITIAL.items()))
+        lines.append("")
+        lines.append(f"  {'time':>7}  {'event':<36} {'table on the active director':<50} client since last event")
+        return "\n".join(lines)
+
+    def start_services(self, s):
+        p = self.lab.popen(s, [PY, NODE, "serve", s], stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+        self.servers_up[s] = p
+
+    def _wait_ready(self, s):
+        p = self.servers_up[s]
+        import select
+        r, _, _ = select.select([p.stdout], [], [], 60)
+        if not r or p.stdout.readline().strip() != "READY":
+            raise DemoError(f"the services on {s} did not start")
+
+    def kill_services(self, s):
+        p = self.servers_up.pop(s)
+        p.kill()
+        p.wait()
+
+    def set_load(self, s, load):
+        """The loadavg lvs-agent reads (its --proc-root): injected, see the module doc."""
+        d = self.proc.setdefault(s, os.path.join(self.node_dir(s), "proc"))
+        os.makedirs(os.path.join(d, "pressure"), exist_ok=True)
+        if not os.path.exists(os.path.join(d, "stat")):
+            with open(os.path.join(d, "stat"), "w") as f:
+                f.write("cpu  1 1 1 1\ncpu0 1 1 1 1\ncpu1 1 1 1 1\n")          # 2 CPUs
+            shutil.copy("/proc/meminfo", os.path.join(d, "meminfo"))
+            with open(os.path.join(d, "pressure", "memory"), "w") as f:
+                f.write("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
+                        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+        tmp = os.path.join(d, ".loadavg")
+        with open(tmp, "w") as f:
+            f.write(f"{load:.2f} {load:.2f} {load:.2f} 1/100 100\n")
+        os.replace(tmp, os.path.join(d, "loadavg"))
+
+    def start_heartbeat(self, node):
+        """hb-listen, and hb-send once hb-listen listens.
+
+        Heartbeats that say "standby" make the active peer hand the VIP back
+        (auto_failback, failback_delay 0): if they went out while this node's
+        hb-listen was still starting (seconds in the guest), nobody would take
+        the VIP until it did.  Measured: 18 s without a director.
+        """
+        log = os.path.join(self.node_dir(node), "hb-listen.log")
+        seen = os.path.getsize(log) if os.path.exists(log) else 0
+        self.popen(node, self.script("hb-listen", node, "-v"), "hb-listen.log")
+
+        def listening():
+            with open(log, errors="replace") as f:
+                f.seek(seen)
+                return "listening on port" in f.read()
+        if not self.wait(listening, 60):
+            raise DemoError(f"hb-listen did not start on {node}: {self.logs(node)}")
+        self.popen(node, self.script("hb-send", node), "hb-send.log")
+
+    def logs(self, node, n=15):
+        out = []
+        d = self.node_dir(node)
+        for name in sorted(os.listdir(d)):
+            if name.endswith(".log"):
+                lines = open(os.path.join(d, name), errors="replace").read().splitlines()[-n:]
+                out.append(f"--- {node}/{name}\n" + "\n".join(lines))
+        return "\n".join(out)
+
+    # --- watching ----------------------------------------------------------------------------
+    def _read_node(self, node):
+        r = self.lab.run(self.lab_node(node), "ipvsadm -Ln; echo @@; ip -o -4 addr show dev eth0")
+        table_text, _, addrs = r.stdout.partition("@@")
+        table = parse_table(table_text, self.names)
+        return {self.svc_of.get(k, k): v for k, v in table.items()}, f" {self.vip}/" in addrs
+
+    def _sample_loop(self):
+        while not self._stop.is_set():
+            t = self.now()
+            for node in (self.director, self.spare):
+                if node in self.dead:
+                    continue
+                try:
+                    table, vip = self._read_node(node)
+                except Exception:       # a namespace going away at the end
+                    continue
+                self.samples.append({"t": t, "node": node, "vip": vip, "table": table})
+            self._stop.wait(SAMPLE)
+
+    def latest(self, node):
+        for s in reversed(self.samples):
+            if s["node"] == node:
+                return s
+        return None
+
+    def holder(self):
+        """The node that holds the VIP (by the latest samples); None if none or both."""
+        held = [n for n in (self.director, self.spare)
+                if n not in self.dead and (self.latest(n) or {}).get("vip")]
+        return held[0] if len(held) == 1 else None
+
+    def table(self, node=None):
+        s = self.latest(node or self.holder() or self.director)
+        return s["table"] if s else {}
+
+    def weights_ready(self):
+        """check-real and reweight have done a round on the active director."""
+        d = os.path.join(self.node_dir(self.director), "state")
+        return os.path.exists(os.path.join(d, "health.json")) and \
+            os.path.exists(os.path.join(d, "weights.json"))
+
+    def wait(self, cond, timeout, step=0.1):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return True
+            time.sleep(step)
+        return cond()
+
+    def wait_sample(self, cond, timeout):
+        """Wait for a new sample that satisfies cond(sample); returns its time or None."""
+        seen = len(self.samples)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for s in self.samples[seen:]:
+                seen += 1
+                if cond(s):
+                    return s["t"]
+            time.sleep(0.05)
+        return None
+
+    def sleep(self, seconds):
+        time.sleep(seconds)
+        self.read_log()
+
+    def read_log(self):
+        with open(self.client_log) as f:
+            f.seek(self._log_pos)
+            data = f.read()
+        complete = data[:data.rfind("\n") + 1]
+        self._log_pos += len(complete.encode())
+        for line in complete.splitlines():
+            rec = json.loads(line)
+            rec["t"] -= self.t0
+            self.records.append(rec)
+        return False
+
+    def window(self, t1, t2, svc=None):
+        return [r for r in self.records if t1 <= r["t"] < t2 and (svc is None or r["svc"] == svc)]
+
+    # --- the timeline --------------------------------------------------------------------------
+    def fmt_table(self, table):
+        parts = []
+        for svc in self.configured:
+            if svc in table:
+                ws = table[svc]
+                parts.append(svc + " " + " ".join(f"{INITIAL.get(n, n)}{w}" for n, w in ws.items()))
+        return "  ".join(parts) if parts else "-"
+
+    def event(self, what, detail="", t=None, node=None):
+        t = self.now() if t is None else t
+        if getattr(self, "client_log", None):
+            self.read_log()
+        recs = self.records[self._last_event_idx:]
+        self._last_event_idx = len(self.records)
+        ok = sum(1 for r in recs if r["server"])
+        client = f"{ok} ok / {len(recs) - ok} failed" if getattr(self, "client_log", None) else ""
+        table = self.fmt_table(self.table(node)) if self.samples or node else "-"
+        if node and not self.samples:
+            try:
+                table = self.fmt_table(self._read_node(node)[0])
+            except Exception:
+                table = "-"
+        self.events.append({"t": t, "what": what, "detail": detail, "table": table, "client": client})
+        self.say(f"  {t:6.1f} s  {what:<36} {table:<50} {client}")
+        if detail:
+            self.say(f"  {'':>9}  ({detail})")
+
+    # --- the phases -----------------------------------------------------------------------------
+    def shares(self, recs):
+        c = collections.Counter(r["server"] for r in recs if r["server"])
+        n = sum(c.values())
+        return {k: v / n for k, v in c.items()} if n else {}
+
+    def phase_steady(self):
+        t1 = self.now()
+        self.sleep(self.dur["steady"])
+        t2 = self.now()
+        f = {"t1": t1, "t2": t2}
+        for svc in self.configured:
+            recs = self.window(t1, t2, svc)
+            conf = self.configured[svc]
+            total = sum(conf.values())
+            f[svc] = {"sent": len(recs), "failed": sum(1 for r in recs if not r["server"]),
+                      "share": self.shares(recs),
+                      "expected": {n: w / total for n, w in conf.items()}}
+        self.figures["steady"] = f
+        self.event("1. steady: shares measured",
+                   "; ".join(f"{svc} " + " ".join(f"{n} {f[svc]['share'].get(n, 0):.0%}"
+                                                  for n in self.configured[svc])
+                             + f" (weights {'/'.join(map(str, self.configured[svc].values()))})"
+                             for svc in self.configured))
+
+    def phase_hades(self):
+        victim = "hades"
+        services = [svc for svc, conf in self.configured.items()
+                    if victim in conf and self.check[svc].kind != "none"]
+        t_kill = self.now()
+        self.kill_services(victim)
+        self.event(f"2. {victim}'s services killed", "http 80, ssh 22, xdmcp 177 all gone")
+        fall = max(self.check[s].fall for s in services)
+        bound = fall * float(GUEST_CHECK["check_interval"]) + LOOP + 3.0
+        t_out = self.wait_sample(lambda s: s["node"] == self.director and all(
+            s["table"].get(svc, {}).get(victim, 1) == 0 for svc in services), bound + 30)
+        if t_out is None:
+            raise DemoError(f"check-real did not take {victim} out: {self.logs(self.director)}")
+        self.event(f"check-real took {victim} out", f"weight 0 in {', '.join(services)} "
+                   f"{t_out - t_kill:.1f} s after the kill (fall {fall} x {GUEST_CHECK['check_interval']} s)",
+                   t=t_out)
+        self.sleep(self.dur["after_detection"])
+        t_heal = self.now()
+        self.start_services(victim)
+        self._wait_ready(victim)
+        self.event(f"{victim}'s services restarted")
+        want = {svc: self.configured[svc][victim] for svc in services}
+        t_back = self.wait_sample(lambda s: s["node"] == self.director and all(
+            s["table"].get(svc, {}).get(victim, 0) > 0 for svc in services), 60)
+        if t_back is None:
+            raise DemoError(f"{victim} did not return: {self.logs(self.director)}")
+        self.event(f"check-real put {victim} back", f"{t_back - t_heal:.1f} s after the restart "
+                   f"(rise {self.check[services[0]].rise}); www weight back to {want.get('www')}", t=t_back)
+        self.sleep(self.dur["after_return"])
+        before = self.window(t_kill, t_out)
+        after = self.window(t_out, t_heal)
+        self.figures["hades"] = {
+            "kill": t_kill, "out": t_out, "heal": t_heal, "back": t_back,
+            "detect_s": t_out - t_kill, "bound_s": bound, "back_s": t_back - t_heal,
+            "sent_before_detection": len(before), "failed_before_detection": sum(1 for r in before if not r["server"]),
+            "sent_after_detection": len(after), "failed_after_detection": sum(1 for r in after if not r["server"]),
+            "to_victim_after_detection": sum(1 for r in after if r["server"] == victim),
+            "sampling_s": SAMPLE}
+
+    def phase_kama(self):
+        victim, svc = "kama", sorted(self.reweighted)[0]        # xdmcp
+        full = self.configured[svc][victim] * self.scale
+        t_load = self.now()
+        w0 = self.table(self.director).get(svc, {}).get(victim)
+        self.set_load(victim, 2.0)
+        self.event(f"3. {victim} busy (load 2.0 on 2 CPUs)", f"injected into {victim}'s lvs-agent; "
+                   f"reweight polls every {LOOP} s")
+        low = 0.3 * full
+        t_low = self.wait_sample(lambda s: s["node"] == self.director and
+                                 0 < s["table"].get(svc, {}).get(victim, full) <= low, self.dur["busy"] + 30)
+        if t_low is None:
+            raise DemoError(f"reweight did not lower {victim}'s weight: {self.logs(self.director)}")
+        self.event(f"reweight: {victim}'s {svc} weight <= 30%", f"{w0} -> "
+                   f"{self.table(self.director)[svc][victim]} in {t_low - t_load:.1f} s", t=t_low)
+        rest = self.dur["busy"] - (self.now() - t_load)
+        self.sleep(max(rest, 6 if self.short else 10))
+        t_idle = self.now()
+        w_min = min(s["table"].get(svc, {}).get(victim, full) for s in self.samples
+                    if s["node"] == self.director and t_load <= s["t"] <= t_idle)
+        self.set_load(victim, 0.0)
+        self.event(f"{victim} idle again", "its weight climbs back a step per round")
+        steady = self.figures["steady"][svc]
+        during = self.window(t_low, t_idle, svc)
+        self.figures["kama"] = {
+            "service": svc, "load": t_load, "low": t_low, "idle": t_idle, "weight_before": w0,
+            "weight_min": w_min, "full": full, "settle_s": t_low - t_load,
+            "share_before": steady["share"].get(victim, 0.0),
+            "share_during": self.shares(during).get(victim, 0.0),
+            "sessions_during": len(during), "failed_during": sum(1 for r in during if not r["server"]),
+            "shares_during": self.shares(during)}
+
+    def phase_midas(self):
+        d, s = self.director, self.spare
+        sock, indexes = self._netlink(d)
+        t_kill = self.now()
+        self._links_down(sock, indexes)
+        self.dead.add(d)
+        self.killall(d)
+        self.event(f"4. {d} dies", "links down + SIGKILL of everything in its namespace")
+        t_vip = self.wait_sample(lambda x: x["node"] == s and x["vip"], 60)
+        if t_vip is None:
+            raise DemoError(f"{s} did not take over: {self.logs(s)}")
+        self.event(f"{s} holds the VIP", f"{t_vip - t_kill:.1f} s after the kill (deadtime "
+                   f"{GUEST_HEARTBEAT['deadtime']})", t=t_vip, node=s)
+        self.wait(lambda: self.read_log() or any(r["server"] and r["svc"] == "www" for r in
+                                                 self.window(t_kill, 1e9)), 60)
+        first = next((r for r in self.window(t_kill, 1e9, "www") if r["server"]), None)
+        if first is None:
+            raise DemoError("the client got no answer after the takeover")
+        self.event("client answered again", "first www answer through " + s, t=first["t"] + first["d"], node=s)
+        self.sleep(self.dur["after_takeover"])
+        # midas returns as a rebooted machine: no VIP, no table, empty /run
+        t_ret = self.now()
+        steps = self._reboot(d)
+        self.dead.discard(d)
+        self.event(f"{d} back (rebooted)", steps)
+        fb = self.hb.auto_failback
+        if fb:
+            t_fb = self.wait_sample(lambda x: x["node"] == d and x["vip"], 90)
+            if t_fb is None:
+                raise DemoError(f"{d} did not take the VIP back: {self.logs(d)} {self.logs(s)}")
+            self.event(f"failback: {d} holds the VIP", f"{t_fb - t_ret:.1f} s after it came back "
+                       f"(auto_failback = yes, failback_delay {self.hb.failback_delay:g} s)", t=t_fb, node=d)
+            self.wait_sample(lambda x: x["node"] == s and not x["vip"], 30)
+        else:
+            t_fb = None
+        self.sleep(self.dur["after_failback"])
+        t_end = self.now()
+        www = self.window(t_kill, t_ret, "www")
+        ok = [r for r in www if r["server"]]
+        fail_ret = self.window(t_ret, t_end)
+        www_fb = [r for r in self.window(t_ret, t_end, "www") if r["server"]]
+        gaps = [b["t"] - (a["t"] + a["d"]) for a, b in zip(www_fb, www_fb[1:])]
+        self.figures["midas"] = {
+            "kill": t_kill, "vip": t_vip, "first_answer": first["t"] + first["d"], "return": t_ret,
+            "failback": t_fb, "end": t_end,
+            "takeover_s": t_vip - t_kill, "gap_s": first["t"] + first["d"] - t_kill,
+            "sent_down": len(self.window(t_kill, t_ret)),
+            "failed_down": sum(1 for r in self.window(t_kill, t_ret) if not r["server"]),
+            "ok_after_takeover": len([r for r in ok if r["t"] > t_vip]),
+            "sent_failback": len(fail_ret), "failed_failback": sum(1 for r in fail_ret if not r["server"]),
+            "failback_s": (t_fb - t_ret) if t_fb else None,
+            "failback_gap_s": max(gaps) if gaps else None,
+            "holder_end": self.holder()}
+
+    def _netlink(self, node):
+        """A netlink socket inside NODE's namespace, opened in advance (see tests/netns/hbtopo.py)."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        own = os.open("/proc/self/ns/net", os.O_RDONLY)
+        target = os.open(f"/run/netns/{self.lab.ns[self.lab_node(node)]}", os.O_RDONLY)
+        try:
+            if libc.setns(target, 0x40000000) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+            sock.bind((0, 0))
+            indexes = [socket.if_nametoindex(dev) for dev in ["eth0"] + [c[1] for c in self.cross]]
+        finally:
+            libc.setns(own, 0x40000000)
+            os.close(own)
+            os.close(target)
+        return sock, indexes
+
+    @staticmethod
+    def _links_down(sock, indexes):
+        for seq, index in enumerate(indexes, 1):
+            body = struct.pack("=BxHiII", 0, 0, index, 0, 1)        # ifinfomsg: change IFF_UP to 0
+            sock.send(struct.pack("=IHHII", 16 + len(body), 16, 0x1 | 0x4, seq, 0) + body)
+        for _ in indexes:
+            sock.recv(4096)
+        sock.close()
+
+    def killall(self, node):
+        ns = self.lab.ns[self.lab_node(node)]
+        pids = subprocess.run(["ip", "netns", "pids", ns], text=True, capture_output=True).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+
+    def _reboot(self, node):
+        d = self.node_dir(node)
+        shutil.rmtree(os.path.join(d, "run"), ignore_errors=True)        # /run is a tmpfs
+        devs = ["eth0"] + [c[1] for c in self.cross]
+        steps = []
+        for cmd in ["ipvsadm -C; ipvsadm --stop-daemon master; ipvsadm --stop-daemon backup; "
+                    f"ip addr del {self.vip}/32 dev eth0",
+                    "; ".join(f"ip link set {dev} up" for dev in devs)]:
+            t = time.monotonic()
+            self.run(node, cmd, check=False)
+            steps.append(f"{cmd[:30]}: {time.monotonic() - t:.1f} s")
+        t = time.monotonic()
+        self.run(node, self.script("ipvs-sync", node))
+        steps.append(f"ipvs-sync: {time.monotonic() - t:.1f} s")
+        t = time.monotonic()
+        self.start_heartbeat(node)
+        steps.append(f"hb-listen up, hb-send started: {time.monotonic() - t:.1f} s")
+        return "; ".join(steps)
+
+    # --- the end -------------------------------------------------------------------------------
+    def summary(self):
+        f = self.figures
+        rows = []
+        st = f.get("steady")
+        if st:
+            for svc in self.configured:
+                x = st[svc]
+                shares = " ".join(f"{n} {x['share'].get(n, 0):.0%}/{x['expected'][n]:.0%}" for n in self.configured[svc])
+                rows.append((f"1 steady {svc} ({self.services[svc].service.scheduler})", x["sent"], x["failed"],
+                             f"share measured/weights: {shares}"))
+        h = f.get("hades")
+        if h:
+            rows.append(("2 hades dies: until detected", h["sent_before_detection"], h["failed_before_detection"],
+                         f"detection {h['detect_s']:.1f} s (bound {h['bound_s']:.0f} s)"))
+            rows.append(("2 hades out: after detection", h["sent_after_detection"], h["failed_after_detection"],
+                         f"to hades: {h['to_victim_after_detection']}; back {h['back_s']:.1f} s after restart"))
+        k = f.get("kama")
+        if k:
+            rows.append((f"3 kama busy ({k['service']})", k["sessions_during"], k["failed_during"],
+                         f"weight {k['weight_before']} -> {k['weight_min']} (<=30% in {k['settle_s']:.1f} s); "
+                         f"kama's share of new sessions {k['share_before']:.0%} -> {k['share_during']:.0%}"))
+        m = f.get("midas")
+        if m:
+            rows.append(("4 midas dies -> estepe", m["sent_down"], m["failed_down"],
+                         f"VIP on estepe {m['takeover_s']:.1f} s, client gap {m['gap_s']:.1f} s"))
+            fb = (f"failback {m['failback_s']:.1f} s after return, longest www gap "
+                  f"{m['failback_gap_s']:.2f} s" if m["failback_s"] is not None else "no failback")
+            rows.append(("4 midas returns (failback)", m["sent_failback"], m["failed_failback"], fb))
+        out = ["", "summary (measured in this run; client requests: www + xdmcp + ssh)",
+               f"  {'phase':<32} {'sent':>5} {'failed':>6}  figures", "  " + "-" * 110]
+        for name, sent, failed, fig in rows:
+            out.append(f"  {name:<32} {sent:>5} {failed:>6}  {fig}")
+        bench = bench_quote()
+        if bench:
+            out.append(f"  host benchmark (bench/README.md, interval 20 ms, deadtime 100 ms): {bench}")
+        return "\n".join(out)
+
+    def save(self):
+        path = os.path.join(self.out, "demo.json")
+        with open(path, "w") as fh:
+            json.dump({"short": self.short, "events": self.events, "figures": self.figures,
+                       "samples": self.samples, "configured": self.configured, "scale": self.scale},
+                      fh, default=str)
+        return path
+
+    def close(self):
+        self._stop.set()
+        if self._sampler:
+            self._sampler.join(5)
+        if self.lab:
+            self.lab.close()
+        logs = os.path.join(self.out, "logs")       # the scripts' own words, for the curious
+        for node in sorted(os.listdir(self.base)) if os.path.isdir(self.base) else ():
+            if not os.path.isdir(os.path.join(self.base, node)):
+                continue
+            for name in os.listdir(os.path.join(self.base, node)):
+                if name.endswith((".log", ".ini")):
+                    os.makedirs(logs, exist_ok=True)
+                    shutil.copy(os.path.join(self.base, node, name), os.path.join(logs, f"{node}-{name}"))
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def bench_quote():
+    try:
+        text = open(os.path.join(ROOT, "bench", "README.md")).read()
+    except OSError:
+        return ""
+    m = re.search(r"^\| lvskit, interval 20 ms, deadtime 100 ms \| \**([\d.]+ s)\**\s*\| ([\d.]+ s) \| \**([\d.]+ s)\**", text, re.M)
+    return f"failover gap median {m.group(1)}, worst {m.group(3)}" if m else ""
+
+
+# --- the picture ------------------------------------------------------------------------------------
+COLORS = {"hades": "tab:blue", "kama": "tab:orange", "apolo": "tab:green", "cronos": "tab:purple"}
+
+
+def plot(demo, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    recs, end = demo.records, demo.now()
+    fig, axes = plt.subplots(3, 1, figsize=(13, 9.5), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 2, 2]})
+    step = 2.0
+    bins = [i * step for i in range(int(end / step) + 2)]
+
+    def per_bin(sel):
+        c = collections.Counter(int(r["t"] // step) for r in recs if sel(r))
+        return [c.get(i, 0) / step for i in range(len(bins))]
+    ax = axes[0]
+    for n in demo.servers:
+        if n in demo.configured["www"]:
+            ax.plot(bins, per_bin(lambda r, n=n: r["svc"] == "www" and r["server"] == n),
+                    color=COLORS.get(n), label=n, lw=1.6, drawstyle="steps-post")
+    ax.bar(bins, per_bin(lambda r: not r["server"]), width=step, align="edge", color="tab:red",
+           alpha=0.6, label="failed (any service)")
+    ax.set_ylabel("www answers / s")
+    ax.set_title("lvskit demo: the IME table in the lab (client requests per real server, kernel weights, events)")
+    ax.legend(loc="upper right", fontsize=8, ncol=5)
+    ax = axes[1]
+    xstep = 5.0
+    xb = [i * xstep for i in range(int(end / xstep) + 2)]
+    bottom = [0] * len(xb)
+    for n in demo.configured["xdmcp"]:
+        c = collections.Counter(int(r["t"] // xstep) for r in recs if r["svc"] == "xdmcp" and r["server"] == n)
+        vals = [c.get(i, 0) for i in range(len(xb))]
+        ax.bar(xb, vals, width=xstep, align="edge", bottom=bottom, color=COLORS.get(n), label=n, alpha=0.8)
+        bottom = [a + b for a, b in zip(bottom, vals)]
+    ax.set_ylabel(f"new xdmcp sessions\nper {xstep:g} s")
+    ax.legend(loc="upper right", fontsize=8, ncol=4)
+    ax = axes[2]
+    for svc, style in (("www", "-"), ("xdmcp", "--")):
+        for n, w in demo.configured[svc].items():
+            full = w * (demo.scale if svc in demo.reweighted else 1)
+            pts = []
+            for s in demo.samples:
+                if s["vip"] and svc in s["table"] and n in s["table"][svc]:
+                    pts.append((s["t"], 100.0 * s["table"][svc][n] / full))
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=COLORS.get(n), lw=1.3,
+                        label=f"{svc} {n}", drawstyle="steps-post")
+    ax.set_ylabel("kernel weight\n% of configured")
+    ax.set_ylim(-5, 110)
+    ax.set_xlabel("seconds since the demo started (guest clock)")
+    ax.legend(loc="lower left", fontsize=7, ncol=4)
+    for e in demo.events:
+        if e["what"][:2] in ("1.", "2.", "3.", "4.") or any(w in e["what"] for w in
+                                                           ("took", "back", "holds", "reweight", "idle")):
+            for ax in axes:
+                ax.axvline(e["t"], color="0.4", lw=0.7, ls=":")
+            axes[0].annotate(e["what"], (e["t"], 1.0), xycoords=("data", "axes fraction"), rotation=90,
+                             fontsize=7, va="top", ha="right", color="0.25")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run(short=False, out=None, make_plot=True, say=print):
+    """Play the scenario; returns the figures.  Raises DemoError when a step did not happen."""
+    demo = Demo(short=short, out=out, say=say)
+    try:
+        demo.setup()
+        demo.phase_steady()
+        demo.phase_hades()
+        demo.phase_kama()
+        demo.phase_midas()
+        demo.event("end")
+        say(demo.summary())
+        path = demo.save()
+        host = os.environ.get("LAB_OUT_HOST")
+        where = (lambda p: os.path.join(host, os.path.basename(p))) if host and demo.out == os.environ.get("LAB_OUT") \
+            else (lambda p: p)
+        say(f"\ntimeline and figures: {where(path)}; client log: {where(demo.client_log)}")
+        if make_plot:
+            png = plot(demo, os.path.join(demo.out, "demo.png"))
+            say(f"picture: {where(png)}" if png else
+                "picture: none (matplotlib is not installed: apt-get install python3-matplotlib)")
+        return demo.figures
+    finally:
+        demo.close()
+
+
+def main(argv):
+    short = "--short" in argv
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    t = time.monotonic()
+    try:
+        run(short=short, make_plot="--no-plot" not in argv, say=lambda s: print(s, flush=True))
+    except KeyboardInterrupt:
+        print("interrupted: lab removed", file=sys.stderr)
+        return 130
+    except DemoError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 1
+    print(f"done in {time.monotonic() - t:.0f} s; lab removed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

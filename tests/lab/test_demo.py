@@ -1,0 +1,43 @@
+"""make demo's scenario, shortened, with its figures asserted (lab/demo.py, in the guest).
+
+The seed's table from conf/lvskit.ini with lab addresses, the real scripts on
+a real IPVS kernel: spread per weights, a dead real server taken out and put
+back by check-real, a busy one reweighted, the director's death taken over by
+the spare and handed back (auto_failback = yes in the shipped config).
+"""
+import demo
+
+
+def near(measured, expected, tolerance):
+    return all(abs(measured.get(n, 0.0) - share) <= tolerance for n, share in expected.items())
+
+
+def test_short_demo(tmp_path):
+    lines = []
+    f = demo.run(short=True, out=str(tmp_path), make_plot=False, say=lines.append)
+    text = "\n".join(lines)
+    print(text)
+
+    steady = f["steady"]
+    for svc, tolerance in (("www", 0.10), ("xdmcp", 0.15), ("ssh", 0.15)):
+        s = steady[svc]
+        assert s["failed"] == 0, (svc, s)
+        assert s["sent"] >= 10, (svc, s)
+        assert near(s["share"], s["expected"], tolerance), (svc, s)
+
+    h = f["hades"]
+    assert h["detect_s"] <= h["bound_s"], h
+    assert h["sent_after_detection"] >= 20 and h["failed_after_detection"] == 0, h
+    assert h["to_victim_after_detection"] == 0, h
+
+    k = f["kama"]
+    assert k["weight_before"] == k["full"], k
+    assert k["weight_min"] <= 0.3 * k["full"], k
+    assert k["sessions_during"] >= 20 and k["failed_during"] == 0, k
+    assert k["share_before"] >= 0.12 and k["share_during"] <= k["share_before"] / 2, k
+
+    m = f["midas"]
+    assert m["takeover_s"] <= 10, m
+    assert m["ok_after_takeover"] >= 20, m
+    assert m["failback_s"] is not None and m["holder_end"] == "midas", m
+    assert "summary" in text and "4 midas dies" in text
