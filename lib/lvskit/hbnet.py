@@ -80,11 +80,23 @@ class _Limited:
             fn(message)
 
 
-class RoleFile:
-    """The advertised role, re-read only when the file changes (hb-send stats it every beat)."""
+_UNREAD = object()
 
-    def __init__(self, cfg):
-        self.cfg, self.path, self.stamp, self.role = cfg, role_path(cfg), None, STANDBY
+
+class RoleFile:
+    """The advertised role, re-read only when the file changes (hb-send stats it every beat).
+
+    A missing or unreadable file is no news: the role last read stays.  Were
+    it read as "standby", an active node whose file was deleted would say
+    standby while it holds the VIPs, a higher-ranked peer would take them, and
+    neither would let go.  `lost` tells hb-listen to have the worker rewrite
+    the file from the interface; `fallback` gives the role when no file was
+    ever read (hb-send starting after the file went).
+    """
+
+    def __init__(self, cfg, fallback=None):
+        self.cfg, self.path, self.fallback = cfg, role_path(cfg), fallback
+        self.stamp, self.role, self.lost = _UNREAD, None, False
 
     def get(self):
         try:
@@ -94,8 +106,33 @@ class RoleFile:
             stamp = None
         if stamp != self.stamp:
             self.stamp = stamp
-            self.role = read_role(self.cfg) or STANDBY
+            role = read_role(self.cfg) if stamp else None
+            self.lost = role is None
+            if role is not None:
+                self.role = role
+            elif self.role is None:
+                self.role = (self.fallback() if self.fallback else None) or STANDBY
         return self.role
+
+    def reread(self):
+        """Read again at the next get() (our own worker just wrote the file)."""
+        self.stamp = _UNREAD
+
+
+def interface_role(takeover_argv):
+    """Active when `takeover status` says this node holds every VIP; else standby.
+
+    A subprocess, once at hb-send's start and only when the role file is
+    gone: the interface is read with pyroute2, whose import hb-send must not
+    carry.
+    """
+    try:
+        r = subprocess.run(takeover_argv + ["status"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning(f"cannot ask takeover status ({e}): saying standby")
+        return STANDBY
+    return ACTIVE if r.returncode == 0 else STANDBY
 
 
 # --- sending -------------------------------------------------------------------
@@ -137,8 +174,8 @@ class Sender:
                                  f"path {name}: sending to {dest}: {e.strerror}")
 
 
-def send_loop(cfg, sender, interval, count=None):
-    role = RoleFile(cfg)
+def send_loop(cfg, sender, interval, count=None, fallback=None):
+    role = RoleFile(cfg, fallback)
     deadline, sent = time.monotonic(), 0
     while count is None or sent < count:
         sender.send(role.get())
@@ -279,7 +316,7 @@ class Listener:
         self.limited = _Limited()
         self.last_try = {}
         self.role_file = RoleFile(cfg)
-        self.role_file.role, self.role_file.stamp = worker.role, None
+        self.role_file.role = worker.role
         self.wake = self.started
         self.role = worker.role
         self.path_names = hb.paths
@@ -375,6 +412,11 @@ class Listener:
         if self.worker.pending is not None:
             return
         role = self.role = self.role_file.get()
+        if self.role_file.lost and now - self.last_try.get("status", -1e9) >= 0.5:
+            # Deleted or garbled: the worker reads the interface and writes it again.
+            self.last_try["status"] = now
+            self.worker.send("status")
+            return
         action = decide(self.me.name, self.me.priority, role, self.peers, now, self.started,
                         self.policy, self.peer_names)
         if self.announce_due and role == ACTIVE and action is None:
@@ -422,7 +464,11 @@ class Listener:
         ok, text = self.worker.answer()
         if ok:
             self.role = text
-            self.role_file.get()    # our own write: do not mistake it for a hand change
+            # Our own write: not a hand change.  Still missing (RUN_DIR not
+            # writable?): the worker's word is the role.
+            self.role_file.reread()
+            self.role_file.role = text
+            self.role_file.get()
             if text == ACTIVE:
                 self.last_try.pop(RELEASE, None)
             log.info(f"now {text}")

@@ -9,7 +9,9 @@ says "held" in the heartbeats and waits for a peer to become active before it
 drops the VIPs, so the handover is make-before-break.
 
 The role file (RUN_DIR/takeover.json) is what hb-send advertises.  Deleting it
-is harmless: hb-listen rewrites it from the VIPs the interface holds.
+is harmless: hb-send keeps advertising the role it last read, and hb-listen
+has its worker (``status``, current_role) rewrite it from the VIPs the
+interface holds.  A held node's file deleted comes back as standby.
 """
 import os
 import shlex

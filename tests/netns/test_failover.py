@@ -195,3 +195,20 @@ def test_stale_role_file_does_not_fake_an_active_node(pair_factory):
         f.write('{"role": "active"}\n')        # left by a crash; the spare holds no VIP
     up(p)
     assert "said active, the interface says standby" in p.log("spare")
+
+
+def test_deleting_the_active_nodes_role_file_is_harmless(pair_factory):
+    # The active node is the lower-ranked spare: were its heartbeats to say
+    # standby, the director would take the VIPs and the spare keep them.
+    p = pair_factory(extra="auto_failback = no\n")
+    up(p)
+    p.kill("director")
+    assert p.wait(lambda: p.holds_vip("spare"), 3), p.log("spare")
+    reboot(p, "director")
+    assert p.wait(lambda: "peer spare alive (active" in p.log("director"), 10), p.log("director")
+    role_file = os.path.join(p.node_dir["spare"], "run", "takeover.json")
+    os.unlink(role_file)
+    time.sleep(1.5)
+    assert only_one_active(p) == ["spare"], (p.log("director"), p.log("spare"))
+    with open(role_file) as f:
+        assert '"active"' in f.read()       # rewritten from the interface
