@@ -17,7 +17,7 @@ import sys
 import time
 
 from . import log
-from .errors import Fatal, NOT_CONFIGURED
+from .errors import Fatal, NOT_CONFIGURED, USAGE
 from .heartbeat import ACTIVE, BadBeat, Beat, HELD, Receiver, STANDBY, encode
 from .roles import ACQUIRE, ANNOUNCE, PeerView, Policy, RELEASE, decide
 from .takeover import peers_path, read_role, role_path
@@ -137,41 +137,78 @@ def interface_role(takeover_argv):
 
 # --- sending -------------------------------------------------------------------
 
+class _Path:
+    """One heartbeat path of this node: its socket, once its address could be bound."""
+
+    def __init__(self, index, name, local, dests):
+        self.index, self.name, self.local, self.dests = index, name, local, dests
+        self.af = socket.AF_INET6 if ":" in local else socket.AF_INET
+        self.sock, self.failed = None, False
+
+
 class Sender:
+    """One socket per path, each bound to this node's address on it.
+
+    A path whose address is not (yet) local -- IPv6 still tentative, the
+    cable's address not configured -- must not silence the others: it is
+    logged once, tried again at every beat, and used once it binds.
+    """
+
     def __init__(self, cfg, me, key, generation):
         hb = cfg.heartbeat
         self.me, self.key, self.generation, self.seq, self.port = me, key, generation, 0, hb.port
-        self.paths = []     # (index, socket, [destinations])
+        self.multicast = hb.multicast
+        self.paths = []
         self.limited = _Limited()
         for name, local in sorted(me.paths.items()):
-            af = socket.AF_INET6 if ":" in local else socket.AF_INET
+            v6 = ":" in local
             dests = []
             if hb.unicast:
                 dests += [n.paths[name] for n in cfg.nodes if n.name != me.name and name in n.paths]
-            if hb.multicast and (":" in hb.multicast) == (af == socket.AF_INET6):
+            if hb.multicast and (":" in hb.multicast) == v6:
                 dests.append(hb.multicast)
-            s = socket.socket(af, socket.SOCK_DGRAM)
-            s.bind((local, 0))
-            if hb.multicast and af == socket.AF_INET:
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
+            path = _Path(hb.paths.index(name), name, local, dests)
+            self.paths.append(path)
+            self._open(path)
+
+    def _open(self, path):
+        s = socket.socket(path.af, socket.SOCK_DGRAM)
+        try:
+            s.bind((path.local, 0))
+            if self.multicast and path.af == socket.AF_INET:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(path.local))
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-            elif hb.multicast:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, _index_of(local))
+            elif self.multicast:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, _index_of(path.local))
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-            s.setblocking(False)
-            self.paths.append((hb.paths.index(name), s, dests, name))
+        except OSError as e:
+            s.close()
+            if not path.failed:
+                path.failed = True
+                log.warning(f"path {path.name}: cannot send from {path.local} ({e.strerror}); "
+                            "trying again at every beat")
+            return
+        s.setblocking(False)
+        path.sock = s
+        if path.failed:
+            path.failed = False
+            log.info(f"path {path.name}: sending from {path.local} now")
 
     def send(self, role):
         self.seq += 1
-        for index, s, dests, name in self.paths:
-            data = encode(Beat(self.me.name, role, self.me.priority, index, self.generation, self.seq),
+        for path in self.paths:
+            if path.sock is None:
+                self._open(path)
+                if path.sock is None:
+                    continue
+            data = encode(Beat(self.me.name, role, self.me.priority, path.index, self.generation, self.seq),
                           self.key)
-            for dest in dests:
+            for dest in path.dests:
                 try:
-                    s.sendto(data, (dest, self.port))
+                    path.sock.sendto(data, (dest, self.port))
                 except OSError as e:     # a dead cable: the other paths carry on
-                    self.limited(("send", name, dest), log.warning,
-                                 f"path {name}: sending to {dest}: {e.strerror}")
+                    self.limited(("send", path.name, dest), log.warning,
+                                 f"path {path.name}: sending to {dest}: {e.strerror}")
 
 
 def send_loop(cfg, sender, interval, count=None, fallback=None):
@@ -191,13 +228,19 @@ def send_loop(cfg, sender, interval, count=None, fallback=None):
 # --- listening -------------------------------------------------------------------
 
 def listen_sockets(cfg, me, inetd=False):
+    """The listening sockets, and a Joins that keeps trying the multicast groups not joined yet."""
     hb = cfg.heartbeat
+    joins = Joins(hb.multicast)
     if inetd:
-        s = socket.socket(fileno=0)
+        try:
+            s = socket.socket(fileno=0)
+        except OSError as e:
+            raise Fatal(f"--inetd: stdin is not a socket ({e.strerror}); inetd.conf: dgram udp wait",
+                        USAGE) from None
         if s.type != socket.SOCK_DGRAM:
-            raise Fatal("--inetd: stdin is not a datagram socket (inetd.conf: dgram udp wait)")
+            raise Fatal("--inetd: stdin is not a datagram socket (inetd.conf: dgram udp wait)", USAGE)
         s.setblocking(False)
-        return [s]
+        return [s], joins
     families = {":" in a for a in me.paths.values()}
     out = []
     for v6 in sorted(families):
@@ -211,19 +254,52 @@ def listen_sockets(cfg, me, inetd=False):
         except OSError as e:
             raise Fatal(f"cannot listen on UDP port {hb.port}: {e.strerror}") from None
         if hb.multicast and (":" in hb.multicast) == v6:
-            for local in me.paths.values():
-                if (":" in local) != v6:
-                    continue
-                if v6:
-                    index = _index_of(local)
-                    mreq = socket.inet_pton(socket.AF_INET6, hb.multicast) + index.to_bytes(4, sys.byteorder)
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
-                else:
-                    mreq = socket.inet_aton(hb.multicast) + socket.inet_aton(local)
-                    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            for name, local in sorted(me.paths.items()):
+                if (":" in local) == v6:
+                    joins.add(s, name, local)
         s.setblocking(False)
         out.append(s)
-    return out
+    joins.retry()
+    return out, joins
+
+
+class Joins:
+    """Multicast memberships, one per path: one that fails (the path's address is
+    not there yet) is logged once and tried again, and never stops the others."""
+
+    RETRY = 1.0
+
+    def __init__(self, group):
+        self.group, self.pending, self.failed, self.tried = group, [], set(), -1e9
+
+    def add(self, sock, name, local):
+        self.pending.append((sock, name, local))
+
+    def retry(self, now=None):
+        now = time.monotonic() if now is None else now
+        if not self.pending or now - self.tried < self.RETRY:
+            return
+        self.tried, left = now, []
+        for sock, name, local in self.pending:
+            try:
+                if ":" in local:
+                    mreq = (socket.inet_pton(socket.AF_INET6, self.group)
+                            + _index_of(local).to_bytes(4, sys.byteorder))
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+                else:
+                    mreq = socket.inet_aton(self.group) + socket.inet_aton(local)
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            except OSError as e:
+                left.append((sock, name, local))
+                if name not in self.failed:
+                    self.failed.add(name)
+                    log.warning(f"path {name}: cannot join {self.group} on {local} ({e.strerror}); "
+                                "trying again every second")
+                continue
+            if name in self.failed:
+                self.failed.discard(name)
+                log.info(f"path {name}: joined {self.group} on {local}")
+        self.pending = left
 
 
 def _index_of(address):
@@ -298,9 +374,10 @@ def _write_volatile(path, text):
 
 
 class Listener:
-    def __init__(self, cfg, me, key, sockets, worker, clock=time.monotonic):
+    def __init__(self, cfg, me, key, sockets, worker, clock=time.monotonic, joins=None):
         hb = cfg.heartbeat
         self.cfg, self.hb, self.me, self.sockets, self.worker = cfg, hb, me, sockets, worker
+        self.joins = joins
         peers = {n.name: {hb.paths.index(p): a for p, a in n.paths.items()}
                  for n in cfg.nodes if n.name != me.name}
         self.receiver = Receiver(key, peers, me.name)
@@ -407,6 +484,8 @@ class Listener:
         self._act(now)
         self._report(now)
         self._publish(now)
+        if self.joins is not None:
+            self.joins.retry(now)
 
     def _act(self, now):
         if self.worker.pending is not None:

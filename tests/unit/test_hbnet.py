@@ -64,3 +64,93 @@ def test_listener_has_the_worker_rewrite_a_deleted_role_file(cfg):
     os.unlink(takeover.role_path(cfg))
     li.step(100.1)
     assert worker.sent == ["status"] and li.role == ACTIVE
+
+
+def _no_nonlocal_bind():
+    # With ip_nonlocal_bind the "missing" address would bind and the test
+    # would send to it, off this machine: refuse to run then.
+    for v in (4, 6):
+        try:
+            with open(f"/proc/sys/net/ipv{v}/ip_nonlocal_bind") as f:
+                if f.read().strip() != "0":
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+def _two_paths(tmp_path, port, extra=""):
+    # path "a0" sorts first and its address (TEST-NET-1) is not on this machine
+    return config.parse(f"""
+[global]
+state_dir = {tmp_path}/state
+run_dir = {tmp_path}/run
+[heartbeat]
+key_file = /etc/lvskit/hb.key
+vip_interface = lo
+vips = 127.0.0.99/32
+port = {port}
+{extra}
+[node a]
+priority = 200
+path.a0 = 192.0.2.1
+path.lo = 127.0.0.1
+[node b]
+path.a0 = 192.0.2.2
+path.lo = 127.0.0.2
+""", "t.ini")
+
+
+@pytest.mark.skipif(not _no_nonlocal_bind(), reason="ip_nonlocal_bind is on")
+def test_a_path_whose_address_is_missing_does_not_silence_the_others(tmp_path, capsys):
+    import socket
+    from lvskit import heartbeat
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.2", 0))
+        rx.settimeout(5)
+        cfg = _two_paths(tmp_path, rx.getsockname()[1])
+        sender = hbnet.Sender(cfg, cfg.node("a"), KEY, 1)
+        sender.send(STANDBY)
+        sender.send(STANDBY)
+        data, source = rx.recvfrom(512)
+        beat = heartbeat.decode(data, KEY)
+        assert (source[0], beat.seq) == ("127.0.0.1", 1)
+        assert [p.sock is None for p in sender.paths] == [True, False]
+    assert capsys.readouterr().err.count("path a0: cannot send from 192.0.2.1") == 1
+
+
+def test_a_multicast_group_that_cannot_be_joined_on_one_path_does_not_stop_listening(tmp_path, capsys):
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = _two_paths(tmp_path, port, "multicast = 239.255.0.94")
+    sockets, joins = hbnet.listen_sockets(cfg, cfg.node("a"))
+    try:
+        assert len(sockets) == 1
+        assert [name for _, name, _ in joins.pending] == ["a0"]
+        joins.retry()                       # within the second: not tried again, not logged again
+        assert capsys.readouterr().err.count("path a0: cannot join") == 1
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_inetd_with_stdin_not_a_socket_is_one_line(tmp_path):
+    import subprocess
+    import sys
+    cfg_file = tmp_path / "c.ini"
+    key = tmp_path / "hb.key"
+    key.write_bytes(KEY)
+    os.chmod(key, 0o600)
+    cfg_file.write_text(f"[global]\nstate_dir = {tmp_path}/s\nrun_dir = {tmp_path}/r\n"
+                        f"[heartbeat]\nkey_file = {key}\nvip_interface = lo\nvips = 127.0.0.99/32\n"
+                        "[node a]\npath.lo = 127.0.0.1\n[node b]\npath.lo = 127.0.0.2\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if os.geteuid() != 0:
+        pytest.skip("the key file must be root's")
+    r = subprocess.run([sys.executable, os.path.join(root, "bin", "hb-listen"), "-c", str(cfg_file),
+                        "--node", "a", "--inetd"], stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=30, env=dict(os.environ, LVSKIT_NO_SYSLOG="1"))
+    assert r.returncode == 2 and "not a socket" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
