@@ -648,18 +648,21 @@ def _duration(sec, key, lo, hi, default):
     return value
 
 
-_NAME = re.compile(r"^[A-Za-z][\w.-]*$")
+# ASCII only: node names travel in the heartbeat datagram as ASCII (and \w
+# would let 'mídas' through, to crash hb-send at its first beat).
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
 def _node(sec):
     if not _NAME.match(sec.name or "") or len(sec.name) > 64:
-        raise sec.error("a [node] section needs a name: [node NAME] (at most 64 characters)")
+        raise sec.error("a [node] section needs a name: [node NAME], ASCII letters, digits, '_', '.', '-' "
+                        "(at most 64 characters, a letter first)")
     priority = _int(sec, "priority", 0, 65535, 100)
     paths = {}
     for key in sec.keys("path."):
         name = key[len("path."):]
         if not _NAME.match(name):
-            raise sec.error("want path.NAME = ADDRESS", key)
+            raise sec.error("want path.NAME = ADDRESS (NAME: ASCII letters, digits, '_', '.', '-')", key)
         paths[name] = _address(sec, key)
     if not paths:
         raise sec.error("a node needs at least one path.NAME = ADDRESS (its heartbeat address)")

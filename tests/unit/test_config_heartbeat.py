@@ -88,3 +88,15 @@ def test_seed_example_has_director_and_spare():
     assert [(n.name, n.priority) for n in cfg.nodes] == [("midas", 200), ("estepe", 100)]
     assert cfg.heartbeat.vips == ("192.168.45.26/32",)      # the services' VIP
     assert cfg.heartbeat.paths == ("cross", "lan")
+
+
+@pytest.mark.parametrize("old, new, where", [
+    ("[node midas]", "[node mídas]", "[node mídas]"),
+    ("[node midas]", "[node midas²]", "[node midas²]"),
+])
+def test_names_are_ascii_only(old, new, where):
+    # they go on the wire as ASCII: a non-ASCII name used to validate, then crash hb-send
+    with pytest.raises(ConfigError) as e:
+        config.parse(BASE.format(hb="").replace(old, new), "t.ini")
+    text = str(e.value)
+    assert text.startswith("t.ini:") and where in text and "ASCII" in text
