@@ -661,8 +661,9 @@ def _node(sec):
     paths = {}
     for key in sec.keys("path."):
         name = key[len("path."):]
-        if not _NAME.match(name):
-            raise sec.error("want path.NAME = ADDRESS (NAME: ASCII letters, digits, '_', '.', '-')", key)
+        if not _NAME.match(name) or len(name) > 64:
+            raise sec.error("want path.NAME = ADDRESS (NAME: ASCII letters, digits, '_', '.', '-'; "
+                            "at most 64)", key)
         paths[name] = _address(sec, key)
     if not paths:
         raise sec.error("a node needs at least one path.NAME = ADDRESS (its heartbeat address)")

@@ -140,8 +140,8 @@ def interface_role(takeover_argv):
 class _Path:
     """One heartbeat path of this node: its socket, once its address could be bound."""
 
-    def __init__(self, index, name, local, dests):
-        self.index, self.name, self.local, self.dests = index, name, local, dests
+    def __init__(self, name, local, dests):
+        self.name, self.local, self.dests = name, local, dests
         self.af = socket.AF_INET6 if ":" in local else socket.AF_INET
         self.sock, self.failed = None, False
 
@@ -167,7 +167,7 @@ class Sender:
                 dests += [n.paths[name] for n in cfg.nodes if n.name != me.name and name in n.paths]
             if hb.multicast and (":" in hb.multicast) == v6:
                 dests.append(hb.multicast)
-            path = _Path(hb.paths.index(name), name, local, dests)
+            path = _Path(name, local, dests)
             self.paths.append(path)
             self._open(path)
 
@@ -201,7 +201,7 @@ class Sender:
                 self._open(path)
                 if path.sock is None:
                     continue
-            data = encode(Beat(self.me.name, role, self.me.priority, path.index, self.generation, self.seq),
+            data = encode(Beat(self.me.name, role, self.me.priority, path.name, self.generation, self.seq),
                           self.key)
             for dest in path.dests:
                 try:
@@ -378,14 +378,13 @@ class Listener:
         hb = cfg.heartbeat
         self.cfg, self.hb, self.me, self.sockets, self.worker = cfg, hb, me, sockets, worker
         self.joins = joins
-        peers = {n.name: {hb.paths.index(p): a for p, a in n.paths.items()}
-                 for n in cfg.nodes if n.name != me.name}
+        peers = {n.name: dict(n.paths) for n in cfg.nodes if n.name != me.name}
         self.receiver = Receiver(key, peers, me.name)
         self.policy = Policy(hb.deadtime, hb.initdead, hb.auto_failback, hb.failback_delay)
         self.clock = clock
         self.started = clock()
         self.peers = {}         # name -> PeerView
-        self.paths = {}         # (name, path index) -> last heard
+        self.paths = {}         # (name, path name) -> last heard
         self.dead_paths = set()
         self.warned = set()
         self.published = None
@@ -396,7 +395,6 @@ class Listener:
         self.role_file.role = worker.role
         self.wake = self.started
         self.role = worker.role
-        self.path_names = hb.paths
         self.announce_due = None
         self.peer_names = [n.name for n in cfg.nodes if n.name != me.name]
 
@@ -472,7 +470,7 @@ class Listener:
         key = (beat.name, beat.path)
         if key in self.dead_paths:
             self.dead_paths.discard(key)
-            log.info(f"peer {beat.name}: path {self.path_names[beat.path]} up again")
+            log.info(f"peer {beat.name}: path {beat.path} up again")
         self.paths[key] = now
         self.warned.discard(beat.name)
         return old is None or back or old.state != beat.state or old.priority != beat.priority
@@ -527,7 +525,7 @@ class Listener:
         for key, last in self.paths.items():
             if now - last > self.hb.deadtime and key not in self.dead_paths:
                 self.dead_paths.add(key)
-                log.warning(f"peer {key[0]}: path {self.path_names[key[1]]} silent for "
+                log.warning(f"peer {key[0]}: path {key[1]} silent for "
                             f"{(now - last) * 1000:.0f} ms")
 
     def _why(self, now):
@@ -570,8 +568,7 @@ class Listener:
         wall = time.time()
         out = {"written": round(wall, 3), "peers": {}}
         for name, v in view.items():
-            paths = {self.path_names[i]: round(wall - (now - t), 3)
-                     for (n, i), t in self.paths.items() if n == name}
+            paths = {p: round(wall - (now - t), 3) for (n, p), t in self.paths.items() if n == name}
             out["peers"][name] = dict(v, heard=round(wall - (now - self.peers[name].last), 3),
                                       paths=paths)
         try:

@@ -2,11 +2,17 @@
 
 Pure: no sockets, no clocks.  A datagram is
 
-    "LVHB" version state path namelen priority generation seq  name  HMAC
-     4s     B       B     B    B       H        Q          Q    N     32
+    "LVHB" version state pathlen namelen priority generation seq  name path HMAC
+     4s     B       B     B       B       H        Q          Q    N    P    32
 
 in network byte order; the HMAC-SHA256 (shared key) covers every byte before
 it, so the sender's name, state, priority and path cannot be altered.
+
+The path travels as its name, not as a number: a number (its place among the
+configured path names) changes for every path when one is added that sorts
+first, and during a rolling config change every datagram would then fail the
+source check on the node not yet changed.  Version 1 carried that number;
+versions 1 and 2 do not hear each other.
 
 Replays are refused without trusting any clock: each sender numbers its
 datagrams (seq) within a generation that grows at every start of hb-send (see
@@ -22,11 +28,11 @@ import struct
 from dataclasses import dataclass
 
 MAGIC = b"LVHB"
-VERSION = 1
+VERSION = 2
 _HEAD = struct.Struct("!4sBBBBHQQ")
 _MAC = 32
-MAX_NAME = 64
-MAX_SIZE = _HEAD.size + MAX_NAME + _MAC
+MAX_NAME = 64        # a node's name, and a path's
+MAX_SIZE = _HEAD.size + 2 * MAX_NAME + _MAC
 WINDOW = 64
 
 STANDBY, ACTIVE, HELD = "standby", "active", "held"
@@ -43,17 +49,17 @@ class Beat:
     name: str
     state: str          # STANDBY, ACTIVE or HELD (held: out for maintenance, never takes over)
     priority: int
-    path: int           # index of the path (see config.Heartbeat.paths) it was sent on
+    path: str           # name of the path ([node] path.NAME) it was sent on
     generation: int
     seq: int
 
 
 def encode(beat, key):
-    name = beat.name.encode("ascii")
-    if not 0 < len(name) <= MAX_NAME:
-        raise ValueError(f"node name must be 1..{MAX_NAME} ASCII characters")
-    body = _HEAD.pack(MAGIC, VERSION, _STATE_CODE[beat.state], beat.path, len(name),
-                      beat.priority, beat.generation, beat.seq) + name
+    name, path = beat.name.encode("ascii"), beat.path.encode("ascii")
+    if not (0 < len(name) <= MAX_NAME and 0 < len(path) <= MAX_NAME):
+        raise ValueError(f"node and path names must be 1..{MAX_NAME} ASCII characters")
+    body = _HEAD.pack(MAGIC, VERSION, _STATE_CODE[beat.state], len(path), len(name),
+                      beat.priority, beat.generation, beat.seq) + name + path
     return body + _mac(key, body)
 
 
@@ -73,20 +79,21 @@ def decode(data, key):
     """The Beat in data, verified with key; BadBeat for anything else."""
     if len(data) > MAX_SIZE:
         raise BadBeat(f"oversized datagram ({len(data)} bytes)")
-    if len(data) < _HEAD.size + 1 + _MAC:
+    if len(data) < _HEAD.size + 2 + _MAC:
         raise BadBeat(f"truncated datagram ({len(data)} bytes)")
     body, mac = data[:-_MAC], data[-_MAC:]
     if not hmac.compare_digest(mac, _mac(key, body)):
         raise BadBeat("bad signature (wrong key, or tampered)")
-    magic, version, state, path, namelen, priority, generation, seq = _HEAD.unpack_from(body)
+    magic, version, state, pathlen, namelen, priority, generation, seq = _HEAD.unpack_from(body)
     if magic != MAGIC or version != VERSION:
         raise BadBeat(f"not a version {VERSION} heartbeat")
-    if len(body) != _HEAD.size + namelen:
-        raise BadBeat("name length does not match the datagram")
+    if not namelen or not pathlen or len(body) != _HEAD.size + namelen + pathlen:
+        raise BadBeat("name lengths do not match the datagram")
     if state not in _CODE_STATE:
         raise BadBeat(f"unknown state {state}")
     try:
-        name = body[_HEAD.size:].decode("ascii")
+        name = body[_HEAD.size:_HEAD.size + namelen].decode("ascii")
+        path = body[_HEAD.size + namelen:].decode("ascii")
     except UnicodeDecodeError:
         raise BadBeat("name is not ASCII") from None
     return Beat(name, _CODE_STATE[state], priority, path, generation, seq)
@@ -123,7 +130,7 @@ class ReplayWindow:
 class Receiver:
     """Verifies datagrams against the configured nodes and drops replays.
 
-    nodes: {name: {path index: address}} of the peers (not this node).
+    nodes: {name: {path name: address}} of the peers (not this node).
     """
 
     def __init__(self, key, nodes, me):

@@ -97,7 +97,7 @@ def test_hb_send_datagrams_verify_and_carry_the_role(conf):
         s.settimeout(5)
         r = run("hb-send", "-c", str(path), "--node", "a", "--count", "3", "--interval", "0.01")
         assert r.returncode == OK, r.stderr
-        rx = heartbeat.Receiver(KEY, {"a": {0: "127.0.0.1"}}, "b")
+        rx = heartbeat.Receiver(KEY, {"a": {"lo": "127.0.0.1"}}, "b")
         beats = [rx.accept(*_recv(s)) for _ in range(3)]
     assert [b.seq for b in beats] == [1, 2, 3]
     assert {(b.name, b.state, b.priority) for b in beats} == {("a", "standby", 200)}

@@ -154,3 +154,24 @@ def test_inetd_with_stdin_not_a_socket_is_one_line(tmp_path):
                        text=True, timeout=30, env=dict(os.environ, LVSKIT_NO_SYSLOG="1"))
     assert r.returncode == 2 and "not a socket" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_path_added_on_one_node_first_keeps_the_old_paths_heard(tmp_path):
+    """Rolling config change: b knows a new path 'aaa' (sorting first), a does not yet."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        port = rx.getsockname()[1]
+        text = (f"[global]\nstate_dir = {tmp_path}/state\nrun_dir = {tmp_path}/run\n"
+                f"[heartbeat]\nkey_file = /etc/lvskit/hb.key\nvip_interface = lo\n"
+                f"vips = 127.0.0.99/32\nport = {port}\n"
+                "[node a]\npriority = 200\n{a}path.lo = 127.0.0.1\n"
+                "[node b]\n{b}path.lo = 127.0.0.2\n")
+        before = config.parse(text.format(a="", b=""), "old.ini")
+        after = config.parse(text.format(a="path.aaa = 127.0.0.3\n", b="path.aaa = 127.0.0.4\n"), "new.ini")
+        hbnet.Sender(after, after.node("b"), KEY, 1).send(STANDBY)
+        li = hbnet.Listener(before, before.node("a"), KEY, [], FakeWorker(STANDBY), clock=lambda: 1.0)
+        data, source = rx.recvfrom(512)
+    beat = li.receiver.accept(data, source[0])
+    assert (beat.name, beat.path, source[0]) == ("b", "lo", "127.0.0.2")
