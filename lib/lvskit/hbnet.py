@@ -317,19 +317,33 @@ def _index_of(address):
 
 
 class Worker:
-    """The `takeover --serve` subprocess."""
+    """The `takeover --serve` subprocess.
 
-    def __init__(self, argv):
-        self.argv, self.proc, self.pending, self.role = argv, None, None, None
+    Only its first start is waited for (hb-listen cannot act without it).  A
+    restart is not: waiting for "ready" (the pyroute2 import: 0.3 s here, 2 s
+    in a slow guest) would stop the loop from reading heartbeats, and the
+    first decision after it would see every peer silent for that long: a
+    false takeover.  Instead "ready" arrives like an answer, and until then
+    the loop hears but does not act.  A command unanswered for TIMEOUT s
+    (a worker stuck in the kernel or a hook) restarts it: a stuck worker must
+    not freeze every later decision, a release in a split brain included.
+    """
+
+    TIMEOUT = 5.0
+
+    def __init__(self, argv, timeout=None):
+        self.argv, self.proc, self.pending, self.role, self.sent_at = argv, None, None, None, 0.0
+        self.timeout = self.TIMEOUT if timeout is None else timeout
+        self.zombies = []
         self.start()
+        ok, text = self.answer()
+        if not ok:
+            raise Fatal(f"{' '.join(self.argv)} did not start ({text or 'no answer'})")
 
     def start(self):
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, bufsize=1)
-        line = self.proc.stdout.readline().split()
-        if len(line) != 2 or line[0] != "ready":
-            raise Fatal(f"{' '.join(self.argv)} did not start ({' '.join(line) or 'no answer'})")
-        self.role, self.pending = line[1], None
+        self.pending, self.sent_at = "start", time.monotonic()
 
     def fileno(self):
         return self.proc.stdout.fileno()
@@ -338,29 +352,40 @@ class Worker:
         try:
             self.proc.stdin.write(command + "\n")
             self.proc.stdin.flush()
-            self.pending = command
+            self.pending, self.sent_at = command, time.monotonic()
         except OSError:
-            self.restart()
+            self.restart("is gone")
+
+    def overdue(self):
+        return self.pending is not None and time.monotonic() - self.sent_at > self.timeout
 
     def answer(self):
         """Read one answer; returns (ok, role or message)."""
         line = self.proc.stdout.readline()
-        self.pending = None
+        starting, self.pending = self.pending == "start", None
         if not line:
-            self.restart()
+            if self.role is not None:       # not at the first start: that is hb-listen's failure
+                self.restart("died")
             return False, "worker died"
         word, _, rest = line.strip().partition(" ")
-        if word == "done":
+        if word == ("ready" if starting else "done") and rest:
             self.role = rest
             return True, rest
-        return False, rest
+        return False, rest or line.strip()
 
-    def restart(self):
-        log.error("takeover worker died; restarting it")
+    def restart(self, why):
+        log.error(f"takeover worker {why}; restarting it")
+        old = self.proc
         try:
-            self.proc.kill()
+            old.kill()
         except OSError:
             pass
+        for f in (old.stdin, old.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        self.zombies = [p for p in self.zombies + [old] if p.poll() is None]
         self.start()
 
 
@@ -487,6 +512,9 @@ class Listener:
 
     def _act(self, now):
         if self.worker.pending is not None:
+            if self.worker.overdue():
+                self.worker.restart(f"gave no answer to {self.worker.pending!r} "
+                                    f"in {self.worker.timeout:g} s")
             return
         role = self.role = self.role_file.get()
         if self.role_file.lost and now - self.last_try.get("status", -1e9) >= 0.5:

@@ -175,3 +175,61 @@ def test_a_path_added_on_one_node_first_keeps_the_old_paths_heard(tmp_path):
         data, source = rx.recvfrom(512)
     beat = li.receiver.accept(data, source[0])
     assert (beat.name, beat.path, source[0]) == ("b", "lo", "127.0.0.2")
+
+
+# A stand-in for `takeover --serve`: "ready" after SLEEP s, "hang" never answers.
+WORKER = r"""
+import sys, time
+time.sleep(float(sys.argv[1]))
+print("ready standby", flush=True)
+for line in sys.stdin:
+    if line.strip() == "hang":
+        time.sleep(60)
+    print("done active", flush=True)
+"""
+
+
+def _worker(sleep, **kw):
+    import sys
+    return hbnet.Worker([sys.executable, "-c", WORKER, str(sleep)], **kw)
+
+
+def _wait_answer(worker, timeout=10):
+    import select
+    assert select.select([worker], [], [], timeout)[0], "no answer"
+    return worker.answer()
+
+
+def test_a_worker_restart_does_not_block_the_loop():
+    import time
+    w = _worker(0)
+    try:
+        assert w.role == STANDBY and w.pending is None
+        w.argv[-1] = "1.0"              # the restarted one takes a second to be ready
+        t = time.monotonic()
+        w.restart("test")
+        assert time.monotonic() - t < 0.5       # heartbeats go on being read meanwhile
+        assert w.pending == "start"
+        assert _wait_answer(w) == (True, STANDBY) and w.pending is None
+        w.send("acquire")
+        assert _wait_answer(w) == (True, ACTIVE)
+    finally:
+        w.proc.kill()
+
+
+def test_a_command_without_answer_restarts_the_worker(cfg, capsys):
+    import time
+    w = _worker(0, timeout=0.2)
+    try:
+        li = hbnet.Listener(cfg, cfg.node("a"), KEY, [], w, clock=time.monotonic)
+        w.send("hang")
+        first = w.proc.pid
+        li.step(time.monotonic())
+        assert w.proc.pid == first                  # not yet overdue
+        time.sleep(0.3)
+        li.step(time.monotonic())
+        assert w.proc.pid != first and w.pending == "start"
+        assert "gave no answer to 'hang' in 0.2 s; restarting" in capsys.readouterr().err
+        assert _wait_answer(w) == (True, STANDBY)
+    finally:
+        w.proc.kill()
