@@ -291,9 +291,17 @@ def serve(director, stdin, stdout):
                 say("done active")
                 slow(lambda: director.acquire_slow(started))
             elif command == "release":
-                director.release()
-                say("done standby")
-                slow(director.release_slow)
+                if director.release():
+                    say("done standby")
+                    slow(director.release_slow)
+                else:
+                    # Some VIP is still here: our heartbeats must not say
+                    # standby, and hb-listen, still active, asks again.
+                    left = director.held_vips()
+                    if left:
+                        write_role(director.cfg, ACTIVE)
+                    say(f"error release failed, still holding {' '.join(left) or 'nothing'}"
+                        if left else "done standby")
             elif command == "announce":
                 director.announce()
                 say(f"done {read_role(director.cfg)}")

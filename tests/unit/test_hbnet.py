@@ -30,11 +30,18 @@ path.lo = 127.0.0.2
 
 class FakeWorker:
     def __init__(self, role):
-        self.role, self.pending, self.sent = role, None, []
+        self.role, self.pending, self.sent, self.answers = role, None, [], []
 
     def send(self, command):
         self.sent.append(command)
         self.pending = command
+
+    def overdue(self):
+        return False
+
+    def answer(self):
+        self.pending = None
+        return self.answers.pop(0)
 
 
 def test_deleted_role_file_keeps_the_last_role(cfg):
@@ -233,3 +240,19 @@ def test_a_command_without_answer_restarts_the_worker(cfg, capsys):
         assert _wait_answer(w) == (True, STANDBY)
     finally:
         w.proc.kill()
+
+
+def test_a_failed_release_is_tried_again(cfg):
+    from lvskit.heartbeat import Beat
+    takeover.write_role(cfg, ACTIVE)
+    worker = FakeWorker(ACTIVE)
+    li = hbnet.Listener(cfg, cfg.node("a"), KEY, [], worker, clock=lambda: 10.0)
+    li.heard(Beat("b", ACTIVE, 300, "lo", 1, 1), 10.0)     # a better active peer: release
+    li.step(10.0)
+    assert worker.sent == ["release"]
+    worker.answers.append((False, "release failed, still holding 127.0.0.99/32"))
+    li._answer()                    # the worker left the role file at active
+    assert li.role == ACTIVE
+    li.heard(Beat("b", ACTIVE, 300, "lo", 1, 2), 10.6)
+    li.step(10.6)
+    assert worker.sent == ["release", "release"]
