@@ -31,9 +31,18 @@ def peers_path(cfg):
     return os.path.join(cfg.run_dir, "hb-peers.json")
 
 
-def read_peers(cfg):
-    """{peer: {"state", "alive", "priority", "heard", "paths": {path: time}}} of hb-peers.json."""
+def read_peers(cfg, max_age=None):
+    """{peer: {"state", "alive", "priority", "heard", "paths": {path: time}}} of hb-peers.json.
+
+    max_age: None (unknown) when the file was written longer ago than this
+    (its "written" time), or is missing: hb-listen is dead or stuck, and what
+    the file says about the peers is history.
+    """
     data = state.load(peers_path(cfg), {}) or {}
+    if max_age is not None:
+        written = data.get("written") if isinstance(data, dict) else None
+        if not isinstance(written, (int, float)) or abs(time.time() - written) > max_age:
+            return None
     peers = data.get("peers") if isinstance(data, dict) else None
     return {n: p for n, p in peers.items() if isinstance(p, dict)} if isinstance(peers, dict) else {}
 
@@ -164,12 +173,24 @@ class Director:
         self._announce(self.hb.arp_count)
 
     # --- release -------------------------------------------------------------------------
-    def release(self, hold=False, wait=0.0):
-        """Drop the VIPs (after waiting up to `wait` s for a peer to be active), sync to backup."""
+    def release(self, hold=False, wait=0.0, force=False):
+        """Drop the VIPs (after waiting up to `wait` s for a peer to be active), sync to backup.
+
+        With `wait`, no live active peer seen in that time (or hb-listen's view
+        too old to tell) keeps the VIPs and raises Fatal, unless `force`:
+        dropping them then may leave nobody serving.
+        """
         write_role(self.cfg, HELD if hold else STANDBY)
         if wait > 0 and self.held_vips():
-            if not self._wait_for_peer(wait):
-                log.warning(f"no peer became active within {wait:g} s; releasing anyway")
+            seen = self._wait_for_peer(wait)
+            if seen is not True:
+                why = (f"no peer became active within {wait:g} s" if seen is False else
+                       f"{peers_path(self.cfg)} missing or older than "
+                       f"{self.hb.deadtime + 1:g} s (hb-listen not running?): peer state unknown")
+                if not force:
+                    write_role(self.cfg, ACTIVE)
+                    raise Fatal(f"{why}; keeping the VIPs (--force releases anyway)", errors.ERROR)
+                log.warning(f"{why}; releasing anyway (--force)")
         ok = True
         for v in self.hb.vips:
             try:
@@ -193,14 +214,16 @@ class Director:
             return self._ipvs(STANDBY, table=True)
 
     def _wait_for_peer(self, wait):
-        deadline = time.monotonic() + wait
+        """True: a live peer is active; False: hb-listen says none is; None: nobody knows."""
+        deadline, seen = time.monotonic() + wait, None
         while time.monotonic() < deadline:
-            peers = read_peers(self.cfg)
-            if any(p.get("state") == ACTIVE and p.get("alive") for p in peers.values()
-                   if isinstance(p, dict)):
-                return True
+            peers = read_peers(self.cfg, max_age=self.hb.deadtime + 1.0)
+            if peers is not None:
+                seen = False
+                if any(p.get("state") == ACTIVE and p.get("alive") for p in peers.values()):
+                    return True
             time.sleep(0.005)
-        return False
+        return seen
 
     # --- IPVS ------------------------------------------------------------------------------
     def _ipvs(self, role, table=True):

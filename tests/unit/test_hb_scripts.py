@@ -113,3 +113,8 @@ def test_hb_send_datagrams_verify_and_carry_the_role(conf):
 def _recv(s):
     data, source = s.recvfrom(512)
     return data, source[0]
+
+
+def test_force_goes_with_release_only(conf):
+    r = run("takeover", "--force", "-c", str(conf[0]))
+    assert r.returncode == 2 and "--force goes with --release" in r.stderr

@@ -67,3 +67,39 @@ def test_release_that_worked_is_standby(cfg):
     addrs = FakeAddresses(held=cfg.heartbeat.vips)
     assert serve(cfg, addrs, "release\n") == ["ready active", "done standby"]
     assert takeover.read_role(cfg) == STANDBY and not addrs.held
+
+
+def _peers_file(cfg, written, state=ACTIVE, alive=True):
+    import json
+    import os
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    with open(takeover.peers_path(cfg), "w") as f:
+        json.dump({"written": written, "peers": {"b": {"state": state, "alive": alive, "priority": 100}}}, f)
+
+
+@pytest.mark.parametrize("case", ["missing", "stale", "no active peer"])
+def test_release_keeps_the_vips_when_no_live_peer_is_known(cfg, case):
+    import time
+    if case == "stale":     # hb-listen died long ago; its last word was "b active, alive"
+        _peers_file(cfg, time.time() - cfg.heartbeat.deadtime - 5)
+    elif case == "no active peer":
+        _peers_file(cfg, time.time(), state=STANDBY)
+    addrs = FakeAddresses(held=cfg.heartbeat.vips)
+    d = takeover.Director(cfg, addresses=addrs)
+    with pytest.raises(Fatal, match="keeping the VIPs .--force") as e:
+        d.release(hold=True, wait=0.05)
+    assert e.value.code == 1 and ("unknown" in str(e.value)) == (case != "no active peer")
+    assert addrs.held == set(cfg.heartbeat.vips) and takeover.read_role(cfg) == ACTIVE
+
+
+def test_release_with_a_live_active_peer_or_forced(cfg):
+    import time
+    _peers_file(cfg, time.time())
+    addrs = FakeAddresses(held=cfg.heartbeat.vips)
+    assert takeover.Director(cfg, addresses=addrs).release(hold=True, wait=0.05)
+    assert not addrs.held and takeover.read_role(cfg) == "held"
+    import os
+    os.unlink(takeover.peers_path(cfg))
+    addrs = FakeAddresses(held=cfg.heartbeat.vips)
+    assert takeover.Director(cfg, addresses=addrs).release(hold=True, wait=0.05, force=True)
+    assert not addrs.held
