@@ -166,28 +166,40 @@ def next_generation(path, now_seconds):
     state, deletable); its going backwards never makes a generation repeat as
     long as the file is kept, and its jumping forwards is harmless.
     """
-    from . import state
+    from . import log, state
     data = state.load(path, {}) or {}
-    stored = data.get("generation", 0) if isinstance(data.get("generation", 0), int) else 0
+    stored = data.get("generation", 0) if isinstance(data, dict) and isinstance(data.get("generation", 0), int) else 0
     generation = max(stored + 1, int(now_seconds))
-    state.save(path, {"generation": generation})
+    try:
+        state.save(path, {"generation": generation})
+    except OSError as e:    # as if deleted: the clock stays the floor; no reason to stop beating
+        log.warning(f"{path}: cannot save ({e.strerror}); the next start relies on the clock")
     return generation
 
 
 def check_key_file(path, st=None):
-    """The key's bytes; Fatal(PERMISSION) unless root owns it and others cannot read it."""
+    """The key's bytes; Fatal(PERMISSION) unless root owns it and others cannot read it.
+
+    Not a regular file (a directory, say), or unreadable: Fatal(NOT_CONFIGURED).
+    """
+    import stat
     from .errors import Fatal, NOT_CONFIGURED, PERMISSION
     try:
         st = st or os.stat(path)
     except OSError as e:
         raise Fatal(f"{path}: {e.strerror}", NOT_CONFIGURED) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise Fatal(f"{path}: key file is not a regular file", NOT_CONFIGURED)
     if st.st_uid != 0:
         raise Fatal(f"{path}: key file must be owned by root (uid {st.st_uid})", PERMISSION)
     if st.st_mode & 0o027:
         raise Fatal(f"{path}: key file is accessible by others (mode {st.st_mode & 0o777:o}; "
                     "want 600 or 640)", PERMISSION)
-    with open(path, "rb") as f:
-        key = f.read().strip()
+    try:
+        with open(path, "rb") as f:
+            key = f.read().strip()
+    except OSError as e:
+        raise Fatal(f"{path}: {e.strerror}", NOT_CONFIGURED) from None
     if len(key) < 16:
         raise Fatal(f"{path}: key shorter than 16 bytes", NOT_CONFIGURED)
     return key

@@ -53,7 +53,10 @@ def read_role(cfg):
 
 
 def write_role(cfg, role):
-    state.save(role_path(cfg), {"role": role})
+    try:
+        state.save(role_path(cfg), {"role": role})
+    except OSError as e:
+        raise Fatal(f"{role_path(cfg)}: cannot write the role ({e.strerror})", errors.PERMISSION) from None
 
 
 def _normal_priority():
@@ -100,7 +103,10 @@ class Director:
                 if role is not None:
                     log.warning(f"{role_path(self.cfg)} said {role}, the interface says {actual}")
                 role = actual
-                write_role(self.cfg, role)
+                try:
+                    write_role(self.cfg, role)
+                except Fatal as e:      # the interface is the answer; hb-listen asks again
+                    log.error(str(e))
         return role
 
     # --- plans for --dry-run ---------------------------------------------------------

@@ -103,3 +103,24 @@ def test_release_with_a_live_active_peer_or_forced(cfg):
     addrs = FakeAddresses(held=cfg.heartbeat.vips)
     assert takeover.Director(cfg, addresses=addrs).release(hold=True, wait=0.05, force=True)
     assert not addrs.held
+
+
+def test_a_run_dir_that_cannot_be_written_is_an_answer_not_a_crash(tmp_path):
+    (tmp_path / "plainfile").write_text("")
+    bad = config.parse(f"""
+[global]
+state_dir = {tmp_path}/state
+run_dir = {tmp_path}/plainfile/run
+[heartbeat]
+key_file = /etc/lvskit/hb.key
+vip_interface = lvsknone0
+vips = 127.0.0.99/32
+arp_repeat = 0
+[node a]
+path.lo = 127.0.0.1
+[node b]
+path.lo = 127.0.0.2
+""", "t.ini")
+    lines = serve(bad, FakeAddresses(), "acquire\n")
+    assert lines[0] == "ready standby"
+    assert lines[1].startswith("error ") and "plainfile/run/takeover.json: cannot write the role" in lines[1]
