@@ -136,8 +136,14 @@ class Receiver:
     def __init__(self, key, nodes, me):
         self.key, self.nodes, self.me = key, nodes, me
         self.windows = {}   # (name, path) -> ReplayWindow
+        self.sources = {a for paths in nodes.values() for a in paths.values()}
 
     def accept(self, data, source):
+        # Before the HMAC: a flood from elsewhere must not cost hb-listen, at
+        # real-time priority, a SHA-256 per datagram.  The source is checked
+        # against the sender's own path address below anyway.
+        if _plain(source) not in self.sources:
+            raise BadBeat(f"source {source} is not a peer's path address")
         beat = decode(data, self.key)
         if beat.name == self.me:
             raise BadBeat(f"datagram claims to be from this node ({beat.name}) (looped back?)")

@@ -103,7 +103,7 @@ def test_wrong_peer_wrong_path_wrong_source_and_self():
     r = Receiver(KEY, PEERS, "estepe")
     with pytest.raises(BadBeat, match="unknown peer"):
         r.accept(hb.encode(beat(name="mallory"), KEY), "10.0.0.1")
-    with pytest.raises(BadBeat, match="expected 10.0.0.1"):
+    with pytest.raises(BadBeat, match="not a peer's path address"):
         r.accept(hb.encode(beat(), KEY), "10.0.0.66")
     with pytest.raises(BadBeat, match="no path"):
         r.accept(hb.encode(beat(path="wifi"), KEY), "10.0.0.1")
@@ -153,3 +153,17 @@ def test_key_file_refused_unless_root_owned_and_private(tmp_path):
         with pytest.raises(Fatal) as e:
             hb.check_key_file(str(key))
         assert e.value.code == PERMISSION
+
+
+def test_strangers_are_dropped_before_the_hmac(monkeypatch):
+    r = Receiver(KEY, PEERS, "estepe")
+    data = hb.encode(beat(), KEY)
+    calls = []
+    real = hb._mac
+    monkeypatch.setattr(hb, "_mac", lambda *a: calls.append(1) or real(*a))
+    with pytest.raises(BadBeat, match="not a peer's path address"):
+        r.accept(os.urandom(90), "192.0.2.66")
+    with pytest.raises(BadBeat, match="not a peer's path address"):
+        r.accept(data, "10.0.0.66")
+    assert calls == []
+    assert r.accept(data, "10.0.0.1") and calls == [1]
