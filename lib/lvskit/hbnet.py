@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from . import log
+from . import log, state
 from .errors import Fatal, NOT_CONFIGURED, USAGE
 from .heartbeat import ACTIVE, BadBeat, Beat, HELD, Receiver, STANDBY, encode
 from .roles import ACQUIRE, ANNOUNCE, PeerView, Policy, RELEASE, decide
@@ -404,7 +404,9 @@ class Listener:
         self.cfg, self.hb, self.me, self.sockets, self.worker = cfg, hb, me, sockets, worker
         self.joins = joins
         peers = {n.name: dict(n.paths) for n in cfg.nodes if n.name != me.name}
-        self.receiver = Receiver(key, peers, me.name)
+        self.generations_path = os.path.join(cfg.state_dir, "hb-peer-generations.json")
+        known = state.load(self.generations_path, {})
+        self.receiver = Receiver(key, peers, me.name, known if isinstance(known, dict) else {})
         self.policy = Policy(hb.deadtime, hb.initdead, hb.auto_failback, hb.failback_delay)
         self.clock = clock
         self.started = clock()
@@ -507,6 +509,7 @@ class Listener:
         self._act(now)
         self._report(now)
         self._publish(now)
+        self._save_generations()
         if self.joins is not None:
             self.joins.retry(now)
 
@@ -579,6 +582,16 @@ class Listener:
             log.info(f"now {text}")
         else:
             log.error(f"takeover: {text}")
+
+    def _save_generations(self):
+        """Each peer's newest generation, on disk: written only when one grows (a peer's hb-send start)."""
+        if not self.receiver.changed:
+            return
+        self.receiver.changed = False
+        try:
+            state.save(self.generations_path, dict(self.receiver.generations))
+        except OSError as e:
+            self.limited("generations", log.warning, f"{self.generations_path}: {e.strerror}")
 
     def _publish(self, now):
         """RUN_DIR/hb-peers.json: each peer's state, and when it was last heard on each path.

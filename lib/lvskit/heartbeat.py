@@ -19,6 +19,13 @@ datagrams (seq) within a generation that grows at every start of hb-send (see
 ``next_generation``).  The receiver keeps, per (peer, path), the newest
 generation and a 64-wide window of sequence numbers, as IPsec does; a datagram
 from an older generation, or a number already seen or too old, is dropped.
+
+hb-listen keeps each peer's newest generation in STATE_DIR
+(hb-peer-generations.json), so that after its restart captured datagrams of
+an older generation stay refused.  What that does not cover: datagrams of
+the peer's current generation are accepted once each again (the sequence
+windows live in memory), and with the file deleted, older generations too
+(the behaviour before the file existed).
 """
 import functools
 import hashlib
@@ -102,8 +109,8 @@ def decode(data, key):
 class ReplayWindow:
     """Newest generation and a sliding bitmap of seen sequence numbers."""
 
-    def __init__(self):
-        self.generation = -1
+    def __init__(self, generation=-1):
+        self.generation = generation
         self.top = -1
         self.bits = 0       # bit i set: seq top-i was seen
 
@@ -131,11 +138,16 @@ class Receiver:
     """Verifies datagrams against the configured nodes and drops replays.
 
     nodes: {name: {path name: address}} of the peers (not this node).
+    generations: {name: newest generation seen}, kept by the caller across
+    restarts (hb-listen: STATE_DIR); `changed` is set when one grows.
     """
 
-    def __init__(self, key, nodes, me):
+    def __init__(self, key, nodes, me, generations=None):
         self.key, self.nodes, self.me = key, nodes, me
         self.windows = {}   # (name, path) -> ReplayWindow
+        self.generations = {n: g for n, g in (generations or {}).items()
+                            if n in nodes and isinstance(g, int) and not isinstance(g, bool)}
+        self.changed = False
         self.sources = {a for paths in nodes.values() for a in paths.values()}
 
     def accept(self, data, source):
@@ -155,7 +167,13 @@ class Receiver:
         if _plain(source) != paths[beat.path]:
             raise BadBeat(f"{beat.name} path {beat.path} from {source}, expected {paths[beat.path]}")
         # Only a verified datagram may move the window, or forged ones could push it.
-        self.windows.setdefault((beat.name, beat.path), ReplayWindow()).accept(beat.generation, beat.seq)
+        floor = self.generations.get(beat.name, -1)
+        if beat.generation < floor:
+            raise BadBeat(f"old generation {beat.generation} (now {floor})")
+        self.windows.setdefault((beat.name, beat.path), ReplayWindow(floor)).accept(beat.generation, beat.seq)
+        if beat.generation > floor:
+            self.generations[beat.name] = beat.generation
+            self.changed = True
         return beat
 
 

@@ -256,3 +256,25 @@ def test_a_failed_release_is_tried_again(cfg):
     li.heard(Beat("b", ACTIVE, 300, "lo", 1, 2), 10.6)
     li.step(10.6)
     assert worker.sent == ["release", "release"]
+
+
+def test_older_generations_stay_refused_after_a_restart(cfg):
+    from lvskit import heartbeat
+    from lvskit.heartbeat import BadBeat, Beat
+
+    def datagram(generation, seq):
+        return heartbeat.encode(Beat("b", ACTIVE, 100, "lo", generation, seq), KEY)
+
+    first = hbnet.Listener(cfg, cfg.node("a"), KEY, [], FakeWorker(STANDBY), clock=lambda: 1.0)
+    first.heard(first.receiver.accept(datagram(9, 1), "127.0.0.2"), 1.0)
+    first.heard(first.receiver.accept(datagram(10, 1), "127.0.0.2"), 1.0)    # b restarted
+    first.step(1.0)
+    # hb-listen restarts; generation 9's datagrams, captured, come back
+    again = hbnet.Listener(cfg, cfg.node("a"), KEY, [], FakeWorker(STANDBY), clock=lambda: 2.0)
+    with pytest.raises(BadBeat, match="old generation 9 .now 10."):
+        again.receiver.accept(datagram(9, 2), "127.0.0.2")
+    assert again.receiver.accept(datagram(10, 2), "127.0.0.2").seq == 2
+    # the file is state: deleted, we are back to what memory alone knows
+    os.unlink(os.path.join(cfg.state_dir, "hb-peer-generations.json"))
+    third = hbnet.Listener(cfg, cfg.node("a"), KEY, [], FakeWorker(STANDBY), clock=lambda: 3.0)
+    assert third.receiver.accept(datagram(9, 2), "127.0.0.2").seq == 2
