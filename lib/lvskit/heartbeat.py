@@ -192,7 +192,8 @@ def next_generation(path, now_seconds):
     """
     from . import log, state
     data = state.load(path, {}) or {}
-    stored = data.get("generation", 0) if isinstance(data, dict) and isinstance(data.get("generation", 0), int) else 0
+    stored = data.get("generation", 0) if isinstance(data, dict) else 0
+    stored = stored if isinstance(stored, int) else 0
     generation = max(stored + 1, int(now_seconds))
     try:
         state.save(path, {"generation": generation})
