@@ -648,18 +648,22 @@ def _duration(sec, key, lo, hi, default):
     return value
 
 
-_NAME = re.compile(r"^[A-Za-z][\w.-]*$")
+# ASCII only: node names travel in the heartbeat datagram as ASCII (and \w
+# would let 'mídas' through, to crash hb-send at its first beat).
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
 def _node(sec):
     if not _NAME.match(sec.name or "") or len(sec.name) > 64:
-        raise sec.error("a [node] section needs a name: [node NAME] (at most 64 characters)")
+        raise sec.error("a [node] section needs a name: [node NAME], ASCII letters, digits, '_', '.', '-' "
+                        "(at most 64 characters, a letter first)")
     priority = _int(sec, "priority", 0, 65535, 100)
     paths = {}
     for key in sec.keys("path."):
         name = key[len("path."):]
-        if not _NAME.match(name):
-            raise sec.error("want path.NAME = ADDRESS", key)
+        if not _NAME.match(name) or len(name) > 64:
+            raise sec.error("want path.NAME = ADDRESS (NAME: ASCII letters, digits, '_', '.', '-'; "
+                            "at most 64)", key)
         paths[name] = _address(sec, key)
     if not paths:
         raise sec.error("a node needs at least one path.NAME = ADDRESS (its heartbeat address)")
@@ -696,7 +700,41 @@ def _hook_command(sec, key):
     return raw
 
 
-def _heartbeat(sec, services, nodes):
+def _nodes_hear_each_other(sec, node_secs, nodes, unicast, multicast):
+    """Every pair of nodes shares a path it can use, and no address is on two nodes.
+
+    Unicast on a path needs both nodes to have that path, with addresses of
+    one family; multicast needs both to have an address of the group's family.
+    Each of these configs used to validate and then have nodes that never
+    hear each other (each takes over: both hold the VIPs).
+    """
+    owner = {}
+    for n, nsec in zip(nodes, node_secs):
+        for name, address in sorted(n.paths.items()):
+            key = f"path.{name}"
+            if address in owner:
+                raise nsec.error(f"{address} is also [node {owner[address][0]}] {owner[address][1]}: "
+                                 "every path address must be one node's own", key)
+            owner[address] = (n.name, key)
+    group_v6 = ":" in multicast if multicast else None
+    if multicast and not unicast and not any((":" in a) == group_v6 for n in nodes for a in n.paths.values()):
+        raise sec.error(f"{multicast} is IPv{6 if group_v6 else 4} but no path address is: "
+                        "with unicast = no no node would hear another", "multicast")
+    for i, (a, asec) in enumerate(zip(nodes, node_secs)):
+        for b in nodes[:i]:
+            by_unicast = unicast and any(p in b.paths and (":" in b.paths[p]) == (":" in addr)
+                                         for p, addr in a.paths.items())
+            by_multicast = multicast and all(any((":" in addr) == group_v6 for addr in n.paths.values())
+                                             for n in (a, b))
+            if not (by_unicast or by_multicast):
+                how = ("a path of the same name, addresses of one family" if unicast else "")
+                if multicast:
+                    how += (" or " if how else "") + f"an IPv{6 if group_v6 else 4} path for {multicast}"
+                raise asec.error(f"no heartbeat path shared with [node {b.name}] (needs {how})",
+                                 f"path.{sorted(a.paths)[0]}")
+
+
+def _heartbeat(sec, services, nodes, node_secs):
     if sec.name:
         raise sec.error("[heartbeat] takes no name")
     if len(nodes) < 2:
@@ -741,6 +779,7 @@ def _heartbeat(sec, services, nodes):
     if len(paths) > 255:
         raise sec.error("at most 255 heartbeat paths")
     _no_leftovers(sec)
+    _nodes_hear_each_other(sec, node_secs, nodes, kw["unicast"], multicast)
     return Heartbeat(key_file, vip_interface, vips, paths=tuple(paths), **kw)
 
 
@@ -785,7 +824,7 @@ def _build(sections, path):
     nodes = tuple(_node(sec) for sec in by_kind["node"])
     heartbeat = None
     for sec in by_kind["heartbeat"]:
-        heartbeat = _heartbeat(sec, services, nodes)
+        heartbeat = _heartbeat(sec, services, nodes, by_kind["node"])
     if nodes and heartbeat is None:
         raise by_kind["node"][0].error("[node] sections need a [heartbeat] section")
     return Config(path=str(path), servers=servers, services=tuple(services),

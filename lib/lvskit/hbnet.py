@@ -16,8 +16,8 @@ import subprocess
 import sys
 import time
 
-from . import log
-from .errors import Fatal, NOT_CONFIGURED
+from . import log, state
+from .errors import Fatal, NOT_CONFIGURED, USAGE
 from .heartbeat import ACTIVE, BadBeat, Beat, HELD, Receiver, STANDBY, encode
 from .roles import ACQUIRE, ANNOUNCE, PeerView, Policy, RELEASE, decide
 from .takeover import peers_path, read_role, role_path
@@ -80,11 +80,23 @@ class _Limited:
             fn(message)
 
 
-class RoleFile:
-    """The advertised role, re-read only when the file changes (hb-send stats it every beat)."""
+_UNREAD = object()
 
-    def __init__(self, cfg):
-        self.cfg, self.path, self.stamp, self.role = cfg, role_path(cfg), None, STANDBY
+
+class RoleFile:
+    """The advertised role, re-read only when the file changes (hb-send stats it every beat).
+
+    A missing or unreadable file is no news: the role last read stays.  Were
+    it read as "standby", an active node whose file was deleted would say
+    standby while it holds the VIPs, a higher-ranked peer would take them, and
+    neither would let go.  `lost` tells hb-listen to have the worker rewrite
+    the file from the interface; `fallback` gives the role when no file was
+    ever read (hb-send starting after the file went).
+    """
+
+    def __init__(self, cfg, fallback=None):
+        self.cfg, self.path, self.fallback = cfg, role_path(cfg), fallback
+        self.stamp, self.role, self.lost = _UNREAD, None, False
 
     def get(self):
         try:
@@ -94,51 +106,113 @@ class RoleFile:
             stamp = None
         if stamp != self.stamp:
             self.stamp = stamp
-            self.role = read_role(self.cfg) or STANDBY
+            role = read_role(self.cfg) if stamp else None
+            self.lost = role is None
+            if role is not None:
+                self.role = role
+            elif self.role is None:
+                self.role = (self.fallback() if self.fallback else None) or STANDBY
         return self.role
+
+    def reread(self):
+        """Read again at the next get() (our own worker just wrote the file)."""
+        self.stamp = _UNREAD
+
+
+def interface_role(takeover_argv):
+    """Active when `takeover status` says this node holds every VIP; else standby.
+
+    A subprocess, once at hb-send's start and only when the role file is
+    gone: the interface is read with pyroute2, whose import hb-send must not
+    carry.
+    """
+    try:
+        r = subprocess.run(takeover_argv + ["status"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=30)
+    except (OSError, subprocess.SubprocessError) as e:
+        log.warning(f"cannot ask takeover status ({e}): saying standby")
+        return STANDBY
+    return ACTIVE if r.returncode == 0 else STANDBY
 
 
 # --- sending -------------------------------------------------------------------
 
+class _Path:
+    """One heartbeat path of this node: its socket, once its address could be bound."""
+
+    def __init__(self, name, local, dests):
+        self.name, self.local, self.dests = name, local, dests
+        self.af = socket.AF_INET6 if ":" in local else socket.AF_INET
+        self.sock, self.failed = None, False
+
+
 class Sender:
+    """One socket per path, each bound to this node's address on it.
+
+    A path whose address is not (yet) local -- IPv6 still tentative, the
+    cable's address not configured -- must not silence the others: it is
+    logged once, tried again at every beat, and used once it binds.
+    """
+
     def __init__(self, cfg, me, key, generation):
         hb = cfg.heartbeat
         self.me, self.key, self.generation, self.seq, self.port = me, key, generation, 0, hb.port
-        self.paths = []     # (index, socket, [destinations])
+        self.multicast = hb.multicast
+        self.paths = []
         self.limited = _Limited()
         for name, local in sorted(me.paths.items()):
-            af = socket.AF_INET6 if ":" in local else socket.AF_INET
+            v6 = ":" in local
             dests = []
             if hb.unicast:
                 dests += [n.paths[name] for n in cfg.nodes if n.name != me.name and name in n.paths]
-            if hb.multicast and (":" in hb.multicast) == (af == socket.AF_INET6):
+            if hb.multicast and (":" in hb.multicast) == v6:
                 dests.append(hb.multicast)
-            s = socket.socket(af, socket.SOCK_DGRAM)
-            s.bind((local, 0))
-            if hb.multicast and af == socket.AF_INET:
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
+            path = _Path(name, local, dests)
+            self.paths.append(path)
+            self._open(path)
+
+    def _open(self, path):
+        s = socket.socket(path.af, socket.SOCK_DGRAM)
+        try:
+            s.bind((path.local, 0))
+            if self.multicast and path.af == socket.AF_INET:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(path.local))
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-            elif hb.multicast:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, _index_of(local))
+            elif self.multicast:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, _index_of(path.local))
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-            s.setblocking(False)
-            self.paths.append((hb.paths.index(name), s, dests, name))
+        except OSError as e:
+            s.close()
+            if not path.failed:
+                path.failed = True
+                log.warning(f"path {path.name}: cannot send from {path.local} ({e.strerror}); "
+                            "trying again at every beat")
+            return
+        s.setblocking(False)
+        path.sock = s
+        if path.failed:
+            path.failed = False
+            log.info(f"path {path.name}: sending from {path.local} now")
 
     def send(self, role):
         self.seq += 1
-        for index, s, dests, name in self.paths:
-            data = encode(Beat(self.me.name, role, self.me.priority, index, self.generation, self.seq),
+        for path in self.paths:
+            if path.sock is None:
+                self._open(path)
+                if path.sock is None:
+                    continue
+            data = encode(Beat(self.me.name, role, self.me.priority, path.name, self.generation, self.seq),
                           self.key)
-            for dest in dests:
+            for dest in path.dests:
                 try:
-                    s.sendto(data, (dest, self.port))
+                    path.sock.sendto(data, (dest, self.port))
                 except OSError as e:     # a dead cable: the other paths carry on
-                    self.limited(("send", name, dest), log.warning,
-                                 f"path {name}: sending to {dest}: {e.strerror}")
+                    self.limited(("send", path.name, dest), log.warning,
+                                 f"path {path.name}: sending to {dest}: {e.strerror}")
 
 
-def send_loop(cfg, sender, interval, count=None):
-    role = RoleFile(cfg)
+def send_loop(cfg, sender, interval, count=None, fallback=None):
+    role = RoleFile(cfg, fallback)
     deadline, sent = time.monotonic(), 0
     while count is None or sent < count:
         sender.send(role.get())
@@ -154,13 +228,19 @@ def send_loop(cfg, sender, interval, count=None):
 # --- listening -------------------------------------------------------------------
 
 def listen_sockets(cfg, me, inetd=False):
+    """The listening sockets, and a Joins that keeps trying the multicast groups not joined yet."""
     hb = cfg.heartbeat
+    joins = Joins(hb.multicast)
     if inetd:
-        s = socket.socket(fileno=0)
+        try:
+            s = socket.socket(fileno=0)
+        except OSError as e:
+            raise Fatal(f"--inetd: stdin is not a socket ({e.strerror}); inetd.conf: dgram udp wait",
+                        USAGE) from None
         if s.type != socket.SOCK_DGRAM:
-            raise Fatal("--inetd: stdin is not a datagram socket (inetd.conf: dgram udp wait)")
+            raise Fatal("--inetd: stdin is not a datagram socket (inetd.conf: dgram udp wait)", USAGE)
         s.setblocking(False)
-        return [s]
+        return [s], joins
     families = {":" in a for a in me.paths.values()}
     out = []
     for v6 in sorted(families):
@@ -174,19 +254,52 @@ def listen_sockets(cfg, me, inetd=False):
         except OSError as e:
             raise Fatal(f"cannot listen on UDP port {hb.port}: {e.strerror}") from None
         if hb.multicast and (":" in hb.multicast) == v6:
-            for local in me.paths.values():
-                if (":" in local) != v6:
-                    continue
-                if v6:
-                    index = _index_of(local)
-                    mreq = socket.inet_pton(socket.AF_INET6, hb.multicast) + index.to_bytes(4, sys.byteorder)
-                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
-                else:
-                    mreq = socket.inet_aton(hb.multicast) + socket.inet_aton(local)
-                    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            for name, local in sorted(me.paths.items()):
+                if (":" in local) == v6:
+                    joins.add(s, name, local)
         s.setblocking(False)
         out.append(s)
-    return out
+    joins.retry()
+    return out, joins
+
+
+class Joins:
+    """Multicast memberships, one per path: one that fails (the path's address is
+    not there yet) is logged once and tried again, and never stops the others."""
+
+    RETRY = 1.0
+
+    def __init__(self, group):
+        self.group, self.pending, self.failed, self.tried = group, [], set(), -1e9
+
+    def add(self, sock, name, local):
+        self.pending.append((sock, name, local))
+
+    def retry(self, now=None):
+        now = time.monotonic() if now is None else now
+        if not self.pending or now - self.tried < self.RETRY:
+            return
+        self.tried, left = now, []
+        for sock, name, local in self.pending:
+            try:
+                if ":" in local:
+                    mreq = (socket.inet_pton(socket.AF_INET6, self.group)
+                            + _index_of(local).to_bytes(4, sys.byteorder))
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+                else:
+                    mreq = socket.inet_aton(self.group) + socket.inet_aton(local)
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+            except OSError as e:
+                left.append((sock, name, local))
+                if name not in self.failed:
+                    self.failed.add(name)
+                    log.warning(f"path {name}: cannot join {self.group} on {local} ({e.strerror}); "
+                                "trying again every second")
+                continue
+            if name in self.failed:
+                self.failed.discard(name)
+                log.info(f"path {name}: joined {self.group} on {local}")
+        self.pending = left
 
 
 def _index_of(address):
@@ -204,19 +317,33 @@ def _index_of(address):
 
 
 class Worker:
-    """The `takeover --serve` subprocess."""
+    """The `takeover --serve` subprocess.
 
-    def __init__(self, argv):
-        self.argv, self.proc, self.pending, self.role = argv, None, None, None
+    Only its first start is waited for (hb-listen cannot act without it).  A
+    restart is not: waiting for "ready" (the pyroute2 import: 0.3 s here, 2 s
+    in a slow guest) would stop the loop from reading heartbeats, and the
+    first decision after it would see every peer silent for that long: a
+    false takeover.  Instead "ready" arrives like an answer, and until then
+    the loop hears but does not act.  A command unanswered for TIMEOUT s
+    (a worker stuck in the kernel or a hook) restarts it: a stuck worker must
+    not freeze every later decision, a release in a split brain included.
+    """
+
+    TIMEOUT = 5.0
+
+    def __init__(self, argv, timeout=None):
+        self.argv, self.proc, self.pending, self.role, self.sent_at = argv, None, None, None, 0.0
+        self.timeout = self.TIMEOUT if timeout is None else timeout
+        self.zombies = []
         self.start()
+        ok, text = self.answer()
+        if not ok:
+            raise Fatal(f"{' '.join(self.argv)} did not start ({text or 'no answer'})")
 
     def start(self):
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, bufsize=1)
-        line = self.proc.stdout.readline().split()
-        if len(line) != 2 or line[0] != "ready":
-            raise Fatal(f"{' '.join(self.argv)} did not start ({' '.join(line) or 'no answer'})")
-        self.role, self.pending = line[1], None
+        self.pending, self.sent_at = "start", time.monotonic()
 
     def fileno(self):
         return self.proc.stdout.fileno()
@@ -225,29 +352,40 @@ class Worker:
         try:
             self.proc.stdin.write(command + "\n")
             self.proc.stdin.flush()
-            self.pending = command
+            self.pending, self.sent_at = command, time.monotonic()
         except OSError:
-            self.restart()
+            self.restart("is gone")
+
+    def overdue(self):
+        return self.pending is not None and time.monotonic() - self.sent_at > self.timeout
 
     def answer(self):
         """Read one answer; returns (ok, role or message)."""
         line = self.proc.stdout.readline()
-        self.pending = None
+        starting, self.pending = self.pending == "start", None
         if not line:
-            self.restart()
+            if self.role is not None:       # not at the first start: that is hb-listen's failure
+                self.restart("died")
             return False, "worker died"
         word, _, rest = line.strip().partition(" ")
-        if word == "done":
+        if word == ("ready" if starting else "done") and rest:
             self.role = rest
             return True, rest
-        return False, rest
+        return False, rest or line.strip()
 
-    def restart(self):
-        log.error("takeover worker died; restarting it")
+    def restart(self, why):
+        log.error(f"takeover worker {why}; restarting it")
+        old = self.proc
         try:
-            self.proc.kill()
+            old.kill()
         except OSError:
             pass
+        for f in (old.stdin, old.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        self.zombies = [p for p in self.zombies + [old] if p.poll() is None]
         self.start()
 
 
@@ -261,17 +399,19 @@ def _write_volatile(path, text):
 
 
 class Listener:
-    def __init__(self, cfg, me, key, sockets, worker, clock=time.monotonic):
+    def __init__(self, cfg, me, key, sockets, worker, clock=time.monotonic, joins=None):
         hb = cfg.heartbeat
         self.cfg, self.hb, self.me, self.sockets, self.worker = cfg, hb, me, sockets, worker
-        peers = {n.name: {hb.paths.index(p): a for p, a in n.paths.items()}
-                 for n in cfg.nodes if n.name != me.name}
-        self.receiver = Receiver(key, peers, me.name)
+        self.joins = joins
+        peers = {n.name: dict(n.paths) for n in cfg.nodes if n.name != me.name}
+        self.generations_path = os.path.join(cfg.state_dir, "hb-peer-generations.json")
+        known = state.load(self.generations_path, {})
+        self.receiver = Receiver(key, peers, me.name, known if isinstance(known, dict) else {})
         self.policy = Policy(hb.deadtime, hb.initdead, hb.auto_failback, hb.failback_delay)
         self.clock = clock
         self.started = clock()
         self.peers = {}         # name -> PeerView
-        self.paths = {}         # (name, path index) -> last heard
+        self.paths = {}         # (name, path name) -> last heard
         self.dead_paths = set()
         self.warned = set()
         self.published = None
@@ -279,10 +419,9 @@ class Listener:
         self.limited = _Limited()
         self.last_try = {}
         self.role_file = RoleFile(cfg)
-        self.role_file.role, self.role_file.stamp = worker.role, None
+        self.role_file.role = worker.role
         self.wake = self.started
         self.role = worker.role
-        self.path_names = hb.paths
         self.announce_due = None
         self.peer_names = [n.name for n in cfg.nodes if n.name != me.name]
 
@@ -358,7 +497,7 @@ class Listener:
         key = (beat.name, beat.path)
         if key in self.dead_paths:
             self.dead_paths.discard(key)
-            log.info(f"peer {beat.name}: path {self.path_names[beat.path]} up again")
+            log.info(f"peer {beat.name}: path {beat.path} up again")
         self.paths[key] = now
         self.warned.discard(beat.name)
         return old is None or back or old.state != beat.state or old.priority != beat.priority
@@ -370,11 +509,22 @@ class Listener:
         self._act(now)
         self._report(now)
         self._publish(now)
+        self._save_generations()
+        if self.joins is not None:
+            self.joins.retry(now)
 
     def _act(self, now):
         if self.worker.pending is not None:
+            if self.worker.overdue():
+                self.worker.restart(f"gave no answer to {self.worker.pending!r} "
+                                    f"in {self.worker.timeout:g} s")
             return
         role = self.role = self.role_file.get()
+        if self.role_file.lost and now - self.last_try.get("status", -1e9) >= 0.5:
+            # Deleted or garbled: the worker reads the interface and writes it again.
+            self.last_try["status"] = now
+            self.worker.send("status")
+            return
         action = decide(self.me.name, self.me.priority, role, self.peers, now, self.started,
                         self.policy, self.peer_names)
         if self.announce_due and role == ACTIVE and action is None:
@@ -406,7 +556,7 @@ class Listener:
         for key, last in self.paths.items():
             if now - last > self.hb.deadtime and key not in self.dead_paths:
                 self.dead_paths.add(key)
-                log.warning(f"peer {key[0]}: path {self.path_names[key[1]]} silent for "
+                log.warning(f"peer {key[0]}: path {key[1]} silent for "
                             f"{(now - last) * 1000:.0f} ms")
 
     def _why(self, now):
@@ -422,12 +572,26 @@ class Listener:
         ok, text = self.worker.answer()
         if ok:
             self.role = text
-            self.role_file.get()    # our own write: do not mistake it for a hand change
+            # Our own write: not a hand change.  Still missing (RUN_DIR not
+            # writable?): the worker's word is the role.
+            self.role_file.reread()
+            self.role_file.role = text
+            self.role_file.get()
             if text == ACTIVE:
                 self.last_try.pop(RELEASE, None)
             log.info(f"now {text}")
         else:
             log.error(f"takeover: {text}")
+
+    def _save_generations(self):
+        """Each peer's newest generation, on disk: written only when one grows (a peer's hb-send start)."""
+        if not self.receiver.changed:
+            return
+        self.receiver.changed = False
+        try:
+            state.save(self.generations_path, dict(self.receiver.generations))
+        except OSError as e:
+            self.limited("generations", log.warning, f"{self.generations_path}: {e.strerror}")
 
     def _publish(self, now):
         """RUN_DIR/hb-peers.json: each peer's state, and when it was last heard on each path.
@@ -445,8 +609,7 @@ class Listener:
         wall = time.time()
         out = {"written": round(wall, 3), "peers": {}}
         for name, v in view.items():
-            paths = {self.path_names[i]: round(wall - (now - t), 3)
-                     for (n, i), t in self.paths.items() if n == name}
+            paths = {p: round(wall - (now - t), 3) for (n, p), t in self.paths.items() if n == name}
             out["peers"][name] = dict(v, heard=round(wall - (now - self.peers[name].last), 3),
                                       paths=paths)
         try:

@@ -2,17 +2,30 @@
 
 Pure: no sockets, no clocks.  A datagram is
 
-    "LVHB" version state path namelen priority generation seq  name  HMAC
-     4s     B       B     B    B       H        Q          Q    N     32
+    "LVHB" version state pathlen namelen priority generation seq  name path HMAC
+     4s     B       B     B       B       H        Q          Q    N    P    32
 
 in network byte order; the HMAC-SHA256 (shared key) covers every byte before
 it, so the sender's name, state, priority and path cannot be altered.
+
+The path travels as its name, not as a number: a number (its place among the
+configured path names) changes for every path when one is added that sorts
+first, and during a rolling config change every datagram would then fail the
+source check on the node not yet changed.  Version 1 carried that number;
+versions 1 and 2 do not hear each other.
 
 Replays are refused without trusting any clock: each sender numbers its
 datagrams (seq) within a generation that grows at every start of hb-send (see
 ``next_generation``).  The receiver keeps, per (peer, path), the newest
 generation and a 64-wide window of sequence numbers, as IPsec does; a datagram
 from an older generation, or a number already seen or too old, is dropped.
+
+hb-listen keeps each peer's newest generation in STATE_DIR
+(hb-peer-generations.json), so that after its restart captured datagrams of
+an older generation stay refused.  What that does not cover: datagrams of
+the peer's current generation are accepted once each again (the sequence
+windows live in memory), and with the file deleted, older generations too
+(the behaviour before the file existed).
 """
 import functools
 import hashlib
@@ -22,11 +35,11 @@ import struct
 from dataclasses import dataclass
 
 MAGIC = b"LVHB"
-VERSION = 1
+VERSION = 2
 _HEAD = struct.Struct("!4sBBBBHQQ")
 _MAC = 32
-MAX_NAME = 64
-MAX_SIZE = _HEAD.size + MAX_NAME + _MAC
+MAX_NAME = 64        # a node's name, and a path's
+MAX_SIZE = _HEAD.size + 2 * MAX_NAME + _MAC
 WINDOW = 64
 
 STANDBY, ACTIVE, HELD = "standby", "active", "held"
@@ -43,17 +56,17 @@ class Beat:
     name: str
     state: str          # STANDBY, ACTIVE or HELD (held: out for maintenance, never takes over)
     priority: int
-    path: int           # index of the path (see config.Heartbeat.paths) it was sent on
+    path: str           # name of the path ([node] path.NAME) it was sent on
     generation: int
     seq: int
 
 
 def encode(beat, key):
-    name = beat.name.encode("ascii")
-    if not 0 < len(name) <= MAX_NAME:
-        raise ValueError(f"node name must be 1..{MAX_NAME} ASCII characters")
-    body = _HEAD.pack(MAGIC, VERSION, _STATE_CODE[beat.state], beat.path, len(name),
-                      beat.priority, beat.generation, beat.seq) + name
+    name, path = beat.name.encode("ascii"), beat.path.encode("ascii")
+    if not (0 < len(name) <= MAX_NAME and 0 < len(path) <= MAX_NAME):
+        raise ValueError(f"node and path names must be 1..{MAX_NAME} ASCII characters")
+    body = _HEAD.pack(MAGIC, VERSION, _STATE_CODE[beat.state], len(path), len(name),
+                      beat.priority, beat.generation, beat.seq) + name + path
     return body + _mac(key, body)
 
 
@@ -73,20 +86,21 @@ def decode(data, key):
     """The Beat in data, verified with key; BadBeat for anything else."""
     if len(data) > MAX_SIZE:
         raise BadBeat(f"oversized datagram ({len(data)} bytes)")
-    if len(data) < _HEAD.size + 1 + _MAC:
+    if len(data) < _HEAD.size + 2 + _MAC:
         raise BadBeat(f"truncated datagram ({len(data)} bytes)")
     body, mac = data[:-_MAC], data[-_MAC:]
     if not hmac.compare_digest(mac, _mac(key, body)):
         raise BadBeat("bad signature (wrong key, or tampered)")
-    magic, version, state, path, namelen, priority, generation, seq = _HEAD.unpack_from(body)
+    magic, version, state, pathlen, namelen, priority, generation, seq = _HEAD.unpack_from(body)
     if magic != MAGIC or version != VERSION:
         raise BadBeat(f"not a version {VERSION} heartbeat")
-    if len(body) != _HEAD.size + namelen:
-        raise BadBeat("name length does not match the datagram")
+    if not namelen or not pathlen or len(body) != _HEAD.size + namelen + pathlen:
+        raise BadBeat("name lengths do not match the datagram")
     if state not in _CODE_STATE:
         raise BadBeat(f"unknown state {state}")
     try:
-        name = body[_HEAD.size:].decode("ascii")
+        name = body[_HEAD.size:_HEAD.size + namelen].decode("ascii")
+        path = body[_HEAD.size + namelen:].decode("ascii")
     except UnicodeDecodeError:
         raise BadBeat("name is not ASCII") from None
     return Beat(name, _CODE_STATE[state], priority, path, generation, seq)
@@ -95,8 +109,8 @@ def decode(data, key):
 class ReplayWindow:
     """Newest generation and a sliding bitmap of seen sequence numbers."""
 
-    def __init__(self):
-        self.generation = -1
+    def __init__(self, generation=-1):
+        self.generation = generation
         self.top = -1
         self.bits = 0       # bit i set: seq top-i was seen
 
@@ -123,14 +137,25 @@ class ReplayWindow:
 class Receiver:
     """Verifies datagrams against the configured nodes and drops replays.
 
-    nodes: {name: {path index: address}} of the peers (not this node).
+    nodes: {name: {path name: address}} of the peers (not this node).
+    generations: {name: newest generation seen}, kept by the caller across
+    restarts (hb-listen: STATE_DIR); `changed` is set when one grows.
     """
 
-    def __init__(self, key, nodes, me):
+    def __init__(self, key, nodes, me, generations=None):
         self.key, self.nodes, self.me = key, nodes, me
         self.windows = {}   # (name, path) -> ReplayWindow
+        self.generations = {n: g for n, g in (generations or {}).items()
+                            if n in nodes and isinstance(g, int) and not isinstance(g, bool)}
+        self.changed = False
+        self.sources = {a for paths in nodes.values() for a in paths.values()}
 
     def accept(self, data, source):
+        # Before the HMAC: a flood from elsewhere must not cost hb-listen, at
+        # real-time priority, a SHA-256 per datagram.  The source is checked
+        # against the sender's own path address below anyway.
+        if _plain(source) not in self.sources:
+            raise BadBeat(f"source {source} is not a peer's path address")
         beat = decode(data, self.key)
         if beat.name == self.me:
             raise BadBeat(f"datagram claims to be from this node ({beat.name}) (looped back?)")
@@ -142,7 +167,13 @@ class Receiver:
         if _plain(source) != paths[beat.path]:
             raise BadBeat(f"{beat.name} path {beat.path} from {source}, expected {paths[beat.path]}")
         # Only a verified datagram may move the window, or forged ones could push it.
-        self.windows.setdefault((beat.name, beat.path), ReplayWindow()).accept(beat.generation, beat.seq)
+        floor = self.generations.get(beat.name, -1)
+        if beat.generation < floor:
+            raise BadBeat(f"old generation {beat.generation} (now {floor})")
+        self.windows.setdefault((beat.name, beat.path), ReplayWindow(floor)).accept(beat.generation, beat.seq)
+        if beat.generation > floor:
+            self.generations[beat.name] = beat.generation
+            self.changed = True
         return beat
 
 
@@ -159,28 +190,41 @@ def next_generation(path, now_seconds):
     state, deletable); its going backwards never makes a generation repeat as
     long as the file is kept, and its jumping forwards is harmless.
     """
-    from . import state
+    from . import log, state
     data = state.load(path, {}) or {}
-    stored = data.get("generation", 0) if isinstance(data.get("generation", 0), int) else 0
+    stored = data.get("generation", 0) if isinstance(data, dict) else 0
+    stored = stored if isinstance(stored, int) else 0
     generation = max(stored + 1, int(now_seconds))
-    state.save(path, {"generation": generation})
+    try:
+        state.save(path, {"generation": generation})
+    except OSError as e:    # as if deleted: the clock stays the floor; no reason to stop beating
+        log.warning(f"{path}: cannot save ({e.strerror}); the next start relies on the clock")
     return generation
 
 
 def check_key_file(path, st=None):
-    """The key's bytes; Fatal(PERMISSION) unless root owns it and others cannot read it."""
+    """The key's bytes; Fatal(PERMISSION) unless root owns it and others cannot read it.
+
+    Not a regular file (a directory, say), or unreadable: Fatal(NOT_CONFIGURED).
+    """
+    import stat
     from .errors import Fatal, NOT_CONFIGURED, PERMISSION
     try:
         st = st or os.stat(path)
     except OSError as e:
         raise Fatal(f"{path}: {e.strerror}", NOT_CONFIGURED) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise Fatal(f"{path}: key file is not a regular file", NOT_CONFIGURED)
     if st.st_uid != 0:
         raise Fatal(f"{path}: key file must be owned by root (uid {st.st_uid})", PERMISSION)
     if st.st_mode & 0o027:
         raise Fatal(f"{path}: key file is accessible by others (mode {st.st_mode & 0o777:o}; "
                     "want 600 or 640)", PERMISSION)
-    with open(path, "rb") as f:
-        key = f.read().strip()
+    try:
+        with open(path, "rb") as f:
+            key = f.read().strip()
+    except OSError as e:
+        raise Fatal(f"{path}: {e.strerror}", NOT_CONFIGURED) from None
     if len(key) < 16:
         raise Fatal(f"{path}: key shorter than 16 bytes", NOT_CONFIGURED)
     return key

@@ -9,7 +9,9 @@ says "held" in the heartbeats and waits for a peer to become active before it
 drops the VIPs, so the handover is make-before-break.
 
 The role file (RUN_DIR/takeover.json) is what hb-send advertises.  Deleting it
-is harmless: hb-listen rewrites it from the VIPs the interface holds.
+is harmless: hb-send keeps advertising the role it last read, and hb-listen
+has its worker (``status``, current_role) rewrite it from the VIPs the
+interface holds.  A held node's file deleted comes back as standby.
 """
 import os
 import shlex
@@ -29,9 +31,18 @@ def peers_path(cfg):
     return os.path.join(cfg.run_dir, "hb-peers.json")
 
 
-def read_peers(cfg):
-    """{peer: {"state", "alive", "priority", "heard", "paths": {path: time}}} of hb-peers.json."""
+def read_peers(cfg, max_age=None):
+    """{peer: {"state", "alive", "priority", "heard", "paths": {path: time}}} of hb-peers.json.
+
+    max_age: None (unknown) when the file was written longer ago than this
+    (its "written" time), or is missing: hb-listen is dead or stuck, and what
+    the file says about the peers is history.
+    """
     data = state.load(peers_path(cfg), {}) or {}
+    if max_age is not None:
+        written = data.get("written") if isinstance(data, dict) else None
+        if not isinstance(written, (int, float)) or abs(time.time() - written) > max_age:
+            return None
     peers = data.get("peers") if isinstance(data, dict) else None
     return {n: p for n, p in peers.items() if isinstance(p, dict)} if isinstance(peers, dict) else {}
 
@@ -42,7 +53,10 @@ def read_role(cfg):
 
 
 def write_role(cfg, role):
-    state.save(role_path(cfg), {"role": role})
+    try:
+        state.save(role_path(cfg), {"role": role})
+    except OSError as e:
+        raise Fatal(f"{role_path(cfg)}: cannot write the role ({e.strerror})", errors.PERMISSION) from None
 
 
 def _normal_priority():
@@ -89,7 +103,10 @@ class Director:
                 if role is not None:
                     log.warning(f"{role_path(self.cfg)} said {role}, the interface says {actual}")
                 role = actual
-                write_role(self.cfg, role)
+                try:
+                    write_role(self.cfg, role)
+                except Fatal as e:      # the interface is the answer; hb-listen asks again
+                    log.error(str(e))
         return role
 
     # --- plans for --dry-run ---------------------------------------------------------
@@ -162,12 +179,24 @@ class Director:
         self._announce(self.hb.arp_count)
 
     # --- release -------------------------------------------------------------------------
-    def release(self, hold=False, wait=0.0):
-        """Drop the VIPs (after waiting up to `wait` s for a peer to be active), sync to backup."""
+    def release(self, hold=False, wait=0.0, force=False):
+        """Drop the VIPs (after waiting up to `wait` s for a peer to be active), sync to backup.
+
+        With `wait`, no live active peer seen in that time (or hb-listen's view
+        too old to tell) keeps the VIPs and raises Fatal, unless `force`:
+        dropping them then may leave nobody serving.
+        """
         write_role(self.cfg, HELD if hold else STANDBY)
         if wait > 0 and self.held_vips():
-            if not self._wait_for_peer(wait):
-                log.warning(f"no peer became active within {wait:g} s; releasing anyway")
+            seen = self._wait_for_peer(wait)
+            if seen is not True:
+                why = (f"no peer became active within {wait:g} s" if seen is False else
+                       f"{peers_path(self.cfg)} missing or older than "
+                       f"{self.hb.deadtime + 1:g} s (hb-listen not running?): peer state unknown")
+                if not force:
+                    write_role(self.cfg, ACTIVE)
+                    raise Fatal(f"{why}; keeping the VIPs (--force releases anyway)", errors.ERROR)
+                log.warning(f"{why}; releasing anyway (--force)")
         ok = True
         for v in self.hb.vips:
             try:
@@ -191,14 +220,16 @@ class Director:
             return self._ipvs(STANDBY, table=True)
 
     def _wait_for_peer(self, wait):
-        deadline = time.monotonic() + wait
+        """True: a live peer is active; False: hb-listen says none is; None: nobody knows."""
+        deadline, seen = time.monotonic() + wait, None
         while time.monotonic() < deadline:
-            peers = read_peers(self.cfg)
-            if any(p.get("state") == ACTIVE and p.get("alive") for p in peers.values()
-                   if isinstance(p, dict)):
-                return True
+            peers = read_peers(self.cfg, max_age=self.hb.deadtime + 1.0)
+            if peers is not None:
+                seen = False
+                if any(p.get("state") == ACTIVE and p.get("alive") for p in peers.values()):
+                    return True
             time.sleep(0.005)
-        return False
+        return seen
 
     # --- IPVS ------------------------------------------------------------------------------
     def _ipvs(self, role, table=True):
@@ -289,9 +320,17 @@ def serve(director, stdin, stdout):
                 say("done active")
                 slow(lambda: director.acquire_slow(started))
             elif command == "release":
-                director.release()
-                say("done standby")
-                slow(director.release_slow)
+                if director.release():
+                    say("done standby")
+                    slow(director.release_slow)
+                else:
+                    # Some VIP is still here: our heartbeats must not say
+                    # standby, and hb-listen, still active, asks again.
+                    left = director.held_vips()
+                    if left:
+                        write_role(director.cfg, ACTIVE)
+                    say(f"error release failed, still holding {' '.join(left) or 'nothing'}"
+                        if left else "done standby")
             elif command == "announce":
                 director.announce()
                 say(f"done {read_role(director.cfg)}")

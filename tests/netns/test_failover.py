@@ -195,3 +195,41 @@ def test_stale_role_file_does_not_fake_an_active_node(pair_factory):
         f.write('{"role": "active"}\n')        # left by a crash; the spare holds no VIP
     up(p)
     assert "said active, the interface says standby" in p.log("spare")
+
+
+def test_deleting_the_active_nodes_role_file_is_harmless(pair_factory):
+    # The active node is the lower-ranked spare: were its heartbeats to say
+    # standby, the director would take the VIPs and the spare keep them.
+    p = pair_factory(extra="auto_failback = no\n")
+    up(p)
+    p.kill("director")
+    assert p.wait(lambda: p.holds_vip("spare"), 3), p.log("spare")
+    reboot(p, "director")
+    assert p.wait(lambda: "peer spare alive (active" in p.log("director"), 10), p.log("director")
+    role_file = os.path.join(p.node_dir["spare"], "run", "takeover.json")
+    os.unlink(role_file)
+    time.sleep(1.5)
+    assert only_one_active(p) == ["spare"], (p.log("director"), p.log("spare"))
+    with open(role_file) as f:
+        assert '"active"' in f.read()       # rewritten from the interface
+
+
+def test_a_worker_crash_on_the_spare_is_no_takeover(pair_factory):
+    import signal
+    p = pair_factory()
+    up(p)
+    out = subprocess.run(["ip", "netns", "pids", p.ns["spare"]], text=True, capture_output=True).stdout
+    workers = []
+    for pid in out.split():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"--serve" in f.read().split(b"\0"):
+                    workers.append(int(pid))
+        except OSError:
+            pass
+    assert len(workers) == 1
+    os.kill(workers[0], signal.SIGKILL)
+    assert p.wait(lambda: "now standby" in p.log("spare").split("worker died")[-1], 10), p.log("spare")
+    time.sleep(0.5)
+    assert only_one_active(p) == ["director"], p.log("spare")
+    assert "taking over" not in p.log("spare")

@@ -88,3 +88,43 @@ def test_seed_example_has_director_and_spare():
     assert [(n.name, n.priority) for n in cfg.nodes] == [("midas", 200), ("estepe", 100)]
     assert cfg.heartbeat.vips == ("192.168.45.26/32",)      # the services' VIP
     assert cfg.heartbeat.paths == ("cross", "lan")
+
+
+@pytest.mark.parametrize("old, new, where", [
+    ("[node midas]", "[node mídas]", "[node mídas]"),
+    ("[node midas]", "[node midas²]", "[node midas²]"),
+])
+def test_names_are_ascii_only(old, new, where):
+    # they go on the wire as ASCII: a non-ASCII name used to validate, then crash hb-send
+    with pytest.raises(ConfigError) as e:
+        config.parse(BASE.format(hb="").replace(old, new), "t.ini")
+    text = str(e.value)
+    assert text.startswith("t.ini:") and where in text and "ASCII" in text
+
+
+@pytest.mark.parametrize("hb, old, new, where, words", [
+    # an IPv6 group over IPv4 paths, and no unicast: nobody hears anybody
+    ("multicast = ff02::94\nunicast = no", "", "", "[heartbeat] multicast", "no path address"),
+    # no path name in common: unicast goes nowhere
+    ("", "path.lan = 10.0.0.2\npath.cross = 10.9.0.2", "path.other = 10.8.0.2",
+     "[node estepe] path.other", "no heartbeat path shared with [node midas]"),
+    # same path name, different families: still nothing in common
+    ("", "path.lan = 10.0.0.2\npath.cross = 10.9.0.2", "path.lan = fd00::2",
+     "[node estepe] path.lan", "no heartbeat path shared"),
+    # an address on two nodes: the source check would take one for the other
+    ("", "path.cross = 10.9.0.2", "path.cross = 10.9.0.1", "[node estepe] path.cross",
+     "also [node midas] path.cross"),
+])
+def test_nodes_that_could_never_hear_each_other_are_refused(hb, old, new, where, words):
+    text = BASE.format(hb=hb).replace(old, new) if old else BASE.format(hb=hb)
+    with pytest.raises(ConfigError) as e:
+        config.parse(text, "t.ini")
+    msg = str(e.value)
+    assert msg.startswith("t.ini:") and where in msg and words in msg, msg
+    assert "\n" not in msg
+
+
+def test_multicast_needs_no_common_path_name():
+    text = BASE.format(hb="multicast = 239.255.0.94\nunicast = no").replace(
+        "path.lan = 10.0.0.2\npath.cross = 10.9.0.2", "path.other = 10.8.0.2")
+    assert config.parse(text, "t.ini").heartbeat.paths == ("cross", "lan", "other")

@@ -9,17 +9,23 @@ from lvskit.errors import Fatal, PERMISSION
 from lvskit.heartbeat import ACTIVE, HELD, STANDBY, BadBeat, Beat, Receiver, ReplayWindow
 
 KEY = b"k" * 32
-PEERS = {"midas": {0: "10.0.0.1", 1: "10.9.0.1"}}
+PEERS = {"midas": {"lan": "10.0.0.1", "cross": "10.9.0.1"}}
 
 
-def beat(seq=1, generation=7, path=0, state=ACTIVE, name="midas", priority=200):
+def beat(seq=1, generation=7, path="lan", state=ACTIVE, name="midas", priority=200):
     return Beat(name, state, priority, path, generation, seq)
 
 
 def test_round_trip_every_state():
     for state in (ACTIVE, STANDBY, HELD):
-        b = beat(state=state, seq=2 ** 63, generation=2 ** 40, priority=65535, path=255)
-        assert hb.decode(hb.encode(b, KEY), KEY) == b
+        b = beat(state=state, seq=2 ** 63, generation=2 ** 40, priority=65535, path="p" * hb.MAX_NAME,
+                 name="n" * hb.MAX_NAME)
+        data = hb.encode(b, KEY)
+        assert hb.decode(data, KEY) == b and len(data) == hb.MAX_SIZE
+    assert hb.decode(hb.encode(beat(path="x", name="y"), KEY), KEY).path == "x"
+    for bad in ("", "p" * (hb.MAX_NAME + 1), "cåble"):
+        with pytest.raises(ValueError):
+            hb.encode(beat(path=bad), KEY)
 
 
 def test_tampered_bytes_are_rejected_anywhere():
@@ -51,12 +57,16 @@ def test_validly_signed_nonsense_is_rejected_without_crash():
     import hashlib
     import hmac
     head = struct.Struct("!4sBBBBHQQ")
-    for fields, name in [((b"LVHB", 9, 1, 0, 5, 1, 1, 1), b"midas"),   # version
-                         ((b"XXXX", 1, 1, 0, 5, 1, 1, 1), b"midas"),   # magic
-                         ((b"LVHB", 1, 9, 0, 5, 1, 1, 1), b"midas"),   # state
-                         ((b"LVHB", 1, 1, 0, 9, 1, 1, 1), b"midas"),   # name length
-                         ((b"LVHB", 1, 1, 0, 5, 1, 1, 1), b"m\xffdas")]:
-        body = head.pack(*fields) + name
+    for fields, names in [((b"LVHB", 9, 1, 3, 5, 1, 1, 1), b"midaslan"),   # version
+                          ((b"LVHB", 1, 1, 3, 5, 1, 1, 1), b"midaslan"),   # version 1 (path index)
+                          ((b"XXXX", 2, 1, 3, 5, 1, 1, 1), b"midaslan"),   # magic
+                          ((b"LVHB", 2, 9, 3, 5, 1, 1, 1), b"midaslan"),   # state
+                          ((b"LVHB", 2, 1, 3, 9, 1, 1, 1), b"midaslan"),   # name length
+                          ((b"LVHB", 2, 1, 9, 5, 1, 1, 1), b"midaslan"),   # path length
+                          ((b"LVHB", 2, 1, 0, 8, 1, 1, 1), b"midaslan"),   # no path
+                          ((b"LVHB", 2, 1, 3, 5, 1, 1, 1), b"m\xffdaslan"),   # not ASCII
+                          ((b"LVHB", 2, 1, 3, 5, 1, 1, 1), b"midasl\xffn")]:
+        body = head.pack(*fields) + names
         with pytest.raises(BadBeat):
             hb.decode(body + hmac.new(KEY, body, hashlib.sha256).digest(), KEY)
 
@@ -71,7 +81,7 @@ def test_receiver_drops_replays_and_old_generations():
     with pytest.raises(BadBeat, match="replayed"):
         r.accept(hb.encode(beat(seq=2), KEY), "10.0.0.1")
     # the same numbers on the other path are separate datagrams, not replays
-    r.accept(hb.encode(beat(seq=3, path=1), KEY), "10.9.0.1")
+    r.accept(hb.encode(beat(seq=3, path="cross"), KEY), "10.9.0.1")
     # a restart of the sender: new generation, numbers start over
     r.accept(hb.encode(beat(seq=1, generation=8), KEY), "10.0.0.1")
     with pytest.raises(BadBeat, match="old generation"):
@@ -93,10 +103,12 @@ def test_wrong_peer_wrong_path_wrong_source_and_self():
     r = Receiver(KEY, PEERS, "estepe")
     with pytest.raises(BadBeat, match="unknown peer"):
         r.accept(hb.encode(beat(name="mallory"), KEY), "10.0.0.1")
-    with pytest.raises(BadBeat, match="expected 10.0.0.1"):
+    with pytest.raises(BadBeat, match="not a peer's path address"):
         r.accept(hb.encode(beat(), KEY), "10.0.0.66")
     with pytest.raises(BadBeat, match="no path"):
-        r.accept(hb.encode(beat(path=5), KEY), "10.0.0.1")
+        r.accept(hb.encode(beat(path="wifi"), KEY), "10.0.0.1")
+    with pytest.raises(BadBeat, match="expected 10.9.0.1"):     # lan's address, cross's name
+        r.accept(hb.encode(beat(path="cross"), KEY), "10.0.0.1")
     with pytest.raises(BadBeat, match="this node"):
         r.accept(hb.encode(beat(name="estepe"), KEY), "10.0.0.1")
     # v4-mapped source from a dual-stack socket is the same sender
@@ -141,3 +153,17 @@ def test_key_file_refused_unless_root_owned_and_private(tmp_path):
         with pytest.raises(Fatal) as e:
             hb.check_key_file(str(key))
         assert e.value.code == PERMISSION
+
+
+def test_strangers_are_dropped_before_the_hmac(monkeypatch):
+    r = Receiver(KEY, PEERS, "estepe")
+    data = hb.encode(beat(), KEY)
+    calls = []
+    real = hb._mac
+    monkeypatch.setattr(hb, "_mac", lambda *a: calls.append(1) or real(*a))
+    with pytest.raises(BadBeat, match="not a peer's path address"):
+        r.accept(os.urandom(90), "192.0.2.66")
+    with pytest.raises(BadBeat, match="not a peer's path address"):
+        r.accept(data, "10.0.0.66")
+    assert calls == []
+    assert r.accept(data, "10.0.0.1") and calls == [1]

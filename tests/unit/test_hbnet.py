@@ -1,0 +1,280 @@
+"""hb-listen's loop and hb-send's role file without sockets: a fake worker, a config in tmp_path."""
+import os
+
+import pytest
+
+from lvskit import config, hbnet, takeover
+from lvskit.heartbeat import ACTIVE, STANDBY
+
+KEY = b"0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return config.parse(f"""
+[global]
+state_dir = {tmp_path}/state
+run_dir = {tmp_path}/run
+[heartbeat]
+key_file = /etc/lvskit/hb.key
+vip_interface = lo
+vips = 127.0.0.99/32
+initdead = 0
+[node a]
+priority = 200
+path.lo = 127.0.0.1
+[node b]
+path.lo = 127.0.0.2
+""", "t.ini")
+
+
+class FakeWorker:
+    def __init__(self, role):
+        self.role, self.pending, self.sent, self.answers = role, None, [], []
+
+    def send(self, command):
+        self.sent.append(command)
+        self.pending = command
+
+    def overdue(self):
+        return False
+
+    def answer(self):
+        self.pending = None
+        return self.answers.pop(0)
+
+
+def test_deleted_role_file_keeps_the_last_role(cfg):
+    takeover.write_role(cfg, ACTIVE)
+    rf = hbnet.RoleFile(cfg, fallback=lambda: pytest.fail("file was there"))
+    assert rf.get() == ACTIVE and not rf.lost
+    os.unlink(takeover.role_path(cfg))
+    assert rf.get() == ACTIVE and rf.lost          # not "standby" while we hold the VIPs
+    with open(takeover.role_path(cfg), "w") as f:
+        f.write("{garbage")
+    assert rf.get() == ACTIVE and rf.lost
+    takeover.write_role(cfg, STANDBY)
+    assert rf.get() == STANDBY and not rf.lost
+
+
+def test_no_role_file_at_start_asks_the_interface(cfg):
+    assert hbnet.RoleFile(cfg, fallback=lambda: ACTIVE).get() == ACTIVE
+    assert hbnet.RoleFile(cfg).get() == STANDBY
+
+
+def test_listener_has_the_worker_rewrite_a_deleted_role_file(cfg):
+    takeover.write_role(cfg, ACTIVE)
+    worker = FakeWorker(ACTIVE)
+    li = hbnet.Listener(cfg, cfg.node("a"), KEY, [], worker, clock=lambda: 100.0)
+    li.step(100.0)
+    assert worker.sent == []                        # active, nobody else: nothing to do
+    os.unlink(takeover.role_path(cfg))
+    li.step(100.1)
+    assert worker.sent == ["status"] and li.role == ACTIVE
+
+
+def _no_nonlocal_bind():
+    # With ip_nonlocal_bind the "missing" address would bind and the test
+    # would send to it, off this machine: refuse to run then.
+    for v in (4, 6):
+        try:
+            with open(f"/proc/sys/net/ipv{v}/ip_nonlocal_bind") as f:
+                if f.read().strip() != "0":
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+def _two_paths(tmp_path, port, extra=""):
+    # path "a0" sorts first and its address (TEST-NET-1) is not on this machine
+    return config.parse(f"""
+[global]
+state_dir = {tmp_path}/state
+run_dir = {tmp_path}/run
+[heartbeat]
+key_file = /etc/lvskit/hb.key
+vip_interface = lo
+vips = 127.0.0.99/32
+port = {port}
+{extra}
+[node a]
+priority = 200
+path.a0 = 192.0.2.1
+path.lo = 127.0.0.1
+[node b]
+path.a0 = 192.0.2.2
+path.lo = 127.0.0.2
+""", "t.ini")
+
+
+@pytest.mark.skipif(not _no_nonlocal_bind(), reason="ip_nonlocal_bind is on")
+def test_a_path_whose_address_is_missing_does_not_silence_the_others(tmp_path, capsys):
+    import socket
+    from lvskit import heartbeat
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.2", 0))
+        rx.settimeout(5)
+        cfg = _two_paths(tmp_path, rx.getsockname()[1])
+        sender = hbnet.Sender(cfg, cfg.node("a"), KEY, 1)
+        sender.send(STANDBY)
+        sender.send(STANDBY)
+        data, source = rx.recvfrom(512)
+        beat = heartbeat.decode(data, KEY)
+        assert (source[0], beat.seq) == ("127.0.0.1", 1)
+        assert [p.sock is None for p in sender.paths] == [True, False]
+    assert capsys.readouterr().err.count("path a0: cannot send from 192.0.2.1") == 1
+
+
+def test_a_multicast_group_that_cannot_be_joined_on_one_path_does_not_stop_listening(tmp_path, capsys):
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = _two_paths(tmp_path, port, "multicast = 239.255.0.94")
+    sockets, joins = hbnet.listen_sockets(cfg, cfg.node("a"))
+    try:
+        assert len(sockets) == 1
+        assert [name for _, name, _ in joins.pending] == ["a0"]
+        joins.retry()                       # within the second: not tried again, not logged again
+        assert capsys.readouterr().err.count("path a0: cannot join") == 1
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_inetd_with_stdin_not_a_socket_is_one_line(tmp_path):
+    import subprocess
+    import sys
+    cfg_file = tmp_path / "c.ini"
+    key = tmp_path / "hb.key"
+    key.write_bytes(KEY)
+    os.chmod(key, 0o600)
+    cfg_file.write_text(f"[global]\nstate_dir = {tmp_path}/s\nrun_dir = {tmp_path}/r\n"
+                        f"[heartbeat]\nkey_file = {key}\nvip_interface = lo\nvips = 127.0.0.99/32\n"
+                        "[node a]\npath.lo = 127.0.0.1\n[node b]\npath.lo = 127.0.0.2\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if os.geteuid() != 0:
+        pytest.skip("the key file must be root's")
+    r = subprocess.run([sys.executable, os.path.join(root, "bin", "hb-listen"), "-c", str(cfg_file),
+                        "--node", "a", "--inetd"], stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=30, env=dict(os.environ, LVSKIT_NO_SYSLOG="1"))
+    assert r.returncode == 2 and "not a socket" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_path_added_on_one_node_first_keeps_the_old_paths_heard(tmp_path):
+    """Rolling config change: b knows a new path 'aaa' (sorting first), a does not yet."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        port = rx.getsockname()[1]
+        text = (f"[global]\nstate_dir = {tmp_path}/state\nrun_dir = {tmp_path}/run\n"
+                f"[heartbeat]\nkey_file = /etc/lvskit/hb.key\nvip_interface = lo\n"
+                f"vips = 127.0.0.99/32\nport = {port}\n"
+                "[node a]\npriority = 200\n{a}path.lo = 127.0.0.1\n"
+                "[node b]\n{b}path.lo = 127.0.0.2\n")
+        before = config.parse(text.format(a="", b=""), "old.ini")
+        after = config.parse(text.format(a="path.aaa = 127.0.0.3\n", b="path.aaa = 127.0.0.4\n"), "new.ini")
+        hbnet.Sender(after, after.node("b"), KEY, 1).send(STANDBY)
+        li = hbnet.Listener(before, before.node("a"), KEY, [], FakeWorker(STANDBY), clock=lambda: 1.0)
+        data, source = rx.recvfrom(512)
+    beat = li.receiver.accept(data, source[0])
+    assert (beat.name, beat.path, source[0]) == ("b", "lo", "127.0.0.2")
+
+
+# A stand-in for `takeover --serve`: "ready" after SLEEP s, "hang" never answers.
+WORKER = r"""
+import sys, time
+time.sleep(float(sys.argv[1]))
+print("ready standby", flush=True)
+for line in sys.stdin:
+    if line.strip() == "hang":
+        time.sleep(60)
+    print("done active", flush=True)
+"""
+
+
+def _worker(sleep, **kw):
+    import sys
+    return hbnet.Worker([sys.executable, "-c", WORKER, str(sleep)], **kw)
+
+
+def _wait_answer(worker, timeout=10):
+    import select
+    assert select.select([worker], [], [], timeout)[0], "no answer"
+    return worker.answer()
+
+
+def test_a_worker_restart_does_not_block_the_loop():
+    import time
+    w = _worker(0)
+    try:
+        assert w.role == STANDBY and w.pending is None
+        w.argv[-1] = "1.0"              # the restarted one takes a second to be ready
+        t = time.monotonic()
+        w.restart("test")
+        assert time.monotonic() - t < 0.5       # heartbeats go on being read meanwhile
+        assert w.pending == "start"
+        assert _wait_answer(w) == (True, STANDBY) and w.pending is None
+        w.send("acquire")
+        assert _wait_answer(w) == (True, ACTIVE)
+    finally:
+        w.proc.kill()
+
+
+def test_a_command_without_answer_restarts_the_worker(cfg, capsys):
+    import time
+    w = _worker(0, timeout=0.2)
+    try:
+        li = hbnet.Listener(cfg, cfg.node("a"), KEY, [], w, clock=time.monotonic)
+        w.send("hang")
+        first = w.proc.pid
+        li.step(time.monotonic())
+        assert w.proc.pid == first                  # not yet overdue
+        time.sleep(0.3)
+        li.step(time.monotonic())
+        assert w.proc.pid != first and w.pending == "start"
+        assert "gave no answer to 'hang' in 0.2 s; restarting" in capsys.readouterr().err
+        assert _wait_answer(w) == (True, STANDBY)
+    finally:
+        w.proc.kill()
+
+
+def test_a_failed_release_is_tried_again(cfg):
+    from lvskit.heartbeat import Beat
+    takeover.write_role(cfg, ACTIVE)
+    worker = FakeWorker(ACTIVE)
+    li = hbnet.Listener(cfg, cfg.node("a"), KEY, [], worker, clock=lambda: 10.0)
+    li.heard(Beat("b", ACTIVE, 300, "lo", 1, 1), 10.0)     # a better active peer: release
+    li.step(10.0)
+    assert worker.sent == ["release"]
+    worker.answers.append((False, "release failed, still holding 127.0.0.99/32"))
+    li._answer()                    # the worker left the role file at active
+    assert li.role == ACTIVE
+    li.heard(Beat("b", ACTIVE, 300, "lo", 1, 2), 10.6)
+    li.step(10.6)
+    assert worker.sent == ["release", "release"]
+
+
+def test_older_generations_stay_refused_after_a_restart(cfg):
+    from lvskit import heartbeat
+    from lvskit.heartbeat import BadBeat, Beat
+
+    def datagram(generation, seq):
+        return heartbeat.encode(Beat("b", ACTIVE, 100, "lo", generation, seq), KEY)
+
+    first = hbnet.Listener(cfg, cfg.node("a"), KEY, [], FakeWorker(STANDBY), clock=lambda: 1.0)
+    first.heard(first.receiver.accept(datagram(9, 1), "127.0.0.2"), 1.0)
+    first.heard(first.receiver.accept(datagram(10, 1), "127.0.0.2"), 1.0)    # b restarted
+    first.step(1.0)
+    # hb-listen restarts; generation 9's datagrams, captured, come back
+    again = hbnet.Listener(cfg, cfg.node("a"), KEY, [], FakeWorker(STANDBY), clock=lambda: 2.0)
+    with pytest.raises(BadBeat, match="old generation 9 .now 10."):
+        again.receiver.accept(datagram(9, 2), "127.0.0.2")
+    assert again.receiver.accept(datagram(10, 2), "127.0.0.2").seq == 2
+    # the file is state: deleted, we are back to what memory alone knows
+    os.unlink(os.path.join(cfg.state_dir, "hb-peer-generations.json"))
+    third = hbnet.Listener(cfg, cfg.node("a"), KEY, [], FakeWorker(STANDBY), clock=lambda: 3.0)
+    assert third.receiver.accept(datagram(9, 2), "127.0.0.2").seq == 2
