@@ -23,6 +23,7 @@ from .roles import ACQUIRE, ANNOUNCE, PeerView, Policy, RELEASE, decide
 from .takeover import peers_path, read_role, role_path
 
 MCL_CURRENT, MCL_FUTURE = 1, 2
+LOOK_EVERY = 0.25       # seconds between looks at the role file (a `takeover` by hand)
 PUBLISH_EVERY = 1.0     # seconds between rewrites of the peers view when nothing changed
 
 
@@ -420,7 +421,7 @@ class Listener:
         self.last_try = {}
         self.role_file = RoleFile(cfg)
         self.role_file.role = worker.role
-        self.wake = self.started
+        self.wake = self.next_look = self.started
         self.role = worker.role
         self.announce_due = None
         self.peer_names = [n.name for n in cfg.nodes if n.name != me.name]
@@ -440,6 +441,7 @@ class Listener:
             now = self.clock()
             if changed or now >= self.wake:
                 self.step(now)
+                self.next_look = now + LOOK_EVERY
 
     def _timeout(self, now):
         """Sleep until the next thing that can happen without a datagram.
@@ -449,7 +451,9 @@ class Listener:
         file (a `takeover` by hand) every quarter second.  No polling tick:
         between heartbeats hb-listen sleeps.
         """
-        hb, wake = self.hb, now + 0.25
+        # The look is due LOOK_EVERY after the last step, not after the last
+        # datagram: heartbeats arriving every 20 ms must not keep pushing it away.
+        hb, wake = self.hb, max(now, self.next_look)
         for p in self.peers.values():
             for t in (p.last + hb.warntime, p.last + hb.deadtime):
                 if now < t < wake:

@@ -4,12 +4,11 @@ And one more, ``ipvs-table``, that every writer of the kernel table (ipvs-sync,
 check-real, reweight, takeover) holds from reading its state to the last
 write, waiting for it: their plans then never interleave.
 """
-import errno
 import fcntl
 import os
 import time
 
-from .errors import BUSY, ERROR, Fatal, PERMISSION
+from .errors import BUSY, Fatal, PERMISSION
 
 
 class Lock:
@@ -21,9 +20,8 @@ class Lock:
         try:
             os.makedirs(run_dir, mode=0o755, exist_ok=True)
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            code = PERMISSION if e.errno in (errno.EACCES, errno.EPERM) else ERROR
-            raise Fatal(f"{self.path}: {e.strerror}", code) from None
+        except OSError as e:    # RUN_DIR cannot be made or written: a setup problem
+            raise Fatal(f"{self.path}: {e.strerror}", PERMISSION) from None
         deadline = time.monotonic() + wait
         while True:
             try:

@@ -10,8 +10,12 @@ the same peers reaches the same answer without talking more.
 - active, another live peer active (a healed partition): the lower-ranked one
   releases, the higher-ranked one announces again (gratuitous ARP), so the
   network's ARP caches end up pointing at the one that stays.
-- active, a higher-ranked peer alive and standby: with auto_failback it
-  releases once that peer has been alive for failback_delay; without, it stays.
+- failback, make-before-break: with auto_failback a standby that outranks
+  every live active peer acquires once it has run failback_delay; the active
+  one then sees a higher-ranked rival and releases (the rule above).  The
+  VIPs are never given up before a node that is ready has taken them: a
+  returning director whose hb-listen is not running yet takes nothing, so the
+  spare keeps serving.  Without auto_failback the spare stays active.
 - held (taken out by hand, ``takeover --release``): never acts; its peers do
   not count it as eligible, so they take over from it.
 """
@@ -62,16 +66,15 @@ def decide(me, my_priority, my_state, peers, now, started, policy, all_peers=())
             return RELEASE
         if rivals:
             return ANNOUNCE
-        if policy.auto_failback:
-            for n, p in live.items():
-                if (p.state == STANDBY and outranks(p.priority, n, my_priority, me)
-                        and now - p.since >= policy.failback_delay):
-                    return RELEASE
-        return None
-    if any(p.state == ACTIVE for p in live.values()):
         return None
     if now - started < policy.initdead and any(n not in peers for n in all_peers):
         return None
+    active = {n: p for n, p in live.items() if p.state == ACTIVE}
+    if active:
+        failback = (policy.auto_failback and now - started >= policy.failback_delay
+                    and all(outranks(my_priority, me, p.priority, n) for n, p in active.items()))
+        if not failback:
+            return None
     for n, p in live.items():
         if p.state == STANDBY and outranks(p.priority, n, my_priority, me):
             return None

@@ -166,7 +166,8 @@ def test_planned_handover_and_rejoin(pair_factory):
     time.sleep(1.0)
     assert only_one_active(p) == ["spare"]
     assert p.run("director", p.tool("director", "takeover", "--rejoin")).returncode == 0
-    assert p.wait(lambda: only_one_active(p) == ["director"], 5)
+    ok = p.wait(lambda: only_one_active(p) == ["director"], 5)
+    assert ok, p.log("director")[-3000:] + "\n----\n" + p.log("spare")[-2000:]
 
 
 # A probe every 10 ms for SECONDS, 20 ms timeout; prints who answered or '-'.

@@ -29,17 +29,23 @@ def test_initdead_waits_for_unheard_peers():
                   ["estepe"]) == ACQUIRE
 
 
-def test_failback_on_and_off_and_delayed():
+def test_failback_is_make_before_break_on_and_off_and_delayed():
+    spare_active = {"estepe": peer(ACTIVE, 100, last=10.0, since=0.0)}
+    # the returning director takes the VIPs first (the spare then releases: rival rule)...
+    assert decide("midas", 200, STANDBY, spare_active, 10.0, 0, P, ["estepe"]) == ACQUIRE
+    assert decide("estepe", 100, ACTIVE, {"midas": peer(ACTIVE, 200)}, 10.0, 0, P, ["midas"]) == RELEASE
+    # ...and the active spare never gives them up to a standby that has not taken them
     back = {"midas": peer(STANDBY, 200, last=10.0, since=9.0)}
-    assert decide("estepe", 100, ACTIVE, back, 10.0, 0, P, ["midas"]) == RELEASE
-    assert decide("estepe", 100, ACTIVE, back, 10.0, 0, NOFB, ["midas"]) is None
+    assert decide("estepe", 100, ACTIVE, back, 10.0, 0, P, ["midas"]) is None
+    # without auto_failback the director stays standby
+    assert decide("midas", 200, STANDBY, spare_active, 10.0, 0, NOFB, ["estepe"]) is None
+    # with a delay: only once it has run failback_delay
     delayed = Policy(deadtime=0.12, auto_failback=True, failback_delay=5.0)
-    assert decide("estepe", 100, ACTIVE, back, 10.0, 0, delayed, ["midas"]) is None
-    assert decide("estepe", 100, ACTIVE, {"midas": peer(STANDBY, 200, last=14.0, since=9.0)},
-                  14.0, 0, delayed, ["midas"]) == RELEASE
-    # and the director, standby, does not grab it from the active spare itself
-    assert decide("midas", 200, STANDBY, {"estepe": peer(ACTIVE, 100)}, 10.0, 0, P, ["estepe"]) is None
-    # a lower-priority standby is no reason to release
+    assert decide("midas", 200, STANDBY, spare_active, 10.0, 8.0, delayed, ["estepe"]) is None
+    assert decide("midas", 200, STANDBY, {"estepe": peer(ACTIVE, 100, last=13.0)}, 13.0, 8.0,
+                  delayed, ["estepe"]) == ACQUIRE
+    # never from a higher-ranked active node, and a lower-priority standby is no reason to release
+    assert decide("estepe", 100, STANDBY, {"midas": peer(ACTIVE, 200)}, 10.0, 0, P, ["midas"]) is None
     assert decide("midas", 200, ACTIVE, {"estepe": peer(STANDBY, 100)}, 10.0, 0, P, ["estepe"]) is None
 
 
@@ -55,9 +61,9 @@ def test_equal_priorities_deterministic_tie_break():
     a = decide("alpha", 100, STANDBY, {"beta": peer(STANDBY, 100)}, 10.0, 0, P, ["beta"])
     b = decide("beta", 100, STANDBY, {"alpha": peer(STANDBY, 100)}, 10.0, 0, P, ["alpha"])
     assert (a, b) == (ACQUIRE, None)
-    # with auto_failback the tie-break winner gets it back, and then it is stable
-    assert decide("beta", 100, ACTIVE, {"alpha": peer(STANDBY, 100)}, 10.0, 0, P, ["alpha"]) == RELEASE
-    assert decide("alpha", 100, ACTIVE, {"beta": peer(STANDBY, 100)}, 10.0, 0, P, ["beta"]) is None
+    # with auto_failback the tie-break winner takes it back, and then it is stable
+    assert decide("alpha", 100, STANDBY, {"beta": peer(ACTIVE, 100)}, 10.0, 0, P, ["beta"]) == ACQUIRE
+    assert decide("beta", 100, STANDBY, {"alpha": peer(ACTIVE, 100)}, 10.0, 0, P, ["alpha"]) is None
 
 
 def test_held_node_is_skipped_and_never_acts():
