@@ -352,18 +352,22 @@ _REAL_OPTS = ("weight", "forward", "port", "uthreshold", "lthreshold")
 _FORWARDS = tuple(FORWARD)
 
 
+def _server_address(sec, key, name, servers):
+    """The address of a [server] name, or of a literal address."""
+    if name in servers:
+        return servers[name].address
+    try:
+        return normalize_address(name)
+    except ValueError:
+        raise sec.error(f"{name!r} is neither a [server] section nor an IP address", key) from None
+
+
 def _real(sec, key, servers, svc_key, default_forward):
     name = key[len("real."):]
     value = sec.take(key)
     if not name:
         raise sec.error("want real.SERVER where SERVER is a [server] name or an address", key)
-    if name in servers:
-        address = servers[name].address
-    else:
-        try:
-            address = normalize_address(name)
-        except ValueError:
-            raise sec.error(f"{name!r} is neither a [server] section nor an IP address", key) from None
+    address = _server_address(sec, key, name, servers)
     opts = {}
     for word in value.split():
         opt, eq, val = word.partition("=")
@@ -499,13 +503,7 @@ def _sorry(sec, servers, svc_key, forward):
         re.match(r"^([^:]+):(\d+)$", raw) if raw.count(":") == 1 else None)
     if m:
         name, port = m.group(1), _int(sec, "sorry", 1, 65535, text=m.group(2), label="port")
-    if name in servers:
-        address = servers[name].address
-    else:
-        try:
-            address = normalize_address(name)
-        except ValueError:
-            raise sec.error(f"{name!r} is neither a [server] section nor an IP address", "sorry") from None
+    address = _server_address(sec, "sorry", name, servers)
     if not port:
         raise sec.error("a firewall-mark service needs the sorry server's port: ADDRESS:PORT", "sorry")
     fwd = FORWARD[forward]
