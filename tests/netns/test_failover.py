@@ -33,10 +33,13 @@ def pair_factory(tmp_path):
 
 
 def up(p, first="director"):
+    second = "spare" if first == "director" else "director"
     p.start(first)
-    p.start("spare" if first == "director" else "director")
+    p.start(second)
     assert p.wait(lambda: p.holds_vip("director") and p.role("spare") == 7, 10), p.log("director")
     assert p.wait(lambda: p.ask() == "director", 5)
+    # both listening: `takeover status` says standby before the spare's hb-listen runs at all
+    assert p.wait(lambda: f"peer {first} alive" in p.log(second), 10), p.log(second)
 
 
 def reboot(p, node):
@@ -59,7 +62,7 @@ def test_machine_death_takeover_and_failback(pair_factory, auto_failback):
     assert p.wait(lambda: p.holds_vip("spare"), 3), p.log("spare")
     assert p.wait(lambda: p.ask() == "spare", 3)
     assert p.client_neigh_mac() == p.mac("spare")
-    assert "taking over: director silent" in p.log("spare")
+    assert p.wait(lambda: "taking over: director silent" in p.log("spare"), 3), p.log("spare")
     reboot(p, "director")
     if auto_failback == "yes":
         assert p.wait(lambda: only_one_active(p) == ["director"], 10), p.log("spare")
@@ -125,17 +128,19 @@ def test_ipv6_vip_moves_with_unsolicited_neighbour_advertisement(pair_factory):
 def test_multicast_only_heartbeats(pair_factory):
     p = pair_factory(extra="multicast = 239.255.0.94\nunicast = no\n")
     up(p)
-    assert "peer director alive" in p.log("spare") and "peer spare alive" in p.log("director")
+    assert p.wait(lambda: "peer director alive" in p.log("spare") and "peer spare alive" in p.log("director"), 5), \
+        (p.log("spare"), p.log("director"))
     p.kill("director")
     assert p.wait(lambda: p.holds_vip("spare"), 3), p.log("spare")
-    assert "taking over: director silent" in p.log("spare")
+    assert p.wait(lambda: "taking over: director silent" in p.log("spare"), 3), p.log("spare")
 
 
 @pytest.mark.parametrize("extra", ["", "multicast = ff02::94\nunicast = no\n"], ids=["unicast", "multicast"])
 def test_ipv6_heartbeat_path(pair_factory, extra):
     p = pair_factory(paths=("front6",), v6=True, extra=extra)
     up(p)
-    assert "peer director alive" in p.log("spare") and "peer spare alive" in p.log("director")
+    assert p.wait(lambda: "peer director alive" in p.log("spare") and "peer spare alive" in p.log("director"), 5), \
+        (p.log("spare"), p.log("director"))
     p.kill("director")
     assert p.wait(lambda: p.holds_vip("spare"), 3), p.log("spare")
 
