@@ -262,10 +262,6 @@ def _float(sec, key, lo, hi, default):
     return value
 
 
-def _seconds(sec, key, lo, hi, default):
-    return _duration(sec, key, lo, hi, default)
-
-
 def _path(sec, key, default):
     value = sec.take(key)
     if value is None:
@@ -462,8 +458,8 @@ def _check(sec, key):
     port = _int(sec, "check_port", 1, 65535, 0) if sec.has("check_port") else 0
     if key.fwmark and not port and kind not in ("ping", "external"):
         raise sec.error("a firewall-mark service has no port to check: set check_port", "check")
-    timeout = _seconds(sec, "check_timeout", 0.05, 300, Check.timeout)
-    interval = _seconds(sec, "check_interval", 0.1, 86400, Check.interval)
+    timeout = _duration(sec, "check_timeout", 0.05, 300, Check.timeout)
+    interval = _duration(sec, "check_interval", 0.1, 86400, Check.interval)
     host = sec.take("check_host", "") or ""
     if host and not re.match(r"^[A-Za-z0-9.:\[\]-]+$", host):
         raise sec.error(f"{host!r} is not a host name", "check_host")
@@ -488,8 +484,8 @@ def _check(sec, key):
         command=_command(sec, "check_command") if kind == "external" else (),
         warning_weight=_int(sec, "check_warning_weight", 0, 100, Check.warning_weight),
         flap_changes=_int(sec, "check_flap_changes", 0, 1000, Check.flap_changes),
-        flap_window=_seconds(sec, "check_flap_window", 0, 86400 * 7, Check.flap_window),
-        hold_down=_seconds(sec, "check_hold_down", 0, 86400 * 7, Check.hold_down),
+        flap_window=_duration(sec, "check_flap_window", 0, 86400 * 7, Check.flap_window),
+        hold_down=_duration(sec, "check_hold_down", 0, 86400 * 7, Check.hold_down),
     )
 
 

@@ -8,7 +8,6 @@ and the takeover is still immediate.  And a hook or a kernel step that
 hangs or crashes stays in the worker; the heartbeat keeps being heard.
 """
 import ctypes
-import json
 import os
 import select
 import socket
@@ -390,15 +389,6 @@ class Worker:
         self.start()
 
 
-def _write_volatile(path, text):
-    """Atomic but not fsync'd: RUN_DIR is tmpfs, and a busy disk must not stall hb-listen."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
-
-
 class Listener:
     def __init__(self, cfg, me, key, sockets, worker, clock=time.monotonic, joins=None):
         hb = cfg.heartbeat
@@ -617,7 +607,7 @@ class Listener:
             out["peers"][name] = dict(v, heard=round(wall - (now - self.peers[name].last), 3),
                                       paths=paths)
         try:
-            _write_volatile(peers_path(self.cfg), json.dumps(out, sort_keys=True))
+            state.save(peers_path(self.cfg), out, durable=False)
         except OSError as e:
             self.limited("publish", log.warning, f"{peers_path(self.cfg)}: {e.strerror}")
 

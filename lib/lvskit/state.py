@@ -21,8 +21,12 @@ def load(path, default=None):
         return default
 
 
-def save(path, data):
-    """Write data as JSON to path atomically (temp file, fsync, rename)."""
+def save(path, data, durable=True):
+    """Write data as JSON to path atomically (temp file, fsync, rename).
+
+    durable=False skips the fsync: for files on tmpfs (RUN_DIR) rewritten
+    often by a process that a busy disk must never stall (hb-listen).
+    """
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
@@ -31,7 +35,8 @@ def save(path, data):
             json.dump(data, f, indent=1, sort_keys=True)
             f.write("\n")
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
