@@ -110,6 +110,7 @@ install: $(VENDOR)
 	    $(D)$(LIBDIR)/lib/vendor $(D)$(DATADIR) $(D)$(SYSTEMDUNITDIR) \
 	    $(D)$(SYSCONFDIR)/cron.d $(D)$(LOCALSTATEDIR)/lib/lvskit $(D)$(RUNSTATEDIR)/lvskit
 	install -d -m 0755 $(D)$(CONFDIR)
+	install -d -m 0700 $(D)$(LOCALSTATEDIR)/cache/lvskit
 	install -m 0755 $(addprefix bin/,$(SCRIPTS)) $(D)$(LIBDIR)/bin/
 	install -m 0644 lib/lvskit/*.py $(D)$(LIBDIR)/lib/lvskit/
 	rm -rf $(D)$(LIBDIR)/lib/vendor/pyroute2 $(D)$(LIBDIR)/lib/vendor/pyroute2-*.dist-info
@@ -143,7 +144,7 @@ uninstall:
 	    if cmp -s $(D)$(SYSCONFDIR)/cron.d/lvskit $(D)$(DATADIR)/cron.d-lvskit; then \
 	        rm -f $(D)$(SYSCONFDIR)/cron.d/lvskit; \
 	    else echo "kept $(D)$(SYSCONFDIR)/cron.d/lvskit (edited)"; fi; fi
-	rm -rf $(D)$(LIBDIR) $(D)$(DATADIR)
+	rm -rf $(D)$(LIBDIR) $(D)$(DATADIR) $(D)$(LOCALSTATEDIR)/cache/lvskit
 	@echo "kept $(D)$(CONFDIR)/ (config, key) and $(D)$(LOCALSTATEDIR)/lib/lvskit/ (state)"
 
 # --- install tests ------------------------------------------------------------

@@ -48,7 +48,7 @@ class Probe:
 def probe_for(check, dest):
     """The Probe a service's check makes of one real server (a config.Dest)."""
     port = 0 if check.kind == "ping" else (check.port or dest.port)
-    question = replace(check, interval=0, rise=0, fall=0, flap_changes=0, flap_window=0,
+    question = check.replace(interval=0, rise=0, fall=0, flap_changes=0, flap_window=0,
                        hold_down=0, warning_weight=0)
     return Probe(check.kind, dest.address, port, question)
 

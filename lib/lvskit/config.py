@@ -15,14 +15,13 @@ Sections (see README.md, "Configuration"):
   [node NAME]       a director (or spare): priority, one address per path
 
 Every problem raises ConfigError naming file, line, section and key; the
-result is a tree of frozen dataclasses.
+result is a tree of frozen records (lvskit.record).
 """
-import ipaddress
 import re
-from dataclasses import dataclass, field
 
 from . import ini
 from .errors import ConfigError
+from .record import record
 from .model import (AF_INET, AF_INET6, F_ONEPACKET, F_PERSISTENT, FORWARD, MAX_WEIGHT,
                     PROTOCOLS, SCHED_FLAG_ALIASES, SCHED_FLAGS, SCHEDULERS, Dest, Service,
                     ServiceKey, family_of, normalize_address)
@@ -31,16 +30,13 @@ REMOVAL = ("drain", "delete")
 ON_FAILURE = ("quiesce", "remove")
 
 
-@dataclass(frozen=True)
-class Server:
-    name: str
-    address: str
+class Server(record("Server", "name", "address")):
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class RealServer:
-    name: str           # the [server NAME] it refers to, or its address
-    dest: Dest          # the wanted kernel entry
+class RealServer(record("RealServer", "name", "dest")):
+    """name: the [server NAME] it refers to, or its address; dest: the wanted kernel entry."""
+    __slots__ = ()
 
 
 CHECKS = ("none", "tcp", "http", "https", "udp", "xdmcp", "ssh", "ping", "external")
@@ -54,40 +50,45 @@ _CHECK_ONLY = {
 }
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(record(
+        "Check",
+        kind="none",
+        interval=5.0,
+        timeout=3.0,
+        rise=2,
+        fall=3,
+        port=0,                 # 0: the real server's own port
+        path="/",
+        host="",                # HTTP Host header (and TLS name when verifying)
+        status=((200, 399),),
+        body="",                # regular expression the body must match
+        verify=True,
+        ca="",                  # CA bundle for verify (default: the system's)
+        send=b"",
+        expect="",              # regular expression the reply or banner must match
+        command=(),             # external: argv with {address} {port}
+        warning_weight=50,      # external exit 1: percent of the configured weight
+        flap_changes=4,         # this many state changes within flap_window...
+        flap_window=600.0,
+        hold_down=300.0)):      # ...keep the server out this long
     """How check-real tests the real servers of one service."""
-    kind: str = "none"
-    interval: float = 5.0
-    timeout: float = 3.0
-    rise: int = 2
-    fall: int = 3
-    port: int = 0               # 0: the real server's own port
-    path: str = "/"
-    host: str = ""              # HTTP Host header (and TLS name when verifying)
-    status: tuple = ((200, 399),)
-    body: str = ""              # regular expression the body must match
-    verify: bool = True
-    ca: str = ""                # CA bundle for verify (default: the system's)
-    send: bytes = b""
-    expect: str = ""            # regular expression the reply or banner must match
-    command: tuple = ()         # external: argv with {address} {port}
-    warning_weight: int = 50    # external exit 1: percent of the configured weight
-    flap_changes: int = 4       # this many state changes within flap_window...
-    flap_window: float = 600.0
-    hold_down: float = 300.0    # ...keep the server out this long
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class VirtualService:
-    name: str
-    service: Service    # wanted kernel entry (its dests dict is empty: see reals)
-    reals: tuple        # of RealServer, in file order
-    removal: str = "drain"
-    on_failure: str = "quiesce"     # a failed real server: weight 0, or out of the table
-    check: Check = Check()
-    sorry: Dest = None              # in the table only while every real server is down
-    reweight: str = "none"          # how reweight learns load: agent, http, external, none
+_CHECK = Check()     # the defaults
+
+
+class VirtualService(record(
+        "VirtualService",
+        "name",
+        "service",                  # wanted kernel entry (its dests dict is empty: see reals)
+        "reals",                    # of RealServer, in file order
+        removal="drain",
+        on_failure="quiesce",       # a failed real server: weight 0, or out of the table
+        check=Check(),
+        sorry=None,                 # a Dest, in the table only while every real server is down
+        reweight="none")):          # how reweight learns load: agent, http, external, none
+    __slots__ = ()
 
     @property
     def key(self):
@@ -100,85 +101,87 @@ class VirtualService:
                        {r.dest.key: r.dest for r in self.reals})
 
 
-@dataclass(frozen=True)
-class Reweight:
+class Reweight(record(
+        "Reweight",
+        agent_port=7766,
+        http_url="http://{address}:{agent_port}/load",
+        command="ssh -o BatchMode=yes {address} lvs-agent",
+        timeout=1.0,                # seconds for a whole round's answers
+        alpha=0.25,
+        deadband=0.05,
+        max_step=0.1,
+        floor=0.05,
+        ceiling=1.0,
+        scale=100,
+        slow_start=60.0,
+        agent_ports={})):           # server name -> port (never mutated)
     """[reweight]: how to ask for load and how answers become weights."""
-    agent_port: int = 7766
-    http_url: str = "http://{address}:{agent_port}/load"
-    command: str = "ssh -o BatchMode=yes {address} lvs-agent"
-    timeout: float = 1.0            # seconds for a whole round's answers
-    alpha: float = 0.25
-    deadband: float = 0.05
-    max_step: float = 0.1
-    floor: float = 0.05
-    ceiling: float = 1.0
-    scale: int = 100
-    slow_start: float = 60.0
-    agent_ports: dict = field(default_factory=dict, hash=False)  # server name -> port
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Agent:
+class Agent(record(
+        "Agent",
+        load_avg=1,                 # which loadavg: 1, 5 or 15 minutes
+        cpu_full=1.0,               # load per CPU that counts as full (0: ignore CPU)
+        memory="auto",              # auto (PSI, else meminfo), psi, meminfo, off
+        psi_full=10.0,              # memory "some" stall, % of time, that counts as full
+        mem_ok=0.5,                 # fraction of memory in use that is still no pressure
+        max_sessions=0,             # logins that count as full (0: ignore sessions)
+        utmp="/var/run/utmp",
+        state_file="/etc/lvskit/agent-state",   # admin's up/drain/maint/down
+        listen="7766")):            # [ADDR:]PORT for --listen
     """[agent]: lvs-agent's capacity formula, on a real server (capacity.py)."""
-    load_avg: int = 1               # which loadavg: 1, 5 or 15 minutes
-    cpu_full: float = 1.0           # load per CPU that counts as full (0: ignore CPU)
-    memory: str = "auto"            # auto (PSI, else meminfo), psi, meminfo, off
-    psi_full: float = 10.0          # memory "some" stall, % of time, that counts as full
-    mem_ok: float = 0.5             # fraction of memory in use that is still no pressure
-    max_sessions: int = 0           # logins that count as full (0: ignore sessions)
-    utmp: str = "/var/run/utmp"
-    state_file: str = "/etc/lvskit/agent-state"   # admin's up/drain/maint/down
-    listen: str = "7766"            # [ADDR:]PORT for --listen
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Node:
-    name: str
-    priority: int
-    paths: dict = field(hash=False)     # path name -> address
+class Node(record("Node", "name", "priority", "paths")):
+    """paths: {path name: address}."""
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Heartbeat:
-    key_file: str
-    vip_interface: str
-    vips: tuple             # of "address/prefix"
-    port: int = 694
-    interval: float = 0.02
-    deadtime: float = 0.12
-    warntime: float = 0.06
-    initdead: float = 10.0
-    auto_failback: bool = True
-    failback_delay: float = 0.0
-    multicast: str = ""     # a group, sent on every path besides (or instead of) unicast
-    unicast: bool = True
-    realtime: bool = True   # SCHED_FIFO + mlockall for hb-send/hb-listen
-    arp_count: int = 3
-    arp_repeat: float = 2.0
-    release_wait: float = 2.0
-    sync_interface: str = ""
-    syncid: int = 0
-    on_acquire: str = ""
-    on_release: str = ""
-    monitor_start: str = ""
-    monitor_stop: str = ""
-    paths: tuple = ()       # every path name of the [node]s, sorted: a datagram carries the index
+class Heartbeat(record(
+        "Heartbeat",
+        "key_file",
+        "vip_interface",
+        "vips",                 # of "address/prefix"
+        port=694,
+        interval=0.02,
+        deadtime=0.12,
+        warntime=0.06,
+        initdead=10.0,
+        auto_failback=True,
+        failback_delay=0.0,
+        multicast="",           # a group, sent on every path besides (or instead of) unicast
+        unicast=True,
+        realtime=True,          # SCHED_FIFO + mlockall for hb-send/hb-listen
+        arp_count=3,
+        arp_repeat=2.0,
+        release_wait=2.0,
+        sync_interface="",
+        syncid=0,
+        on_acquire="",
+        on_release="",
+        monitor_start="",
+        monitor_stop="",
+        paths=())):             # every path name of the [node]s, sorted: a datagram carries the index
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Config:
-    path: str
-    director: str = ""
-    state_dir: str = "/var/lib/lvskit"
-    run_dir: str = "/run/lvskit"
-    maint_dir: str = ""         # check-real maintenance flags; "" is STATE_DIR/maint
-    check_hook: str = ""        # command check-real runs on every health change
-    servers: dict = field(default_factory=dict, hash=False)     # name -> Server
-    services: tuple = ()                                         # of VirtualService
-    reweight: Reweight = Reweight()
-    agent: Agent = Agent()
-    heartbeat: object = None                                     # Heartbeat or None
-    nodes: tuple = ()                                            # of Node, in file order
+class Config(record(
+        "Config",
+        "path",
+        director="",
+        state_dir="/var/lib/lvskit",
+        run_dir="/run/lvskit",
+        maint_dir="",           # check-real maintenance flags; "" is STATE_DIR/maint
+        check_hook="",          # command check-real runs on every health change
+        servers={},             # name -> Server (never mutated)
+        services=(),            # of VirtualService
+        reweight=Reweight(),
+        agent=Agent(),
+        heartbeat=None,         # Heartbeat or None
+        nodes=())):             # of Node, in file order
+    __slots__ = ()
 
     @property
     def maint_path(self):
@@ -308,6 +311,7 @@ def _netmask(sec, af, persistent):
         if af == AF_INET6 or raw.lstrip("/").isdigit():
             prefix = int(raw.lstrip("/"))
         else:
+            import ipaddress    # late, as below: rare keys, and a cron script pays every import
             prefix = ipaddress.IPv4Network(f"0.0.0.0/{raw}").prefixlen
     except ValueError:
         prefix = -1
@@ -396,7 +400,7 @@ def _real(sec, key, servers, svc_key, default_forward):
 def _status_ranges(sec, key):
     raw = sec.take(key)
     if not raw:
-        return Check.status
+        return _CHECK.status
     ranges = []
     for part in filter(None, re.split(r"[\s,]+", raw)):
         lo, dash, hi = part.partition("-")
@@ -458,8 +462,8 @@ def _check(sec, key):
     port = _int(sec, "check_port", 1, 65535, 0) if sec.has("check_port") else 0
     if key.fwmark and not port and kind not in ("ping", "external"):
         raise sec.error("a firewall-mark service has no port to check: set check_port", "check")
-    timeout = _duration(sec, "check_timeout", 0.05, 300, Check.timeout)
-    interval = _duration(sec, "check_interval", 0.1, 86400, Check.interval)
+    timeout = _duration(sec, "check_timeout", 0.05, 300, _CHECK.timeout)
+    interval = _duration(sec, "check_interval", 0.1, 86400, _CHECK.interval)
     host = sec.take("check_host", "") or ""
     if host and not re.match(r"^[A-Za-z0-9.:\[\]-]+$", host):
         raise sec.error(f"{host!r} is not a host name", "check_host")
@@ -473,8 +477,8 @@ def _check(sec, key):
         raise sec.error(f"{ca!r} is not an absolute path", "check_ca")
     return Check(
         kind=kind, interval=interval, timeout=timeout,
-        rise=_int(sec, "check_rise", 1, 100, Check.rise),
-        fall=_int(sec, "check_fall", 1, 100, Check.fall),
+        rise=_int(sec, "check_rise", 1, 100, _CHECK.rise),
+        fall=_int(sec, "check_fall", 1, 100, _CHECK.fall),
         port=port, path=path, host=host,
         status=_status_ranges(sec, "check_status"),
         body=_regex(sec, "check_body"),
@@ -482,10 +486,10 @@ def _check(sec, key):
         send=_payload(sec, "check_send"),
         expect=_regex(sec, "check_expect"),
         command=_command(sec, "check_command") if kind == "external" else (),
-        warning_weight=_int(sec, "check_warning_weight", 0, 100, Check.warning_weight),
-        flap_changes=_int(sec, "check_flap_changes", 0, 1000, Check.flap_changes),
-        flap_window=_duration(sec, "check_flap_window", 0, 86400 * 7, Check.flap_window),
-        hold_down=_duration(sec, "check_hold_down", 0, 86400 * 7, Check.hold_down),
+        warning_weight=_int(sec, "check_warning_weight", 0, 100, _CHECK.warning_weight),
+        flap_changes=_int(sec, "check_flap_changes", 0, 1000, _CHECK.flap_changes),
+        flap_window=_duration(sec, "check_flap_window", 0, 86400 * 7, _CHECK.flap_window),
+        hold_down=_duration(sec, "check_hold_down", 0, 86400 * 7, _CHECK.hold_down),
     )
 
 
@@ -675,6 +679,7 @@ def _vips(sec, services):
         if not out:
             raise sec.error("vips = services, but no [service] has an address", "vips")
         return tuple(out)
+    import ipaddress
     for word in raw.replace(",", " ").split():
         try:
             iface = ipaddress.ip_interface(word)
@@ -754,6 +759,7 @@ def _heartbeat(sec, services, nodes, node_secs):
     multicast = sec.take("multicast", "")
     if multicast:
         multicast = _address(sec, "multicast", multicast)
+        import ipaddress
         if not ipaddress.ip_address(multicast).is_multicast:
             raise sec.error(f"{multicast} is not a multicast group", "multicast")
     kw["multicast"] = multicast
@@ -781,11 +787,34 @@ def parse(text, path="<config>"):
     return _build(ini.parse(text, path), path)
 
 
-def load(path):
-    return _build(ini.read(path), path)
+def load(path, memo=None):
+    """The validated Config of the file at path (see configcache: unchanged text is not re-parsed).
+
+    memo: a dict a long-running program keeps between loads (--every): a
+    [service] section whose keys and values are those of a section already
+    built, with the same [server]s, is not validated again.
+    """
+    from . import configcache
+    text = ini.read_text(path)
+    # an empty memo is filled by one full parse, the cache would leave it empty
+    cfg = configcache.get(path, text) if memo is None or memo else None
+    if cfg is None:
+        cfg = _build(ini.parse(text, path), path, memo)
+        configcache.put(path, text, cfg)
+    return cfg
 
 
-def _build(sections, path):
+def _memo_service(sec, servers, memo, fresh):
+    """_service, through memo when the same section was built before (line numbers aside)."""
+    if memo is None:
+        return _service(sec, servers)
+    sig = (sec.name, tuple([(k, v) for k, (v, _) in sec.values.items()]))
+    vs = memo.get(sig) or _service(sec, servers)
+    fresh[sig] = vs
+    return vs
+
+
+def _build(sections, path, memo=None):
     glob, servers, services, seen = {}, {}, [], {}
     by_kind = {"global": [], "server": [], "service": [], "reweight": [], "agent": [],
                "heartbeat": [], "node": []}
@@ -809,8 +838,11 @@ def _build(sections, path):
     for sec in by_kind["server"]:
         _server(sec, servers)
         _no_leftovers(sec)
+    fresh, servers_id = {}, tuple(servers.items())
+    if memo is not None and memo.get("servers") != servers_id:
+        memo.clear()            # a service's entries depend on the [server]s it names
     for sec in by_kind["service"]:
-        vs = _service(sec, servers)
+        vs = _memo_service(sec, servers, memo, fresh)
         if vs.key in seen:
             raise sec.error(f"same virtual service ({vs.key}) as [service {seen[vs.key]}]")
         seen[vs.key] = vs.name
@@ -821,5 +853,8 @@ def _build(sections, path):
         heartbeat = _heartbeat(sec, services, nodes, by_kind["node"])
     if nodes and heartbeat is None:
         raise by_kind["node"][0].error("[node] sections need a [heartbeat] section")
+    if memo is not None:        # only a config that validated whole is remembered
+        memo.clear()
+        memo.update(fresh, servers=servers_id)
     return Config(path=str(path), servers=servers, services=tuple(services),
                   heartbeat=heartbeat, nodes=nodes, **glob)

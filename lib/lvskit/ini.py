@@ -83,6 +83,10 @@ def parse(text, path="<config>"):
 
 
 def read(path):
+    return parse(read_text(path), path)
+
+
+def read_text(path):
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
@@ -90,4 +94,4 @@ def read(path):
         raise ConfigError("no such file", path) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read: {getattr(e, 'strerror', None) or e}", path) from None
-    return parse(text, path)
+    return text

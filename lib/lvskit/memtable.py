@@ -9,7 +9,6 @@ with its real servers.
 """
 import errno
 import os
-from dataclasses import replace
 
 from . import plan as P
 
@@ -19,10 +18,10 @@ class MemoryTable:
         self.table = {}         # ServiceKey -> Service (with its own dests dict)
         self.writes = []        # every operation that reached "the kernel"
         for svc in (services or {}).values() if isinstance(services, dict) else (services or ()):
-            self.table[svc.key] = replace(svc, dests=dict(svc.dests))
+            self.table[svc.key] = svc.replace(dests=dict(svc.dests))
 
     def read(self, keys=None):
-        return {k: replace(s, dests=dict(s.dests)) for k, s in self.table.items()
+        return {k: s.replace(dests=dict(s.dests)) for k, s in self.table.items()
                 if keys is None or k in keys}
 
     def _one(self, op):
@@ -31,11 +30,11 @@ class MemoryTable:
         if op.kind == P.ADD_SERVICE:
             if have:
                 return errno.EEXIST
-            self.table[key] = replace(op.service, dests={})
+            self.table[key] = op.service.replace(dests={})
         elif have is None:
             return errno.ESRCH
         elif op.kind == P.EDIT_SERVICE:
-            self.table[key] = replace(op.service, dests=have.dests)
+            self.table[key] = op.service.replace(dests=have.dests)
         elif op.kind == P.DEL_SERVICE:
             del self.table[key]
         elif op.kind == P.ADD_DEST:
@@ -46,7 +45,7 @@ class MemoryTable:
             return errno.ENOENT
         elif op.kind == P.EDIT_DEST:
             old = have.dests[op.dest.key]
-            have.dests[op.dest.key] = replace(op.dest, active=old.active, inactive=old.inactive)
+            have.dests[op.dest.key] = op.dest.replace(active=old.active, inactive=old.inactive)
         elif op.kind == P.DEL_DEST:
             del have.dests[op.dest.key]
         return 0

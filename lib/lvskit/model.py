@@ -7,7 +7,8 @@ changed in place.
 """
 import functools
 import socket
-from dataclasses import dataclass, field
+
+from .record import record
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
@@ -54,13 +55,9 @@ def hostport(address, port):
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-@dataclass(frozen=True, order=True)
-class ServiceKey:
-    af: int
-    protocol: int       # 0 for a firewall-mark service
-    address: str        # "" for a firewall-mark service
-    port: int
-    fwmark: int = 0
+class ServiceKey(record("ServiceKey", "af", "protocol", "address", "port", fwmark=0)):
+    """protocol is 0 and address "" for a firewall-mark service; ordered as a tuple."""
+    __slots__ = ()
 
     @classmethod
     def fw(cls, af, fwmark):
@@ -79,42 +76,61 @@ class ServiceKey:
         return f"{PROTOCOL_NAMES.get(self.protocol, self.protocol)} {hostport(self.address, self.port)}"
 
 
-@dataclass(frozen=True)
-class Dest:
+class Dest(record("Dest", "address", "port", forward=FORWARD["dr"], weight=1, u_threshold=0,
+                  l_threshold=0, active=0, inactive=0, persistent=0)):
     """A real server inside one service.  Counters are read-only and never compared."""
-    address: str
-    port: int
-    forward: int = FORWARD["dr"]
-    weight: int = 1
-    u_threshold: int = 0
-    l_threshold: int = 0
-    active: int = field(default=0, compare=False)
-    inactive: int = field(default=0, compare=False)
-    persistent: int = field(default=0, compare=False)
+    __slots__ = ()
 
     @property
     def key(self):
-        return (self.address, self.port)
+        return (self[0], self[1])
 
     def settings(self):
-        return (self.forward, self.weight, self.u_threshold, self.l_threshold)
+        return self[2:6]
+
+    def __eq__(self, other):
+        if isinstance(other, Dest):
+            return self[:6] == other[:6]
+        return NotImplemented
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(self[:6])
 
     def __str__(self):
         return hostport(self.address, self.port)
 
 
-@dataclass(frozen=True)
-class Service:
-    """A virtual service and, keyed by (address, port), its real servers."""
-    key: ServiceKey
-    scheduler: str = "wlc"
-    flags: int = 0
-    timeout: int = 0        # persistence, seconds
-    netmask: int = 32       # persistence granularity, as a prefix length (128 for IPv6)
-    dests: dict = field(default_factory=dict, compare=False, hash=False)
+class Service(record("Service", "key", scheduler="wlc", flags=0, timeout=0, netmask=32, dests=None)):
+    """A virtual service and, keyed by (address, port), its real servers.
+
+    timeout: persistence in seconds; netmask: persistence granularity as a
+    prefix length (128 for IPv6).  dests is not compared (a service is the
+    same service whatever its real servers).
+    """
+    __slots__ = ()
+
+    def __new__(cls, key, scheduler="wlc", flags=0, timeout=0, netmask=32, dests=None):
+        return tuple.__new__(cls, (key, scheduler, flags, timeout, netmask,
+                                   {} if dests is None else dests))
 
     def settings(self):
-        return (self.scheduler, self.flags, self.timeout, self.netmask)
+        return self[1:5]
+
+    def __eq__(self, other):
+        if isinstance(other, Service):
+            return self[:5] == other[:5]
+        return NotImplemented
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(self[:5])
 
     def __str__(self):
         return str(self.key)

@@ -16,7 +16,6 @@ weights.json: {"services": {SERVICE: {"ADDR:PORT": {"weight": int, ...}}}}
   config still says reweight = agent|http|external.)
 """
 import os
-from dataclasses import replace
 
 from . import log, state
 
@@ -72,7 +71,7 @@ class Adjuster:
         entry = str(dest)
         w = (self.weights.get(vs.name) or {}).get(entry, {}).get("weight")
         if vs.reweight != "none" and isinstance(w, int) and not isinstance(w, bool) and 0 <= w <= 65535:
-            dest = replace(dest, weight=w)
+            dest = dest.replace(weight=w)
         return _health_adjust(vs, dest, self.health)
 
     def extra(self, vs):
@@ -114,10 +113,10 @@ def _health_adjust(vs, dest, health):
             marked = any(_entry(entries, r.dest).get("kept") for r in vs.reals)
             if e.get("kept") or not marked:
                 return dest
-        return None if vs.on_failure == "remove" else replace(dest, weight=0)
+        return None if vs.on_failure == "remove" else dest.replace(weight=0)
     pct = e.get("weight_percent")
     if isinstance(pct, int) and 0 <= pct < 100 and dest.weight:
-        return replace(dest, weight=max(1, dest.weight * pct // 100) if pct else 0)
+        return dest.replace(weight=max(1, dest.weight * pct // 100) if pct else 0)
     return dest
 
 

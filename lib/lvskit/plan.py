@@ -8,9 +8,8 @@ Pure functions, no I/O (kube-proxy's IPVS reconciler is the model):
 - a real server that left a service is drained (weight 0, deleted once its
   connections are gone; UDP at once) or deleted, per the service's removal.
 """
-from dataclasses import dataclass
-
-from .model import PROTOCOLS, Dest, Service, dest_ipvsadm, service_ipvsadm
+from .model import PROTOCOLS, dest_ipvsadm, service_ipvsadm
+from .record import record
 
 ADD_SERVICE, EDIT_SERVICE, DEL_SERVICE = "add-service", "edit-service", "del-service"
 ADD_DEST, EDIT_DEST, DEL_DEST = "add-dest", "edit-dest", "del-dest"
@@ -18,11 +17,9 @@ _FLAG = {ADD_SERVICE: "-A", EDIT_SERVICE: "-E", DEL_SERVICE: "-D",
          ADD_DEST: "-a", EDIT_DEST: "-e", DEL_DEST: "-d"}
 
 
-@dataclass(frozen=True)
-class Op:
-    kind: str
-    service: Service
-    dest: Dest = None
+class Op(record("Op", "kind", "service", dest=None)):
+    """One change: kind, the Service it is about, and the Dest for a real-server change."""
+    __slots__ = ()
 
     def ipvsadm(self):
         """The same change as an ipvsadm command line."""
@@ -52,8 +49,7 @@ def _drain_or_delete(svc, dest, removal):
     if removal == "delete" or udp or (dest.weight == 0 and dest.active + dest.inactive == 0):
         return Op(DEL_DEST, svc, dest)
     if dest.weight != 0:
-        return Op(EDIT_DEST, svc, Dest(dest.address, dest.port, dest.forward, 0,
-                                       dest.u_threshold, dest.l_threshold))
+        return Op(EDIT_DEST, svc, dest.replace(weight=0, active=0, inactive=0, persistent=0))
     return None     # weight 0 already, connections still draining
 
 

@@ -5,7 +5,6 @@ takeover) goes through ``reconcile``: no second code path to the kernel.
 """
 import os
 import sys
-from dataclasses import dataclass, field, replace
 
 from . import log, state
 from .model import ServiceKey
@@ -57,16 +56,16 @@ def desired_table(cfg, adjust=None):
                     dests[d.key] = d
             for d in adjust.extra(vs):
                 dests.setdefault(d.key, d)      # e.g. the sorry server
-            svc = replace(svc, dests=dests)
+            svc = svc.replace(dests=dests)
         table[vs.key] = svc
     return table
 
 
-@dataclass
 class Outcome:
-    ops: list = field(default_factory=list)
-    failed: list = field(default_factory=list)      # [(op, message)]
-    current: dict = None                            # the table the plan was made against
+    def __init__(self, ops, current=None):
+        self.ops = ops
+        self.failed = []            # [(op, message)]
+        self.current = current      # the table the plan was made against
 
 
 TABLE_LOCK_WAIT = 30.0     # seconds a writer waits for another one's plan and writes
@@ -209,6 +208,8 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
         return (stamp(health_path(cfg)), stamp(weights_path(cfg)))
     last_state = state_stamp()
     follower, seen, full, code = Follower(kernel), stamp(), True, 0
+    memo = {}      # sections built before: an edit re-validates only what changed
+    cfg = config_mod.load(path, memo)
     while True:
         out = follower.step(cfg, full=full)
         code = ERROR if out.failed else OK
@@ -222,7 +223,7 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
         if stamp() != seen:
             seen = stamp()
             try:
-                cfg = config_mod.load(path)
+                cfg = config_mod.load(path, memo)
             except Fatal as e:
                 log.error(f"{e} (keeping the previous config)")
     return code  # pragma: no cover  (the loop ends by a signal)

@@ -47,13 +47,19 @@ def test_the_root_is_debians_and_has_no_pyroute2_of_its_own(root):
 
 
 def test_check_config_in_the_chroot(root):
-    res = chroot(SBINDIR + "/ipvs-sync", "--check-config")
-    assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+    cache = os.path.join(root, "var/cache/lvskit")
+    for f in os.listdir(cache):
+        os.remove(os.path.join(cache, f))
+    for _ in range(2):      # a parse that fills the cache, then a run that reads it
+        res = chroot(SBINDIR + "/ipvs-sync", "--check-config")
+        assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
+    assert os.listdir(cache) == ["config_etc_lvskit_lvskit.ini.pickle"]
     with open(os.path.join(root, "etc/lvskit/bad.ini"), "w") as f:
         f.write("[service www]\naddress = 192.168.45.26\nport = 80\nscheduler = fastest\n")
     res = chroot(SBINDIR + "/ipvs-sync", "--check-config", "-c", "/etc/lvskit/bad.ini")
     assert res.returncode == 6
     assert res.stderr.startswith("ipvs-sync: /etc/lvskit/bad.ini:4: [service www] scheduler")
+    assert len(os.listdir(cache)) == 1      # a bad config is never cached
 
 
 def test_the_vendored_pyroute2_imports_with_debians_python(root):

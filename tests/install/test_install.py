@@ -80,6 +80,7 @@ def test_directories_and_the_key(destdir):
     d, _ = destdir
     for path in ("/var/lib/lvskit", "/run/lvskit", "/etc/lvskit"):
         assert os.path.isdir(d + path), path
+    assert stat.S_IMODE(os.stat(d + "/var/cache/lvskit").st_mode) == 0o700  # the parsed-config cache
     key = d + "/etc/lvskit/hb.key"
     st = os.stat(key)
     assert stat.S_IMODE(st.st_mode) == 0o600

@@ -6,7 +6,7 @@ import ssl
 import subprocess
 import threading
 import time
-from dataclasses import replace
+
 
 import pytest
 
@@ -290,8 +290,8 @@ def test_a_round_lasts_one_timeout_not_the_sum(serve):
 
 def test_shared_endpoint_probed_once():
     a = Check(kind="tcp", timeout=1, rise=2, fall=3, interval=5)
-    b = replace(a, rise=5, fall=1, interval=30)
-    c = replace(a, timeout=2)
+    b = a.replace(rise=5, fall=1, interval=30)
+    c = a.replace(timeout=2)
     d = Dest(LO, 80)
     assert checks.probe_for(a, d) == checks.probe_for(b, d)
     assert checks.probe_for(a, d) != checks.probe_for(c, d)

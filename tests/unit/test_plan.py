@@ -1,5 +1,4 @@
 """The planner against the fake table: exact operations, foreign entries untouched."""
-from dataclasses import replace
 
 from lvskit import config, plan as P, sync
 from lvskit.memtable import MemoryTable as FakeKernel
@@ -83,13 +82,13 @@ def test_drain_then_delete_when_connections_gone(tmp_path):
     k = FakeKernel()
     sync.reconcile(cfg_for(tmp_path), k)
     web = cfg_for(tmp_path).service("web").key
-    k.table[web].dests[("10.0.0.2", 80)] = replace(k.table[web].dests[("10.0.0.2", 80)], active=4)
+    k.table[web].dests[("10.0.0.2", 80)] = k.table[web].dests[("10.0.0.2", 80)].replace(active=4)
     smaller = cfg_for(tmp_path, CFG.replace("real.10.0.0.2 = weight=1\n", ""))
     out = sync.reconcile(smaller, k)
     assert kinds(out.ops) == [(P.EDIT_DEST, "10.0.0.2:80")] and out.ops[0].dest.weight == 0
-    k.table[web].dests[("10.0.0.2", 80)] = replace(k.table[web].dests[("10.0.0.2", 80)], active=1)
+    k.table[web].dests[("10.0.0.2", 80)] = k.table[web].dests[("10.0.0.2", 80)].replace(active=1)
     assert sync.reconcile(smaller, k).ops == []             # still draining: wait
-    k.table[web].dests[("10.0.0.2", 80)] = replace(k.table[web].dests[("10.0.0.2", 80)], active=0)
+    k.table[web].dests[("10.0.0.2", 80)] = k.table[web].dests[("10.0.0.2", 80)].replace(active=0)
     assert kinds(sync.reconcile(smaller, k).ops) == [(P.DEL_DEST, "10.0.0.2:80")]
 
 

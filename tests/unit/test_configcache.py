@@ -1,0 +1,151 @@
+"""The parsed-config cache: a hit only for the same text, parser and path; never trusted blindly."""
+import os
+import pickle
+
+import pytest
+
+from lvskit import config, configcache
+from lvskit.errors import ConfigError
+
+TEXT = """[global]
+state_dir = {tmp}/state
+
+[service www]
+address = 10.0.0.1
+port = 80
+real.10.0.0.2 = weight=3
+real.10.0.0.3 = weight=1
+"""
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    monkeypatch.setenv("LVSKIT_CACHE_DIR", str(cache))
+    path = tmp_path / "lvskit.ini"
+    path.write_text(TEXT.format(tmp=tmp_path))
+    builds = []
+    real_build = config._build
+    monkeypatch.setattr(config, "_build", lambda *a: builds.append(1) or real_build(*a))
+    return path, cache, builds
+
+
+def test_same_text_is_not_parsed_again_and_gives_the_same_config(env):
+    path, cache, builds = env
+    first = config.load(path)
+    second = config.load(path)
+    assert builds == [1]
+    assert second == first
+    assert second.services[0].reals[1].dest.weight == 1
+    assert [f.name for f in cache.iterdir()] == ["config" + str(path).replace("_", "__").replace("/", "_") + ".pickle"]
+
+
+def test_any_change_of_text_is_a_full_parse(env):
+    path, _, builds = env
+    config.load(path)
+    path.write_text(path.read_text().replace("weight=1", "weight=2"))
+    assert config.load(path).services[0].reals[1].dest.weight == 2
+    assert config.load(path).services[0].reals[1].dest.weight == 2
+    assert builds == [1, 1]
+
+
+def test_a_bad_config_is_never_cached(env):
+    path, cache, builds = env
+    path.write_text(path.read_text().replace("weight=1", "weight=70000"))
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="weight"):
+            config.load(path)
+    assert builds == [1, 1]
+    assert list(cache.iterdir()) == []
+
+
+def test_another_path_or_parser_version_misses(env, tmp_path, monkeypatch):
+    path, _, builds = env
+    config.load(path)
+    other = tmp_path / "copy.ini"
+    other.write_text(path.read_text())
+    assert config.load(other).path == str(other)
+    monkeypatch.setattr(configcache, "_parser_stamp", lambda: "a newer lvskit")
+    config.load(path)
+    assert builds == [1, 1, 1]
+
+
+def test_writable_by_others_or_corrupt_is_a_miss_then_repaired(env):
+    path, cache, builds = env
+    config.load(path)
+    (entry,) = cache.iterdir()
+    entry.chmod(0o664)
+    config.load(path)
+    assert builds == [1, 1]     # not read; rewritten privately
+    assert entry.stat().st_mode & 0o077 == 0
+    entry.write_bytes(entry.read_bytes()[:-40])
+    config.load(path)
+    config.load(path)
+    assert builds == [1, 1, 1]
+    cache.chmod(0o777)
+    config.load(path)
+    assert builds == [1, 1, 1, 1]
+
+
+def test_a_pickle_planted_in_place_of_the_text_check_is_not_loaded(env):
+    path, cache, builds = env
+    config.load(path)
+    (entry,) = cache.iterdir()
+    with open(entry, "wb") as f:        # a head that does not match: the rest is never unpickled
+        pickle.dump(("other", "text"), f)
+        f.write(b"cos\nsystem\n(S'false'\ntR.")
+    assert config.load(path).services[0].name == "www"
+    assert builds == [1, 1]
+
+
+def test_no_directory_no_cache(env, monkeypatch, tmp_path):
+    path, _, builds = env
+    monkeypatch.setenv("LVSKIT_CACHE_DIR", str(tmp_path / "absent"))
+    config.load(path)
+    config.load(path)
+    assert builds == [1, 1]
+    assert not os.path.exists(tmp_path / "absent")
+
+
+BIG = "[server a]\naddress = 10.0.1.1\n" + "".join(
+    f"\n[service s{i}]\naddress = 10.0.0.{i + 1}\nport = 80\nreal.a = weight={i + 1}\n"
+    f"real.10.0.2.{i + 1} = weight=2\n" for i in range(5))
+
+
+def test_memo_rebuilds_only_the_edited_service(tmp_path, monkeypatch):
+    monkeypatch.setenv("LVSKIT_CACHE_DIR", str(tmp_path / "absent"))
+    built = []
+    real = config._service
+    monkeypatch.setattr(config, "_service", lambda sec, servers: built.append(sec.name) or real(sec, servers))
+    path = tmp_path / "lvskit.ini"
+    path.write_text(BIG)
+    memo = {}
+    config.load(path, memo)
+    assert built == ["s0", "s1", "s2", "s3", "s4"]
+    built.clear()
+    path.write_text("# a comment moves every line\n" + BIG.replace("weight=3", "weight=9"))
+    cfg = config.load(path, memo)
+    assert built == ["s2"]
+    assert cfg == config._build(config.ini.parse(path.read_text(), str(path)), str(path))
+    assert cfg.service("s2").reals[0].dest.weight == 9
+    built.clear()
+    path.write_text(BIG.replace("10.0.1.1", "10.0.1.9"))       # a [server] they name: all again
+    assert config.load(path, memo).service("s0").reals[0].dest.address == "10.0.1.9"
+    assert len(built) == 5
+
+
+def test_memo_survives_a_bad_edit_and_still_reports_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("LVSKIT_CACHE_DIR", str(tmp_path / "absent"))
+    path = tmp_path / "lvskit.ini"
+    path.write_text(BIG)
+    memo = {}
+    config.load(path, memo)
+    path.write_text(BIG.replace("real.a = weight=2", "real.a = weight=-2"))
+    with pytest.raises(ConfigError, match=r"lvskit.ini:\d+: \[service s1\] real.a"):
+        config.load(path, memo)
+    path.write_text(BIG + "\n[service dup]\naddress = 10.0.0.1\nport = 80\n")
+    with pytest.raises(ConfigError, match="same virtual service"):
+        config.load(path, memo)
+    path.write_text(BIG)
+    assert config.load(path, memo).service("s1").reals[0].dest.weight == 2
