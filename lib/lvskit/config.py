@@ -792,14 +792,16 @@ def load(path, memo=None):
 
     memo: a dict a long-running program keeps between loads (--every): a
     [service] section whose keys and values are those of a section already
-    built, with the same [server]s, is not validated again.
+    built, with the same [server]s, is not validated again.  Such a program
+    does without the cache: its memo is cheaper than reading and writing it.
     """
-    from . import configcache
     text = ini.read_text(path)
-    # an empty memo is filled by one full parse, the cache would leave it empty
-    cfg = configcache.get(path, text) if memo is None or memo else None
+    if memo is not None:
+        return _build(ini.parse(text, path), path, memo)
+    from . import configcache
+    cfg = configcache.get(path, text)
     if cfg is None:
-        cfg = _build(ini.parse(text, path), path, memo)
+        cfg = _build(ini.parse(text, path), path)
         configcache.put(path, text, cfg)
     return cfg
 
