@@ -16,6 +16,7 @@ per server.
 mounts the cgroup v2 hierarchy a second time, under tmp_path, where every
 namespace's processes see it.
 """
+import math
 import os
 import subprocess
 import time
@@ -26,7 +27,7 @@ from conftest import ROOT, ipvsadm_ln, script
 
 PY = "/usr/bin/python3"
 AGENT_PORT = 7766
-BATCH = 60                      # connections per measured share
+MIN_BATCH = 60                  # connections per measured share, at least
 
 
 def in_cgroup(cg, argv):
@@ -118,15 +119,24 @@ real.{lab.addr[kama]} = weight=1
         raise AssertionError(f"weights did not get there: {seen}")
 
     def share():
-        got = lab.connect(80, BATCH)
+        """New connections per server over whole wrr cycles, with the weights then.
+
+        wrr serves in cycles of sum(weights)/gcd connections, and within one
+        cycle in bursts (at 100:41 the first 59 go to the heavier server), so
+        only whole cycles show the share the weights give."""
+        w = weights()
+        cycle = sum(w.values()) // math.gcd(*w.values())
+        n = cycle * math.ceil(MIN_BATCH / cycle)
+        got = lab.connect(80, n)
         assert got[None] == 0, got
-        return got
+        for name in lab.reals:
+            assert abs(got[name] - n * w[name] / sum(w.values())) <= 2, (got, w)
+        return got, w
 
     # idle: full weight, an even share
     start = rounds(lambda w: w[hades] == w[kama] == 100, limit=3)[-1]
     assert start == {hades: 100, kama: 100}
-    even = share()
-    assert abs(even[hades] - even[kama]) <= 2, even
+    even, _ = share()
 
     # two CPU burners (the guest has 2 CPUs) in kama's cgroup: its weight falls a step per round.
     # They get about 2/3 of the guest (the director's reweight runs take the rest), so kama's
@@ -137,10 +147,9 @@ real.{lab.addr[kama]} = weight=1
     steps = [w[kama] for w in seen]
     assert all(a > b for a, b in zip(steps, steps[1:])), steps     # monotone, no bounce
     assert all(w[hades] >= 90 for w in seen), seen                  # hades's load is its own
-    loaded, w = share(), weights()
-    expected = BATCH * w[kama] / (w[kama] + w[hades])               # wrr: shares follow weights
-    assert abs(loaded[kama] - expected) <= BATCH * 0.1, (loaded, w)
-    assert loaded[kama] <= even[kama] * 0.75, (loaded, even)
+    loaded, w = share()
+    frac = lambda c: c[kama] / sum(c.values())      # noqa: E731
+    assert frac(loaded) <= frac(even) * 0.75, (loaded, w, even)
 
     # the burners end: kama's weight comes back, and so does its share
     for b in burners:
@@ -148,10 +157,10 @@ real.{lab.addr[kama]} = weight=1
         b.wait(10)
     back = rounds(lambda w: w[kama] >= 90)
     assert [w[kama] for w in back] == sorted(w[kama] for w in back), back
-    again = share()
-    assert abs(again[hades] - again[kama]) <= 6, again
+    again, _ = share()
+    assert frac(again) >= 0.45, again
     print(f"\nweights idle {start}, burning {seen}, after {back}\n"
-          f"shares of {BATCH}: idle {dict(even)}, kama burning {dict(loaded)}, after {dict(again)}")
+          f"new connections: idle {dict(even)}, kama burning {dict(loaded)}, after {dict(again)}")
 
     # a dead agent changes nothing: the weights stay where they are
     agents[kama].terminate()
