@@ -1,24 +1,27 @@
 """lvs-agent's work: one answer line, to stdout (inetd) or to each TCP client.
 
 The line is computed afresh for every connection (a few small /proc reads),
-so there is no daemon state to go stale; standalone mode serves one client
-at a time, which is all a director polling every few seconds needs, and a
-client that never reads can hold it for at most a second.
+so there is no daemon state to go stale; the one thing kept is the previous
+reading of the [agent] cgroup's CPU time, so that a rate needs no wait
+(capacity.CgroupCPU says when it is used).  Standalone mode serves one
+client at a time, which is all a director polling every few seconds needs,
+and a client that never reads can hold it for at most a second.
 """
 import socket
 
 from . import agentproto, capacity, log
 
 
-def answer(knobs, proc_root="/proc"):
+def answer(knobs, proc_root="/proc", meter=None):
     """The agent line for this machine now, e.g. 'up 73%\\n'."""
-    reading = capacity.measure(knobs, proc_root)
+    reading = capacity.measure(knobs, proc_root, meter=meter)
     log.debug(reading.explain())
     return agentproto.format_answer(capacity.admin_state(knobs.state_file), reading.capacity)
 
 
 def serve(knobs, address, port, proc_root="/proc", ready=None):
     """Answer every TCP connection on address:port with one line, forever."""
+    meter = capacity.CgroupCPU(knobs.cgroup, knobs.cpu_sample) if knobs.cgroup else None
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as srv:
         srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -33,7 +36,7 @@ def serve(knobs, address, port, proc_root="/proc", ready=None):
             with conn:
                 conn.settimeout(1.0)
                 try:
-                    line = answer(knobs, proc_root)
+                    line = answer(knobs, proc_root, meter)
                 except (OSError, ValueError, KeyError, IndexError) as e:
                     log.error(f"cannot measure load: {e}")
                     continue    # no answer beats a wrong one: reweight keeps the weight

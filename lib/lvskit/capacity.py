@@ -3,6 +3,8 @@
 The formula (knobs are [agent] keys, see README.md "Configuration"):
 
   cpu     = 1 - (loadavg / cpus) / cpu_full       loadavg: the load_avg-minute figure
+          = 1 - (busy / cpus) / cpu_full          with cgroup: busy = CPU seconds the
+                                                  cgroup used per second (cpu.stat)
   memory  = 1 - psi_some_avg10 / psi_full         when /proc/pressure/memory exists
           = (1 - used) / (1 - mem_ok)             else, used = 1 - MemAvailable/MemTotal
   session = 1 - sessions / max_sessions           logins on a tty, pty or X display
@@ -12,12 +14,19 @@ The scarcest resource decides: a desktop server with idle CPUs but 40 X
 sessions is full all the same.  A knob of 0 (cpu_full, psi_full,
 max_sessions) or memory = off leaves that resource out.
 
-Everything is read below ``proc_root`` (default /proc) and from ``utmp``, so
-a test can point the agent at prepared files; each read is one small file,
-which keeps an answer well under a millisecond of CPU.
+Everything is read below ``proc_root`` (default /proc), ``utmp`` and the
+cgroup directory, so a test can point the agent at prepared files; each read
+is one small file, which keeps an answer well under a millisecond of CPU.
+
+Why a cgroup: the load average is one figure per kernel, whatever runs; the
+CPU time of a cgroup (user.slice: the desktops; a service's slice) is the
+load of just that work, and a cgroup v2 counts it always (cpu.stat needs no
+controller enabled).  Its pressure (cpu.pressure) is no substitute: tasks
+that fill every CPU without waiting for one show none.
 """
 import os
 import struct
+import time
 from dataclasses import dataclass
 
 # struct utmp on Linux (glibc, 64-bit and 32-bit alike since ut_tv is int32 pairs).
@@ -31,14 +40,16 @@ class Reading:
     cpu: float
     memory: float
     session: float
-    load: float
-    cpus: int
+    load: float             # the load average, or the CPUs the cgroup kept busy
+    cpus: float
     sessions: int
+    cgroup: str = ""
 
     def explain(self):
-        return (f"capacity {self.capacity:.0%} = min(cpu {self.cpu:.0%} [load {self.load:.2f} "
-                f"on {self.cpus} cpus], memory {self.memory:.0%}, sessions {self.session:.0%} "
-                f"[{self.sessions}])")
+        what = (f"{self.load:.2f} of {self.cpus:g} cpus busy in {self.cgroup}" if self.cgroup
+                else f"load {self.load:.2f} on {self.cpus:g} cpus")
+        return (f"capacity {self.capacity:.0%} = min(cpu {self.cpu:.0%} [{what}], "
+                f"memory {self.memory:.0%}, sessions {self.session:.0%} [{self.sessions}])")
 
 
 def _clamp(x):
@@ -63,6 +74,55 @@ def cpu_count(proc_root="/proc"):
 def loadavg(proc_root="/proc", minutes=1):
     fields = _read(os.path.join(proc_root, "loadavg")).split()
     return float(fields[{1: 0, 5: 1, 15: 2}[minutes]])
+
+
+class CgroupCPU:
+    """CPUs a cgroup v2 kept busy, on average, from usage_usec in its cpu.stat.
+
+    A rate needs two readings: the previous answer's when it is between
+    ``sample`` and MAX_AGE seconds old (lvs-agent --listen keeps one meter,
+    so a director polling every 10 s gets the average of those 10 s), else a
+    fresh pair ``sample`` seconds apart (inetd: a process per answer).
+    """
+    MAX_AGE = 60.0      # older than this, the average says more about the past than now
+
+    def __init__(self, path, sample, clock=time.monotonic, sleep=time.sleep):
+        self.path, self.sample, self.clock, self.sleep = path, sample, clock, sleep
+        self.last = None
+
+    def _file(self, name):
+        try:
+            return _read(os.path.join(self.path, name))
+        except OSError as e:
+            raise ValueError(f"cgroup {self.path}: cannot read {name}: "
+                             f"{e.strerror or e} (not a cgroup v2 directory?)") from None
+
+    def usage_usec(self):
+        for line in self._file("cpu.stat").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "usage_usec":
+                try:
+                    return int(value)
+                except ValueError:
+                    break
+        raise ValueError(f"cgroup {self.path}: no usage_usec number in cpu.stat")
+
+    def busy(self):
+        now, usage = self.clock(), self.usage_usec()
+        last = self.last
+        if last is None or not self.sample <= now - last[0] <= self.MAX_AGE or usage < last[1]:
+            self.sleep(self.sample)     # usage < last: the cgroup was made anew
+            last, now, usage = (now, usage), self.clock(), self.usage_usec()
+        self.last = (now, usage)
+        return (usage - last[1]) / 1e6 / max(now - last[0], 1e-6)
+
+    def cpus(self, machine):
+        """The machine's CPUs, or fewer when the cgroup's cpu.max caps it."""
+        try:
+            quota, period = _read(os.path.join(self.path, "cpu.max")).split()[:2]
+            return min(machine, int(quota) / int(period))
+        except (OSError, ValueError, ZeroDivisionError):
+            return machine      # no cpu controller there, or "max": no cap
 
 
 def memory_free(knobs, proc_root="/proc"):
@@ -117,15 +177,21 @@ def utmp_record(line, user="u", pid=0, ut_type=USER_PROCESS):
     return _UTMP.pack(ut_type, pid, line.encode(), b"", user.encode(), b"", 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
-def measure(knobs, proc_root="/proc", utmp=None):
-    """Reading of this machine now; OSError/ValueError/KeyError when /proc is unreadable."""
+def measure(knobs, proc_root="/proc", utmp=None, meter=None):
+    """Reading of this machine (or of its [agent] cgroup) now; meter: a
+    CgroupCPU kept between readings.  OSError/ValueError/KeyError when /proc
+    or the cgroup is unreadable."""
     cpus = cpu_count(proc_root)
-    load = loadavg(proc_root, knobs.load_avg)
+    if knobs.cgroup and knobs.cpu_full:
+        meter = meter or CgroupCPU(knobs.cgroup, knobs.cpu_sample)
+        load, cpus = meter.busy(), meter.cpus(cpus)
+    else:
+        load = loadavg(proc_root, knobs.load_avg)
     cpu = _clamp(1 - (load / cpus) / knobs.cpu_full) if knobs.cpu_full else 1.0
     memory = memory_free(knobs, proc_root)
     n = sessions(utmp or knobs.utmp, proc_root) if knobs.max_sessions else 0
     session = _clamp(1 - n / knobs.max_sessions) if knobs.max_sessions else 1.0
-    return Reading(min(cpu, memory, session), cpu, memory, session, load, cpus, n)
+    return Reading(min(cpu, memory, session), cpu, memory, session, load, cpus, n, knobs.cgroup)
 
 
 def admin_state(path):

@@ -17,6 +17,7 @@ Sections (see README.md, "Configuration"):
 Every problem raises ConfigError naming file, line, section and key; the
 result is a tree of frozen records (lvskit.record).
 """
+import os
 import re
 
 from . import ini
@@ -122,7 +123,9 @@ class Reweight(record(
 class Agent(record(
         "Agent",
         load_avg=1,                 # which loadavg: 1, 5 or 15 minutes
-        cpu_full=1.0,               # load per CPU that counts as full (0: ignore CPU)
+        cpu_full=1.0,               # load (or busy) per CPU that counts as full (0: ignore CPU)
+        cgroup="",                  # a cgroup v2 directory: its CPU time instead of loadavg
+        cpu_sample=0.25,            # seconds between two cgroup readings when none is kept
         memory="auto",              # auto (PSI, else meminfo), psi, meminfo, off
         psi_full=10.0,              # memory "some" stall, % of time, that counts as full
         mem_ok=0.5,                 # fraction of memory in use that is still no pressure
@@ -597,6 +600,8 @@ def _agent(sec):
     return Agent(
         load_avg=int(load_avg),
         cpu_full=_float(sec, "cpu_full", 0, 64, d.cpu_full),
+        cgroup=_cgroup(sec, "cgroup", d.cgroup),
+        cpu_sample=_duration(sec, "cpu_sample", 0.01, 10, d.cpu_sample),
         memory=_choice(sec, "memory", ("auto", "psi", "meminfo", "off"), d.memory),
         psi_full=_float(sec, "psi_full", 0, 100, d.psi_full),
         mem_ok=_float(sec, "mem_ok", 0, 0.99, d.mem_ok),
@@ -604,6 +609,21 @@ def _agent(sec):
         utmp=_path(sec, "utmp", d.utmp),
         state_file=_path(sec, "state_file", d.state_file),
         listen=_listen(sec, "listen", d.listen))
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def _cgroup(sec, key, default):
+    """An absolute directory, or a path under the cgroup v2 mount (user.slice).
+    Whether it exists is the agent's business at each answer: the config is
+    validated on directors too, which may have no such slice."""
+    raw = sec.take(key)
+    if not raw:
+        return default
+    if ".." in raw.split("/"):
+        raise sec.error(f"{raw!r} climbs out with '..'", key)
+    return os.path.normpath(os.path.join(CGROUP_ROOT, raw))
 
 
 def _listen(sec, key, default):

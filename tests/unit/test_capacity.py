@@ -143,3 +143,113 @@ def test_script_listen_mode_answers_each_connection(tmp_path):
     finally:
         proc.terminate()
         proc.wait(5)
+
+
+# --- [agent] cgroup: a cgroup v2's CPU time instead of the machine's loadavg
+
+def fake_cgroup(d, usage_usec, cpu_max=None):
+    d.mkdir(exist_ok=True)
+    (d / "cpu.stat").write_text(f"usage_usec {usage_usec}\nuser_usec 1\nsystem_usec 2\n")
+    if cpu_max is not None:
+        (d / "cpu.max").write_text(cpu_max + "\n")
+    return str(d)
+
+
+class FakeTime:
+    """monotonic() and sleep() for CgroupCPU; sleeping runs the next work item."""
+    def __init__(self):
+        self.now, self.during_sleep = 100.0, []
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, s):
+        self.now += s
+        if self.during_sleep:
+            self.during_sleep.pop(0)()
+
+
+def test_cgroup_busy_is_cpu_seconds_per_second(tmp_path):
+    t = FakeTime()
+    cg = fake_cgroup(tmp_path / "cg", 5_000_000)
+    meter = capacity.CgroupCPU(cg, 0.25, t.clock, t.sleep)
+    # first answer: two readings cpu_sample apart; 0.45 CPU-seconds in 0.25 s = 1.8 CPUs
+    t.during_sleep.append(lambda: fake_cgroup(tmp_path / "cg", 5_450_000))
+    assert meter.busy() == pytest.approx(1.8)
+    # next answer 10 s later: the average since the previous answer, no wait
+    fake_cgroup(tmp_path / "cg", 5_450_000 + 5_000_000)
+    t.now += 10
+    assert meter.busy() == pytest.approx(0.5) and not t.during_sleep
+    # too soon (a second poller) or too late (stale): a fresh sample again
+    t.now += 0.1
+    t.during_sleep.append(lambda: fake_cgroup(tmp_path / "cg", 10_450_000 + 250_000))
+    assert meter.busy() == pytest.approx(1.0)
+    t.now += capacity.CgroupCPU.MAX_AGE + 1
+    t.during_sleep.append(lambda: None)
+    assert meter.busy() == 0.0
+    # the cgroup made anew (its counter went back): no negative load
+    fake_cgroup(tmp_path / "cg", 1000)
+    t.now += 5
+    t.during_sleep.append(lambda: fake_cgroup(tmp_path / "cg", 1000 + 25_000))
+    assert meter.busy() == pytest.approx(0.1)
+
+
+def test_cgroup_cpu_term_and_cpu_max_cap(tmp_path):
+    t = FakeTime()
+    root = fake_proc(tmp_path / "p", load="9.00", cpus=4)      # the machine's loadavg is ignored
+    cg = fake_cgroup(tmp_path / "cg", 0)
+    k = knobs(memory="off", cgroup=cg, cpu_sample=1.0)
+    t.during_sleep.append(lambda: fake_cgroup(tmp_path / "cg", 1_000_000))      # 1 CPU busy
+    r = capacity.measure(k, root, utmp="/x", meter=capacity.CgroupCPU(cg, 1.0, t.clock, t.sleep))
+    assert (r.load, r.cpus) == (pytest.approx(1.0), 4) and r.capacity == pytest.approx(0.75)
+    assert f"1.00 of 4 cpus busy in {cg}" in r.explain()
+    # cpu.max 2 CPUs (200 ms per 100 ms): 1 busy is half of it
+    fake_cgroup(tmp_path / "cg", 0, cpu_max="200000 100000")
+    t.during_sleep.append(lambda: fake_cgroup(tmp_path / "cg", 1_000_000))
+    r = capacity.measure(k, root, utmp="/x", meter=capacity.CgroupCPU(cg, 1.0, t.clock, t.sleep))
+    assert r.cpus == 2 and r.capacity == pytest.approx(0.5)
+    fake_cgroup(tmp_path / "cg", 0, cpu_max="max 100000")
+    assert capacity.CgroupCPU(cg, 1.0).cpus(4) == 4
+    # a real sleep (no meter given): nothing used in 10 ms, all spare
+    k = knobs(memory="off", cgroup=cg, cpu_sample=0.01)
+    assert capacity.measure(k, root, utmp="/x").capacity == 1.0
+
+
+def test_cgroup_missing_or_garbled_is_an_error_not_the_machine_load(tmp_path):
+    root = fake_proc(tmp_path / "p", load="0.00", cpus=4)
+    k = knobs(memory="off", cgroup=str(tmp_path / "nope"), cpu_sample=0.01)
+    with pytest.raises(ValueError, match=r"cgroup .*/nope: cannot read cpu.stat: No such file "
+                                         r"or directory \(not a cgroup v2 directory\?\)"):
+        capacity.measure(k, root, utmp="/x")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "cpu.stat").write_text("user_usec 5\n")
+    with pytest.raises(ValueError, match="no usage_usec number in cpu.stat"):
+        capacity.CgroupCPU(str(tmp_path / "bad"), 0.01).busy()
+    (tmp_path / "bad" / "cpu.stat").write_text("usage_usec lots\n")
+    with pytest.raises(ValueError, match="no usage_usec number"):
+        capacity.CgroupCPU(str(tmp_path / "bad"), 0.01).busy()
+
+
+def test_cgroup_config_keys(tmp_path):
+    def agent(text):
+        f = tmp_path / "a.ini"
+        f.write_text("[agent]\n" + text)
+        return config.load(str(f)).agent
+    assert agent("").cgroup == "" and agent("").cpu_sample == 0.25
+    assert agent("cgroup = user.slice\n").cgroup == "/sys/fs/cgroup/user.slice"
+    assert agent("cgroup = /sys/fs/cgroup/system.slice/\n").cgroup == "/sys/fs/cgroup/system.slice"
+    assert agent("cpu_sample = 100ms\n").cpu_sample == pytest.approx(0.1)
+    with pytest.raises(config.ConfigError, match=r"\[agent\] cgroup: '../etc' climbs out"):
+        agent("cgroup = ../etc\n")
+    with pytest.raises(config.ConfigError, match=r"\[agent\] cpu_sample: 20 out of range"):
+        agent("cpu_sample = 20\n")
+
+
+def test_script_with_a_missing_cgroup_says_so_in_one_line(tmp_path):
+    cfg = tmp_path / "agent.ini"
+    cfg.write_text(f"[agent]\nmemory = off\ncgroup = {tmp_path}/gone\nstate_file = {tmp_path}/s\n")
+    r = run_agent(cfg=str(cfg))
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and f"cgroup {tmp_path}/gone: cannot read cpu.stat" in r.stderr
+    fake_cgroup(tmp_path / "gone", 42)
+    assert run_agent(cfg=str(cfg)).stdout == "up 100%\n"
