@@ -53,6 +53,7 @@ BATCH = 128     # requests per sendmsg; their acks fit the default receive buffe
 _HDR = struct.Struct("=IHHII")      # nlmsghdr
 _GENL = struct.Struct("=BBH")       # genlmsghdr
 _NLA = struct.Struct("=HH")
+_ERRNO = struct.Struct("=i")        # nlmsgerr.error: 0 in an ack, -errno in an error
 
 
 def _attr(kind, payload):
@@ -227,7 +228,40 @@ class DestLayout:
         vals = st.unpack_from(payload, 0)
         at = dict(zip(order, fields))
         get = operator.itemgetter(*(at[k] for k in self._ORDER))
-        return (len(payload), st, head, head(vals), get)
+        # the same shape as whole netlink messages (nlmsghdr, genlmsghdr, payload), for many at once
+        whole = None
+        if len(payload) % 4 == 0:
+            whole = (struct.Struct("=IHHII4x" + st.format[1:]),
+                     operator.itemgetter(*(5 + i for i in heads)),
+                     operator.itemgetter(*(5 + at[k] for k in self._ORDER)))
+        return (len(payload), st, head, head(vals), get, whole)
+
+    def run(self, data, off, end, family, seq, dests):
+        """Decode the run of dest messages of the learnt shape at data[off:end] into dests.
+
+        One iter_unpack call over as many whole messages as fit; each must
+        carry our sequence number and the learnt attribute headers, and the
+        first that does not (NLMSG_DONE, an error, another shape) ends the
+        run.  Returns the offset after the run (off itself when none matched).
+        """
+        lay = self.layout
+        if lay is None or lay[5] is None:
+            return off
+        whole, head, get = lay[5]
+        size, heads = whole.size, lay[3]
+        count = (end - off) // size
+        if not count:
+            return off
+        for vals in whole.iter_unpack(data[off:off + count * size]):
+            if vals[0] != size or vals[1] != family or vals[3] != seq or head(vals) != heads:
+                break
+            af, addr, port, fwd, weight, uth, lth, active, inactive, persist = get(vals)
+            address = _unpack_addr(af, addr)
+            port = _ntohs(port)
+            dests[address, port] = _new(Dest, (address, port, fwd & FWD_MASK, weight, uth, lth,
+                                               active, inactive, persist))
+            off += size
+        return off
 
     def decode(self, svc_af, payload):
         lay = self.layout
@@ -349,11 +383,14 @@ class Kernel:
                 if kind == NLMSG_DONE:
                     return out
                 if kind == NLMSG_ERROR:
-                    err, text = self._error(payload)
-                    if err == errno.EPERM:
-                        raise Fatal("not allowed to read the IPVS table (run as root)", PERMISSION)
-                    raise Fatal(f"reading the IPVS table: {text or os.strerror(err)}")
+                    self._dump_error(payload)
                 out.append(payload[_GENL.size:] if raw else _attrs(payload, _GENL.size))
+
+    def _dump_error(self, payload):
+        err, text = self._error(payload)
+        if err == errno.EPERM:
+            raise Fatal("not allowed to read the IPVS table (run as root)", PERMISSION)
+        raise Fatal(f"reading the IPVS table: {text or os.strerror(err)}")
 
     def _requests(self, items):
         """Send [(cmd, attrs)] batched, each acked; return {index: (errno, text)} of failures."""
@@ -370,9 +407,8 @@ class Kernel:
                 for kind, seq, payload in self._replies():
                     if kind == NLMSG_ERROR and seq in pending:
                         i = pending.pop(seq)
-                        err, text = self._error(payload)
-                        if err:
-                            failed[i] = (err, text)
+                        if _ERRNO.unpack_from(payload)[0]:     # an ack is 0: nothing to parse
+                            failed[i] = self._error(payload)
         return failed
 
     # --- the table ---------------------------------------------------------------
@@ -383,13 +419,40 @@ class Kernel:
             svc = decode_service(_attrs(msg[CMD_ATTR_SERVICE]))
             if keys is None or svc.key in keys:
                 table[svc.key] = svc
-        decode = DestLayout().decode
+        layout = DestLayout()
         for key, svc in table.items():
-            dests, af = svc.dests, key.af
-            for payload in self._dump(CMD_GET_DEST, _nest(CMD_ATTR_SERVICE, _service_id(key)), raw=True):
-                dest = decode(af, payload)
-                dests[dest[0], dest[1]] = dest
+            self._dests(key, layout, svc.dests)
         return table
+
+    def _dests(self, key, layout, dests):
+        """Fill dests with one service's real servers: its GET_DEST dump.
+
+        Reading 10,000 real servers back is most of a no-op run, so the
+        replies are decoded in runs (DestLayout.run) straight from the
+        receive buffer; what does not fit the learnt shape takes the
+        generic path, message by message.
+        """
+        seq, msg = self._message(self.family, CMD_GET_DEST,
+                                 _nest(CMD_ATTR_SERVICE, _service_id(key)), NLM_F_REQUEST | NLM_F_DUMP)
+        self.sock.send(msg)
+        while True:
+            n = self.sock.recv_into(self._buf)
+            data, off = self._view, 0
+            while off + _HDR.size <= n:
+                off = layout.run(data, off, n, self.family, seq, dests)
+                if off + _HDR.size > n:
+                    break
+                length, kind, _, rseq, _ = _HDR.unpack_from(data, off)
+                if length < _HDR.size:
+                    break
+                if rseq == seq:
+                    if kind == NLMSG_DONE:
+                        return
+                    if kind == NLMSG_ERROR:
+                        self._dump_error(data[off + _HDR.size:off + length].tobytes())
+                    dest = layout.decode(key.af, data[off + _HDR.size + _GENL.size:off + length].tobytes())
+                    dests[dest[0], dest[1]] = dest
+                off += (length + 3) & ~3
 
     def execute(self, ops):
         """Apply operations in order; return [(op, message)] for those that failed."""

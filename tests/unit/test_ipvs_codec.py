@@ -102,3 +102,72 @@ def test_dest_layout_falls_back_when_a_message_differs(monkeypatch):
         pass                                        # generic walk: no weight attribute
     assert generic == [1]
     assert layout.decode(AF_INET, learnt).weight == 7 and generic == [1]
+
+
+def message(family, seq, payload, kind=None):
+    body = ipvs._GENL.pack(ipvs.CMD_NEW_DEST, 1, 0) + payload
+    msg = ipvs._HDR.pack(ipvs._HDR.size + len(body), family if kind is None else kind, 2, seq, 0) + body
+    return msg + b"\0" * (-len(msg) % 4)
+
+
+
+class FakeSock:
+    """Hands out prepared datagrams, as a netlink socket's recv_into would."""
+
+    def __init__(self, datagrams):
+        self.datagrams, self.sent = list(datagrams), []
+
+    def send(self, msg):
+        self.sent.append(msg)
+
+    def recv_into(self, buf):
+        d = self.datagrams.pop(0)
+        buf[:len(d)] = d
+        return len(d)
+
+
+def fake_kernel(datagrams, family=0x22):
+    k = ipvs.Kernel.__new__(ipvs.Kernel)
+    k.sock, k.seq, k.family = FakeSock(datagrams), 0, family
+    k._buf = bytearray(1 << 16)
+    k._view = memoryview(k._buf)
+    return k
+
+
+CASES = [(AF_INET, f"10.0.0.{i}", 80, 3, i, 0, 0, i % 3, 0, 0) for i in range(1, 8)] + \
+        [(AF_INET6, "2001:db8::7", 80, 2, 9, 5, 1, 0, 0, 0)]
+
+
+def expected():
+    return {(c[1], c[2]): Dest(*c[1:]) for c in CASES}
+
+
+def test_dest_dump_decoded_in_runs_equals_one_by_one():
+    fam, seq = 0x22, 1      # the fake kernel's first request has seq 1
+    msgs = [message(fam, seq, kernel_dest_payload(*c)) for c in CASES]
+    done = ipvs._HDR.pack(20, ipvs.NLMSG_DONE, 2, seq, 0) + b"\0" * 4
+    for datagrams in ([b"".join(msgs) + done],                         # all in one datagram
+                      [b"".join(msgs[:3]), b"".join(msgs[3:]) + done],  # split across two
+                      [b"".join(msgs[:4]) + message(fam, 99, kernel_dest_payload(*CASES[0]))
+                       + b"".join(msgs[4:]), done]):                  # a stray message of another seq
+        k = fake_kernel(datagrams, fam)
+        dests, layout, one_by_one = {}, ipvs.DestLayout(), []
+        decode = layout.decode
+        layout.decode = lambda af, p: one_by_one.append(1) or decode(af, p)
+        k._dests(ServiceKey(AF_INET, 6, "10.0.0.1", 80), layout, dests)
+        assert dests == expected()
+        assert len(one_by_one) == 1     # the first teaches the shape; the rest go in runs
+        assert [(d.active, d.u_threshold) for d in dests.values()] == [(c[7], c[5]) for c in CASES]
+        assert not k.sock.datagrams     # read up to NLMSG_DONE, and no further
+
+
+def test_dest_dump_error_is_one_line():
+    fam, seq = 0x22, 1
+    err = ipvs._HDR.pack(36, ipvs.NLMSG_ERROR, 0, seq, 0) + struct.pack("=i", -1) + b"\0" * 16
+    k = fake_kernel([err], fam)
+    try:
+        k._dests(ServiceKey(AF_INET, 6, "10.0.0.1", 80), ipvs.DestLayout(), {})
+    except ipvs.Fatal as e:
+        assert "run as root" in str(e)
+    else:
+        raise AssertionError("an EPERM reply must raise")
