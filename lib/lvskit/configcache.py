@@ -18,7 +18,6 @@ the directory does not exist there is no cache.  Deleting it is harmless.
 import os
 import pickle
 import stat
-import tempfile
 
 DEFAULT_DIR = "/var/cache/lvskit"
 _PARSER = ("config.py", "ini.py", "model.py", "record.py", "configcache.py")
@@ -74,6 +73,7 @@ def put(path, text, cfg):
         folder = os.path.dirname(where)
         if not _private(os.stat(folder)):
             return
+        import tempfile     # late: a cache hit writes nothing
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
         with os.fdopen(fd, "wb") as f:
             pickle.dump((stamp, text), f, protocol=pickle.HIGHEST_PROTOCOL)

@@ -5,7 +5,6 @@ warning, never a crash: state is a cache of what we learnt, not configuration.
 """
 import json
 import os
-import tempfile
 
 from . import log
 
@@ -29,6 +28,7 @@ def save(path, data, durable=True):
     """
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
+    import tempfile     # late: only writers need it (shutil, random...)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
