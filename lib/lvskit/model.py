@@ -77,7 +77,7 @@ class ServiceKey(record("ServiceKey", "af", "protocol", "address", "port", fwmar
 
 
 class Dest(record("Dest", "address", "port", forward=FORWARD["dr"], weight=1, u_threshold=0,
-                  l_threshold=0, active=0, inactive=0, persistent=0)):
+                  l_threshold=0, active=0, inactive=0, persistent=0, compared=6)):
     """A real server inside one service.  Counters are read-only and never compared."""
     __slots__ = ()
 
@@ -88,23 +88,12 @@ class Dest(record("Dest", "address", "port", forward=FORWARD["dr"], weight=1, u_
     def settings(self):
         return self[2:6]
 
-    def __eq__(self, other):
-        if isinstance(other, Dest):
-            return self[:6] == other[:6]
-        return NotImplemented
-
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    def __hash__(self):
-        return hash(self[:6])
-
     def __str__(self):
         return hostport(self.address, self.port)
 
 
-class Service(record("Service", "key", scheduler="wlc", flags=0, timeout=0, netmask=32, dests=None)):
+class Service(record("Service", "key", scheduler="wlc", flags=0, timeout=0, netmask=32, dests=None,
+                     compared=5)):
     """A virtual service and, keyed by (address, port), its real servers.
 
     timeout: persistence in seconds; netmask: persistence granularity as a
@@ -119,18 +108,6 @@ class Service(record("Service", "key", scheduler="wlc", flags=0, timeout=0, netm
 
     def settings(self):
         return self[1:5]
-
-    def __eq__(self, other):
-        if isinstance(other, Service):
-            return self[:5] == other[:5]
-        return NotImplemented
-
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    def __hash__(self):
-        return hash(self[:5])
 
     def __str__(self):
         return str(self.key)
