@@ -67,7 +67,9 @@ def parse(text, path="<config>"):
             sections.append(current)
             continue
         key, eq, value = line.partition("=")
-        key, value = key.strip(), _COMMENT.sub("", value).strip()
+        if "#" in value or ";" in value:
+            value = _COMMENT.sub("", value)
+        key, value = key.strip(), value.strip()
         if not eq or not key:
             raise ConfigError(f"expected 'key = value', got {line!r}", path, number,
                               current.title if current else None)
