@@ -17,7 +17,7 @@ import time
 
 from . import log, state
 from .errors import Fatal, NOT_CONFIGURED, USAGE
-from .heartbeat import ACTIVE, BadBeat, Beat, HELD, Receiver, STANDBY, encode
+from .heartbeat import ACTIVE, BadBeat, Encoder, HELD, Receiver, STANDBY
 from .roles import ACQUIRE, ANNOUNCE, PeerView, Policy, RELEASE, decide
 from .takeover import peers_path, read_role, role_path
 
@@ -140,8 +140,8 @@ def interface_role(takeover_argv):
 class _Path:
     """One heartbeat path of this node: its socket, once its address could be bound."""
 
-    def __init__(self, name, local, dests):
-        self.name, self.local, self.dests = name, local, dests
+    def __init__(self, name, local, dests, encode):
+        self.name, self.local, self.dests, self.encode = name, local, dests, encode
         self.af = socket.AF_INET6 if ":" in local else socket.AF_INET
         self.sock, self.failed = None, False
 
@@ -167,7 +167,8 @@ class Sender:
                 dests += [n.paths[name] for n in cfg.nodes if n.name != me.name and name in n.paths]
             if hb.multicast and (":" in hb.multicast) == v6:
                 dests.append(hb.multicast)
-            path = _Path(name, local, dests)
+            path = _Path(name, local, [(d, self.port) for d in dests],
+                         Encoder(me.name, me.priority, name, generation, key))
             self.paths.append(path)
             self._open(path)
 
@@ -201,14 +202,13 @@ class Sender:
                 self._open(path)
                 if path.sock is None:
                     continue
-            data = encode(Beat(self.me.name, role, self.me.priority, path.name, self.generation, self.seq),
-                          self.key)
+            data = path.encode(role, self.seq)
             for dest in path.dests:
                 try:
-                    path.sock.sendto(data, (dest, self.port))
+                    path.sock.sendto(data, dest)
                 except OSError as e:     # a dead cable: the other paths carry on
-                    self.limited(("send", path.name, dest), log.warning,
-                                 f"path {path.name}: sending to {dest}: {e.strerror}")
+                    self.limited(("send", path.name, dest[0]), log.warning,
+                                 f"path {path.name}: sending to {dest[0]}: {e.strerror}")
 
 
 def send_loop(cfg, sender, interval, count=None, fallback=None):
@@ -343,10 +343,11 @@ class Worker:
     def start(self):
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, bufsize=1)
+        self.fd = self.proc.stdout.fileno()
         self.pending, self.sent_at = "start", time.monotonic()
 
     def fileno(self):
-        return self.proc.stdout.fileno()
+        return self.fd
 
     def send(self, command):
         try:
@@ -417,16 +418,20 @@ class Listener:
         self.peer_names = [n.name for n in cfg.nodes if n.name != me.name]
 
     def run(self):
-        rlist = list(self.sockets) + [self.worker]
+        # select() on numbers: on objects it calls their fileno() at every wake.
+        # The worker's number changes when it is restarted.
+        by_fd = {s.fileno(): s for s in self.sockets}
+        fds = list(by_fd)
         while True:
-            ready, _, _ = select.select(rlist, [], [], self._timeout(self.clock()))
+            worker = self.worker.fd
+            ready, _, _ = select.select(fds + [worker], [], [], self._timeout(self.clock()))
             changed = False
-            for r in ready:
-                if r is self.worker:
+            for fd in ready:
+                if fd == worker:
                     self._answer()
                     changed = True
                 else:
-                    changed |= self._receive(r)
+                    changed |= self._receive(by_fd[fd])
             # A routine heartbeat changes no decision: only a change, or a deadline, does.
             now = self.clock()
             if changed or now >= self.wake:
@@ -475,6 +480,14 @@ class Listener:
     def heard(self, beat, now):
         """Record a verified beat; True when the peer is new, back, or changed role or priority."""
         old = self.peers.get(beat.name)
+        key = (beat.name, beat.path)
+        if (old is not None and now - old.last <= self.hb.deadtime and old.state == beat.state
+                and old.priority == beat.priority and key not in self.dead_paths):
+            # The routine beat, 50 times a second per path: only the times move.
+            old.last = self.paths[key] = now
+            if self.warned:
+                self.warned.discard(beat.name)
+            return False
         since = old.since if old and now - old.last <= self.hb.deadtime else now
         back = old is not None and now - old.last > self.hb.deadtime
         if old is None or back:
@@ -488,7 +501,6 @@ class Listener:
         if back or (old is not None and old.state == ACTIVE and beat.state != ACTIVE):
             self.announce_due = f"peer {beat.name} {'back' if back else 'released'}"
         self.peers[beat.name] = PeerView(beat.priority, beat.state, now, since)
-        key = (beat.name, beat.path)
         if key in self.dead_paths:
             self.dead_paths.discard(key)
             log.info(f"peer {beat.name}: path {beat.path} up again")
