@@ -57,6 +57,7 @@ class BadBeat(ValueError):
 # state: STANDBY, ACTIVE or HELD (held: out for maintenance, never takes over);
 # path: the name of the path ([node] path.NAME) it was sent on.
 Beat = namedtuple("Beat", "name state priority path generation seq")
+_beat = Beat._make      # tuple.__new__ itself: Beat(...) runs a Python __new__ first
 
 
 def _names(name, path):
@@ -145,7 +146,7 @@ def _decode(data, mac):
         path = body[_HEAD.size + namelen:].decode("ascii")
     except UnicodeDecodeError:
         raise BadBeat("name is not ASCII") from None
-    return Beat(name, _CODE_STATE[state], priority, path, generation, seq)
+    return _beat((name, _CODE_STATE[state], priority, path, generation, seq))
 
 
 class ReplayWindow:
