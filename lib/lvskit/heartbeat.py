@@ -57,7 +57,7 @@ class BadBeat(ValueError):
 # state: STANDBY, ACTIVE or HELD (held: out for maintenance, never takes over);
 # path: the name of the path ([node] path.NAME) it was sent on.
 Beat = namedtuple("Beat", "name state priority path generation seq")
-_beat = Beat._make      # tuple.__new__ itself: Beat(...) runs a Python __new__ first
+_beat = functools.partial(tuple.__new__, Beat)   # Beat(...) and Beat._make run Python code first
 
 
 def _names(name, path):
