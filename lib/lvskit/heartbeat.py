@@ -95,7 +95,7 @@ class Encoder:
 class Mac:
     """HMAC-SHA256 (RFC 2104) with both key pads hashed once.
 
-    The same bytes as hmac.new(key, body, "sha256").digest(), in four C calls
+    The same bytes as hmac.new(key, body, "sha256").digest(), in six C calls
     on copies of the two keyed hash states: hmac's own object copies
     through Python code, and hmac.digest() hashes the key pads again at every
     call.  Both sides run this for every datagram.
