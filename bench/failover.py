@@ -10,7 +10,9 @@ director and spare answers with its name on port 9000 of the VIP.
             the director is killed as a machine dies (links down, then SIGKILL
             of everything in its namespace); gap = kill to the first answer
             from the spare.  TRIALS trials per system, fresh namespaces each.
-  handover  `takeover --release` on the active director while probing: probes lost.
+  handover  `takeover --release` on the active director while probing: probes lost;
+            then `takeover --rejoin`, the failback (auto_failback, make-before-break):
+            probes lost, and time from --rejoin to the director's first answer.
   soak      both pairs (lvskit and keepalived advert_int 0.1) idle side by side
             under `stress-ng --cpu 2` for MINUTES: takeovers counted (all false).
   usage     CPU and memory of the spare's hb-send, hb-listen (and the takeover
@@ -175,27 +177,57 @@ def gap(systems, trials):
 
 # --- planned handover -----------------------------------------------------------------
 
+def _probe(p):
+    return p.popen("client", ["chrt", "-f", "10", PY, "-c", PROBE, VIP], stdout=subprocess.PIPE, text=True)
+
+
+def _answers(probe):
+    """[(monotonic time, who answered or '-')] of a probe, stopped now."""
+    probe.send_signal(signal.SIGTERM)
+    return [(float(t), name) for t, name in
+            (line.split() for line in probe.communicate(timeout=10)[0].splitlines())]
+
+
 def handover(trials):
-    lost = []
+    """`takeover --release` on the director, then `takeover --rejoin`: the failback (make-before-break)."""
+    lost, back_lost, back_after = [], [], []
     for i in range(trials):
         workdir = tempfile.mkdtemp(prefix="hbbench-")
         p = make_pair("lvskit", workdir, i % 10)
         try:
-            probe = p.popen("client", ["chrt", "-f", "10", PY, "-c", PROBE, VIP], stdout=subprocess.PIPE, text=True)
+            probe = _probe(p)
             time.sleep(0.5)
             r = p.run("director", p.tool("director", "takeover", "--release"))
             time.sleep(0.5)
-            probe.send_signal(signal.SIGTERM)
-            answers = [line.split()[1] for line in probe.communicate(timeout=10)[0].splitlines()]
+            answers = [name for _, name in _answers(probe)]
             ok = r.returncode == 0 and answers[-1] == "spare" and p.holds_vip("spare")
             lost.append(answers.count("-") if ok else None)
-            print(json.dumps({"bench": "handover", "trial": i, "lost": lost[-1], "rc": r.returncode}), flush=True)
+            # auto_failback: the director, eligible again, takes the VIP first; then the spare releases
+            probe = _probe(p)
+            time.sleep(0.5)
+            t = time.monotonic()
+            rb = p.run("director", p.tool("director", "takeover", "--rejoin"))
+            back = p.wait(lambda: p.holds_vip("director") and not p.holds_vip("spare"), 10, 0.01)
+            time.sleep(0.5)
+            answers = _answers(probe)
+            ok = rb.returncode == 0 and back and answers[-1][1] == "director"
+            back_lost.append(sum(name == "-" for _, name in answers) if ok else None)
+            first = next((a for a, name in answers if a > t and name == "director"), None)
+            back_after.append(round(first - t, 3) if ok and first else None)
+            print(json.dumps({"bench": "handover", "trial": i, "lost": lost[-1], "rc": r.returncode,
+                              "failback_lost": back_lost[-1], "failback_after": back_after[-1],
+                              "rejoin_rc": rb.returncode}), flush=True)
         finally:
             p.close()
             shutil.rmtree(workdir, ignore_errors=True)
     good = [x for x in lost if x is not None]
+    back_good = [x for x in back_lost if x is not None]
+    after = [x for x in back_after if x is not None]
     return {"trials": trials, "failed": trials - len(good), "max_lost": max(good, default=None),
-            "lost": lost, "load": load_avg()}
+            "lost": lost, "failback_failed": trials - len(back_good),
+            "failback_max_lost": max(back_good, default=None), "failback_lost": back_lost,
+            "failback_after_median": statistics.median(after) if after else None,
+            "failback_after_max": max(after, default=None), "load": load_avg()}
 
 
 # --- soak under CPU stress --------------------------------------------------------------
