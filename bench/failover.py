@@ -10,11 +10,16 @@ director and spare answers with its name on port 9000 of the VIP.
             the director is killed as a machine dies (links down, then SIGKILL
             of everything in its namespace); gap = kill to the first answer
             from the spare.  TRIALS trials per system, fresh namespaces each.
-  handover  `takeover --release` on the active director while probing: probes lost.
+  handover  `takeover --release` on the active director while probing: probes lost;
+            then `takeover --rejoin`, the failback (auto_failback, make-before-break):
+            probes lost, and time from --rejoin to the director's first answer.
   soak      both pairs (lvskit and keepalived advert_int 0.1) idle side by side
             under `stress-ng --cpu 2` for MINUTES: takeovers counted (all false).
-  usage     CPU and memory of hb-send, hb-listen (and the takeover worker) over
-            60 s at a given interval.
+  usage     CPU and memory of the spare's hb-send, hb-listen (and the takeover
+            worker) over 60 s at 20 ms (the fastest interval the config allows);
+            then again with the spare's datagrams dropped at its own interfaces'
+            queues (sink()), to tell hb-send's own cost from the veth receive
+            path that a send on a veth runs for the receiving peer.
 
 Each trial is a JSON line on stdout; the summaries are kept in
 bench/results/failover.json (the figures in bench/README.md come from it).
@@ -37,7 +42,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "netns"))
-from hbtopo import FRONT, HOST, PY, RESPONDER, VIP, Pair  # noqa: E402
+from hbtopo import FRONT, HB, HOST, PY, RESPONDER, VIP, Pair  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results", "failover.json")
 TIMINGS = "interval = 20ms\ndeadtime = 100ms\nwarntime = 60ms\ninitdead = 1s\n"
@@ -172,27 +177,57 @@ def gap(systems, trials):
 
 # --- planned handover -----------------------------------------------------------------
 
+def _probe(p):
+    return p.popen("client", ["chrt", "-f", "10", PY, "-c", PROBE, VIP], stdout=subprocess.PIPE, text=True)
+
+
+def _answers(probe):
+    """[(monotonic time, who answered or '-')] of a probe, stopped now."""
+    probe.send_signal(signal.SIGTERM)
+    return [(float(t), name) for t, name in
+            (line.split() for line in probe.communicate(timeout=10)[0].splitlines())]
+
+
 def handover(trials):
-    lost = []
+    """`takeover --release` on the director, then `takeover --rejoin`: the failback (make-before-break)."""
+    lost, back_lost, back_after = [], [], []
     for i in range(trials):
         workdir = tempfile.mkdtemp(prefix="hbbench-")
         p = make_pair("lvskit", workdir, i % 10)
         try:
-            probe = p.popen("client", ["chrt", "-f", "10", PY, "-c", PROBE, VIP], stdout=subprocess.PIPE, text=True)
+            probe = _probe(p)
             time.sleep(0.5)
             r = p.run("director", p.tool("director", "takeover", "--release"))
             time.sleep(0.5)
-            probe.send_signal(signal.SIGTERM)
-            answers = [line.split()[1] for line in probe.communicate(timeout=10)[0].splitlines()]
+            answers = [name for _, name in _answers(probe)]
             ok = r.returncode == 0 and answers[-1] == "spare" and p.holds_vip("spare")
             lost.append(answers.count("-") if ok else None)
-            print(json.dumps({"bench": "handover", "trial": i, "lost": lost[-1], "rc": r.returncode}), flush=True)
+            # auto_failback: the director, eligible again, takes the VIP first; then the spare releases
+            probe = _probe(p)
+            time.sleep(0.5)
+            t = time.monotonic()
+            rb = p.run("director", p.tool("director", "takeover", "--rejoin"))
+            back = p.wait(lambda: p.holds_vip("director") and not p.holds_vip("spare"), 10, 0.01)
+            time.sleep(0.5)
+            answers = _answers(probe)
+            ok = rb.returncode == 0 and back and answers[-1][1] == "director"
+            back_lost.append(sum(name == "-" for _, name in answers) if ok else None)
+            first = next((a for a, name in answers if a > t and name == "director"), None)
+            back_after.append(round(first - t, 3) if ok and first else None)
+            print(json.dumps({"bench": "handover", "trial": i, "lost": lost[-1], "rc": r.returncode,
+                              "failback_lost": back_lost[-1], "failback_after": back_after[-1],
+                              "rejoin_rc": rb.returncode}), flush=True)
         finally:
             p.close()
             shutil.rmtree(workdir, ignore_errors=True)
     good = [x for x in lost if x is not None]
+    back_good = [x for x in back_lost if x is not None]
+    after = [x for x in back_after if x is not None]
     return {"trials": trials, "failed": trials - len(good), "max_lost": max(good, default=None),
-            "lost": lost, "load": load_avg()}
+            "lost": lost, "failback_failed": trials - len(back_good),
+            "failback_max_lost": max(back_good, default=None), "failback_lost": back_lost,
+            "failback_after_median": statistics.median(after) if after else None,
+            "failback_after_max": max(after, default=None), "load": load_avg()}
 
 
 # --- soak under CPU stress --------------------------------------------------------------
@@ -265,7 +300,33 @@ def _find(p, node, word):
     return None
 
 
-def usage(interval, seconds=60):
+def sink(p, node):
+    """Drop everything node sends at its own interfaces' queues, as a NIC would take it.
+
+    On a veth, a send runs the receiver's whole path (bridge, the peer's UDP
+    receive and wake-up) in the sender's context; a queue that drops every
+    packet (pfifo limit 0; UDP reports no error) leaves the sender's own share
+    of the kernel's work.  Neighbours are made permanent first, or their ARP
+    requests would be dropped too and the datagrams never reach the queue.
+    """
+    peer = "director" if node == "spare" else "spare"
+
+    def neigh(of):
+        return [f"ip neigh replace {net}{HOST[of]} lladdr 02:00:0a:c9:{mac}:{HOST[of]:02x} "
+                f"dev {dev} nud permanent" for dev, net, mac in (("eth0", FRONT, "01"), ("eth1", HB, "02"))]
+    # The peer's side too: node's ARP replies are dropped from now on, and the
+    # peer's heartbeats must still reach node (its hb-listen is measured).
+    for at, cmds in ((peer, neigh(node)),
+                     (node, neigh(peer) + [f"tc qdisc replace dev {dev} root pfifo limit 0"
+                                                 for dev in ("eth0", "eth1")])):
+        r = subprocess.run(["ip", "netns", "exec", p.ns[at], "sh", "-ec", "\n".join(cmds)],
+                           text=True, capture_output=True)
+        if r.returncode:
+            raise RuntimeError(f"sink {node}: {r.stderr.strip()}")
+
+
+def usage(interval, seconds=60, sunk=False):
+    """CPU and RSS of the spare's processes; sunk: its datagrams end in its own queues (sink)."""
     workdir = tempfile.mkdtemp(prefix="hbbench-")
     timings = f"interval = {interval}\ndeadtime = {max(0.12, interval * 6)}\ninitdead = 1s\n"
     p = Pair("hbbu", workdir, timings=timings)
@@ -274,14 +335,20 @@ def usage(interval, seconds=60):
         p.start("spare")
         p.wait(lambda: p.holds_vip("director"), 10)
         time.sleep(2)
+        if sunk:
+            sink(p, "spare")
+            time.sleep(1)
         pids = {w: _find(p, "spare", w) for w in ("hb-send", "hb-listen", "takeover")}
         hz = 1e9     # schedstat counts nanoseconds
         start = {w: _proc(pid) for w, pid in pids.items()}
         time.sleep(seconds)
         end = {w: _proc(pid) for w, pid in pids.items()}
+        # A measurement of a pair that failed over would measure something else.
+        if "taking over" in p.log("spare") or not p.holds_vip("director"):
+            raise RuntimeError("usage: the spare took over during the measurement")
         return {w: {"cpu_percent": round(100.0 * (end[w][0] - start[w][0]) / hz / seconds, 2),
                     "rss_mb": round(end[w][1] / 1024, 1)} for w in pids} | {
-                "interval": interval, "seconds": seconds, "load": load_avg()}
+                "interval": interval, "seconds": seconds, "sunk": sunk, "load": load_avg()}
     finally:
         p.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -322,7 +389,8 @@ def main():
     if args.what in ("handover", "all"):
         save("handover", handover(min(args.trials, 10)))
     if args.what in ("usage", "all"):
-        save("usage", {"20ms": usage(0.02), "5ms": usage(0.005)})
+        # 20 ms is the fastest interval the config allows
+        save("usage", {"20ms": usage(0.02), "20ms_sunk": usage(0.02, sunk=True)})
     if args.what in ("soak", "all"):
         save("soak", soak(args.minutes))
     with open(RESULTS) as f:

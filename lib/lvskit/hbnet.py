@@ -8,16 +8,18 @@ and the takeover is still immediate.  And a hook or a kernel step that
 hangs or crashes stays in the worker; the heartbeat keeps being heard.
 """
 import ctypes
+import fcntl
 import os
 import select
 import socket
 import subprocess
 import sys
+import termios
 import time
 
 from . import log, state
 from .errors import Fatal, NOT_CONFIGURED, USAGE
-from .heartbeat import ACTIVE, BadBeat, Beat, HELD, Receiver, STANDBY, encode
+from .heartbeat import ACTIVE, BadBeat, Encoder, HELD, Receiver, STANDBY
 from .roles import ACQUIRE, ANNOUNCE, PeerView, Policy, RELEASE, decide
 from .takeover import peers_path, read_role, role_path
 
@@ -140,8 +142,8 @@ def interface_role(takeover_argv):
 class _Path:
     """One heartbeat path of this node: its socket, once its address could be bound."""
 
-    def __init__(self, name, local, dests):
-        self.name, self.local, self.dests = name, local, dests
+    def __init__(self, name, local, dests, encode):
+        self.name, self.local, self.dests, self.encode = name, local, dests, encode
         self.af = socket.AF_INET6 if ":" in local else socket.AF_INET
         self.sock, self.failed = None, False
 
@@ -167,7 +169,8 @@ class Sender:
                 dests += [n.paths[name] for n in cfg.nodes if n.name != me.name and name in n.paths]
             if hb.multicast and (":" in hb.multicast) == v6:
                 dests.append(hb.multicast)
-            path = _Path(name, local, dests)
+            path = _Path(name, local, [(d, self.port) for d in dests],
+                         Encoder(me.name, me.priority, name, generation, key))
             self.paths.append(path)
             self._open(path)
 
@@ -201,14 +204,13 @@ class Sender:
                 self._open(path)
                 if path.sock is None:
                     continue
-            data = encode(Beat(self.me.name, role, self.me.priority, path.name, self.generation, self.seq),
-                          self.key)
+            data = path.encode(role, self.seq)
             for dest in path.dests:
                 try:
-                    path.sock.sendto(data, (dest, self.port))
+                    path.sock.sendto(data, dest)
                 except OSError as e:     # a dead cable: the other paths carry on
-                    self.limited(("send", path.name, dest), log.warning,
-                                 f"path {path.name}: sending to {dest}: {e.strerror}")
+                    self.limited(("send", path.name, dest[0]), log.warning,
+                                 f"path {path.name}: sending to {dest[0]}: {e.strerror}")
 
 
 def send_loop(cfg, sender, interval, count=None, fallback=None):
@@ -343,10 +345,11 @@ class Worker:
     def start(self):
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, bufsize=1)
+        self.fd = self.proc.stdout.fileno()
         self.pending, self.sent_at = "start", time.monotonic()
 
     def fileno(self):
-        return self.proc.stdout.fileno()
+        return self.fd
 
     def send(self, command):
         try:
@@ -389,6 +392,21 @@ class Worker:
         self.start()
 
 
+_FIONREAD = bytearray(4)
+
+
+def _queued(s):
+    """Another datagram waiting?  Asked rather than found out by a recvfrom that
+    fails: raising (its errno text looked up and decoded, a traceback) costs
+    more than the question, and the loop would pay it at every wake.  A
+    datagram of 0 bytes reads as none; select() then wakes again for it."""
+    try:
+        fcntl.ioctl(s, termios.FIONREAD, _FIONREAD, True)
+    except OSError:
+        return True
+    return _FIONREAD != b"\0\0\0\0"
+
+
 class Listener:
     def __init__(self, cfg, me, key, sockets, worker, clock=time.monotonic, joins=None):
         hb = cfg.heartbeat
@@ -417,16 +435,20 @@ class Listener:
         self.peer_names = [n.name for n in cfg.nodes if n.name != me.name]
 
     def run(self):
-        rlist = list(self.sockets) + [self.worker]
+        # select() on numbers: on objects it calls their fileno() at every wake.
+        # The worker's number changes when it is restarted.
+        by_fd = {s.fileno(): s for s in self.sockets}
+        fds = list(by_fd)
         while True:
-            ready, _, _ = select.select(rlist, [], [], self._timeout(self.clock()))
+            worker = self.worker.fd
+            ready, _, _ = select.select(fds + [worker], [], [], self._timeout(self.clock()))
             changed = False
-            for r in ready:
-                if r is self.worker:
+            for fd in ready:
+                if fd == worker:
                     self._answer()
                     changed = True
                 else:
-                    changed |= self._receive(r)
+                    changed |= self._receive(by_fd[fd])
             # A routine heartbeat changes no decision: only a change, or a deadline, does.
             now = self.clock()
             if changed or now >= self.wake:
@@ -457,7 +479,7 @@ class Listener:
         return max(0.0, wake - now + 0.0002)
 
     def _receive(self, s):
-        """Read every queued datagram; True when one of them changed what we know."""
+        """Read every queued datagram (select saw one); True when one of them changed what we know."""
         changed = False
         while True:
             try:
@@ -471,10 +493,20 @@ class Listener:
                 changed |= self.heard(self.receiver.accept(data, source[0]), self.clock())
             except BadBeat as e:
                 self.limited(("bad", str(e).split(" ")[0]), log.warning, f"from {source[0]}: {e}")
+            if not _queued(s):
+                return changed
 
     def heard(self, beat, now):
         """Record a verified beat; True when the peer is new, back, or changed role or priority."""
         old = self.peers.get(beat.name)
+        key = (beat.name, beat.path)
+        if (old is not None and now - old.last <= self.hb.deadtime and old.state == beat.state
+                and old.priority == beat.priority and key not in self.dead_paths):
+            # The routine beat, 50 times a second per path: only the times move.
+            old.last = self.paths[key] = now
+            if self.warned:
+                self.warned.discard(beat.name)
+            return False
         since = old.since if old and now - old.last <= self.hb.deadtime else now
         back = old is not None and now - old.last > self.hb.deadtime
         if old is None or back:
@@ -488,7 +520,6 @@ class Listener:
         if back or (old is not None and old.state == ACTIVE and beat.state != ACTIVE):
             self.announce_due = f"peer {beat.name} {'back' if back else 'released'}"
         self.peers[beat.name] = PeerView(beat.priority, beat.state, now, since)
-        key = (beat.name, beat.path)
         if key in self.dead_paths:
             self.dead_paths.discard(key)
             log.info(f"peer {beat.name}: path {beat.path} up again")

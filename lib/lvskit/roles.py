@@ -34,8 +34,9 @@ class Policy:
     failback_delay: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PeerView:
+    """What hb-listen knows of a peer; not frozen: a routine heartbeat moves `last` in place."""
     priority: int
     state: str          # what its last heartbeat said
     last: float         # when its last valid heartbeat arrived (monotonic seconds)

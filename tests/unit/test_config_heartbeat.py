@@ -53,6 +53,7 @@ def test_durations_and_lists():
     ("deadtime = 30ms", "deadtime", "two intervals"),
     ("warntime = 1s", "warntime", "shorter than deadtime"),
     ("interval = fast", "interval", "not a duration"),
+    ("interval = 10ms", "interval", "out of range 0.02..60 s"),
     ("multicast = 10.0.0.9", "multicast", "not a multicast"),
     ("vips = 10.0.0.300", "vips", "not an address"),
     ("unicast = no", "unicast", "multicast"),

@@ -278,3 +278,24 @@ def test_older_generations_stay_refused_after_a_restart(cfg):
     os.unlink(os.path.join(cfg.state_dir, "hb-peer-generations.json"))
     third = hbnet.Listener(cfg, cfg.node("a"), KEY, [], FakeWorker(STANDBY), clock=lambda: 3.0)
     assert third.receiver.accept(datagram(9, 2), "127.0.0.2").seq == 2
+
+
+def test_one_wake_reads_every_queued_datagram_and_stops(cfg):
+    import socket
+    from lvskit.heartbeat import Encoder
+    enc = Encoder("b", 100, "lo", 1, KEY)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        tx.bind(("127.0.0.2", 0))
+        for seq in (1, 2, 3):
+            tx.sendto(enc(STANDBY, seq), rx.getsockname())
+        tx.sendto(b"", rx.getsockname())            # reads as "nothing queued": left for the next wake
+        li = hbnet.Listener(cfg, cfg.node("a"), KEY, [rx], FakeWorker(STANDBY), clock=lambda: 5.0)
+        assert li._receive(rx) is True              # b is new
+        assert li.receiver.windows["b", "lo"].top == 3 and li.peers["b"].last == 5.0
+        assert rx.recvfrom(10)[0] == b""
+        tx.sendto(enc(STANDBY, 4), rx.getsockname())
+        assert li._receive(rx) is False             # routine: nothing changed
+        assert li.receiver.windows["b", "lo"].top == 4

@@ -159,11 +159,30 @@ def test_strangers_are_dropped_before_the_hmac(monkeypatch):
     r = Receiver(KEY, PEERS, "estepe")
     data = hb.encode(beat(), KEY)
     calls = []
-    real = hb._mac
-    monkeypatch.setattr(hb, "_mac", lambda *a: calls.append(1) or real(*a))
+    real = r.mac
+    monkeypatch.setattr(r, "mac", lambda *a: calls.append(1) or real(*a))
     with pytest.raises(BadBeat, match="not a peer's path address"):
         r.accept(os.urandom(90), "192.0.2.66")
     with pytest.raises(BadBeat, match="not a peer's path address"):
         r.accept(data, "10.0.0.66")
     assert calls == []
     assert r.accept(data, "10.0.0.1") and calls == [1]
+
+
+def test_mac_is_hmac_sha256():
+    import hashlib
+    import hmac
+    for key in (b"k" * 16, b"0123456789abcdef" * 4, os.urandom(65), os.urandom(200)):   # < = > block size
+        mac = hb.Mac(key)
+        for body in (b"", b"x", os.urandom(hb.MAX_SIZE)):
+            assert mac(body) == hmac.new(key, body, hashlib.sha256).digest()
+            assert mac(body) == mac(body)           # the keyed states are copied, not used up
+
+
+def test_encoder_makes_the_bytes_encode_makes():
+    enc = hb.Encoder("midas", 200, "lan", 7, KEY)
+    for state in (ACTIVE, STANDBY, HELD):
+        for seq in (1, 2, 2 ** 64 - 1):
+            assert enc(state, seq) == hb.encode(beat(seq=seq, state=state), KEY)
+    with pytest.raises(ValueError):
+        hb.Encoder("midas", 200, "cåble", 7, KEY)
