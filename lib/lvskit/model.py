@@ -76,6 +76,9 @@ class ServiceKey(record("ServiceKey", "af", "protocol", "address", "port", fwmar
         return f"{PROTOCOL_NAMES.get(self.protocol, self.protocol)} {hostport(self.address, self.port)}"
 
 
+SETTINGS = slice(2, 6)      # a Dest's fields that are changed in place: forward .. l_threshold
+
+
 class Dest(record("Dest", "address", "port", forward=FORWARD["dr"], weight=1, u_threshold=0,
                   l_threshold=0, active=0, inactive=0, persistent=0, compared=6)):
     """A real server inside one service.  Counters are read-only and never compared."""
@@ -86,7 +89,7 @@ class Dest(record("Dest", "address", "port", forward=FORWARD["dr"], weight=1, u_
         return (self[0], self[1])
 
     def settings(self):
-        return self[2:6]
+        return self[SETTINGS]
 
     def __str__(self):
         return hostport(self.address, self.port)

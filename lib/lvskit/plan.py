@@ -8,7 +8,7 @@ Pure functions, no I/O (kube-proxy's IPVS reconciler is the model):
 - a real server that left a service is drained (weight 0, deleted once its
   connections are gone; UDP at once) or deleted, per the service's removal.
 """
-from .model import PROTOCOLS, dest_ipvsadm, service_ipvsadm
+from .model import PROTOCOLS, SETTINGS, dest_ipvsadm, service_ipvsadm
 from .record import record
 
 ADD_SERVICE, EDIT_SERVICE, DEL_SERVICE = "add-service", "edit-service", "del-service"
@@ -70,13 +70,17 @@ def plan_changes(desired, current, owned=(), removal=None):
             continue
         if want.settings() != have.settings():
             ops.append(Op(EDIT_SERVICE, want))
-        for dkey, dest in sorted(have.dests.items()):
-            if dkey not in want.dests:
+        wd, hd = want.dests, have.dests
+        # the usual case, every real server in place and as wanted, without a sort
+        if wd.keys() == hd.keys() and all(d[SETTINGS] == hd[k][SETTINGS] for k, d in wd.items()):
+            continue
+        for dkey, dest in sorted(hd.items()):
+            if dkey not in wd:
                 op = _drain_or_delete(want, dest, removal.get(key, "drain"))
                 if op:
                     ops.append(op)
-        for dkey, dest in sorted(want.dests.items()):
-            old = have.dests.get(dkey)
+        for dkey, dest in sorted(wd.items()):
+            old = hd.get(dkey)
             if old is None:
                 ops.append(Op(ADD_DEST, want, dest))
             elif old.settings() != dest.settings():
