@@ -97,9 +97,9 @@ class VirtualService(record(
 
     def wanted(self):
         """The Service with its wanted dests filled in, as the planner takes it."""
-        return Service(self.service.key, self.service.scheduler, self.service.flags,
-                       self.service.timeout, self.service.netmask,
-                       {r.dest.key: r.dest for r in self.reals})
+        s = self.service    # RealServer is (name, dest); a Dest's key is (address, port)
+        return Service(s.key, s.scheduler, s.flags, s.timeout, s.netmask,
+                       {(d[0], d[1]): d for _, d in self.reals})
 
 
 class Reweight(record(
