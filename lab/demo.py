@@ -11,13 +11,22 @@ addresses replaced by the lab's before anything runs.  Then the story:
   1. traffic to the VIP spreads per scheduler and weights (www wlc 2/1/3,
      ssh rr, xdmcp wlc 10/7/10/1 persistent);
   2. hades's services die: check-real takes it out, it heals and returns;
-  3. kama gets busy: reweight lowers its xdmcp weight, new sessions go elsewhere;
+  3. kama gets busy (two CPU burners): reweight lowers its xdmcp weight, new
+     sessions go elsewhere; the burners stop and its weight climbs back;
   4. midas dies: estepe takes the VIP over, midas returns and takes it back.
 
 Prints a timeline and a summary of measured figures, writes them as JSON and
 a picture (PNG, when matplotlib is there) to $LAB_OUT (the host's
 LAB_OUT_HOST).  `run(short=True)` is the shortened scenario tests/lab/test_demo.py
 asserts on.  Everything it starts dies with the lab, also on Ctrl-C.
+
+Every namespace of the guest shares one kernel and so one load average, so
+each real server is also a cgroup v2 (as on a real machine: the slice where
+its services run) holding its services, its lvs-agent and, on kama, the
+burners; the agents read their own cgroup's CPU time (`[agent] cgroup`), as
+tests/lab/test_reweight.py does.  `ip netns exec` mounts a fresh /sys without
+/sys/fs/cgroup, so the demo mounts the cgroup v2 hierarchy a second time in a
+temporary directory, which every namespace's processes see.
 """
 import collections
 import ctypes
@@ -59,17 +68,26 @@ PHASES = {
     "steady": (30, 14),
     "after_detection": (10, 5),
     "after_return": (8, 3),
-    "busy": (40, 20),
+    "busy": (30, 14),
     "after_takeover": (12, 6),
     "after_failback": (10, 5),
 }
 USERS_FIRST = "10.200.16.1"      # the simulated X terminals (one address per XDMCP session)
 USERS_NET = "10.200.16.0/20"
+BURNERS = 2                      # the guest's CPUs
+# The burners get about 2/3 of the guest's CPUs (the rest of the demo runs on the same two), so
+# kama's capacity settles near 0.4 with the shipped cpu_full = 1: its weight falls below half.
+LOW, BACK = 0.5, 0.9               # fractions of kama's full weight: loaded, recovered
 INITIAL = {"hades": "h", "kama": "k", "apolo": "a", "cronos": "c"}
 
 
 class DemoError(RuntimeError):
     pass
+
+
+def in_cgroup(cg, argv):
+    """argv run as a member of cgroup CG from its first instruction."""
+    return ["sh", "-ec", 'echo $$ > "$0/cgroup.procs"; exec "$@"', cg] + list(argv)
 
 
 # --- the config: the shipped file with lab addresses ----------------------------------------
@@ -142,6 +160,7 @@ class Demo:
         self.dead = set()
         self._stop = threading.Event()
         self._sampler = None
+        self.cg_mount, self.cgroups, self.burners = None, {}, []
 
     # --- small helpers ----------------------------------------------------------------------
     def now(self):
@@ -191,6 +210,7 @@ class Demo:
         self.lab = Lab(prefix=unique_prefix("demo"), mode="dr", reals=tuple(self.servers), spare=True)
         self.lab.up()
         lab = self.lab
+        self._make_cgroups()
         self.labname = {self.director: "director", self.spare: "spare"}
         self.addr = {self.director: lab.addr["director"], self.spare: lab.addr["spare"],
                      **{s: lab.addr[s] for s in self.servers}, "client": lab.addr["client"]}
@@ -228,7 +248,7 @@ class Demo:
         with open(key, "w") as f:
             f.write(os.urandom(32).hex() + "\n")
         os.chmod(key, 0o600)
-        self.cfg_path, self.proc = {}, {}
+        self.cfg_path = {}
         text = open(SHIPPED).read()
         from lvskit import config as cfgmod
         for node in [self.director, self.spare] + self.servers:
@@ -241,6 +261,8 @@ class Demo:
                   ("agent", ""): {"state_file": f"{d}/agent-state", "utmp": f"{d}/utmp"}}
             if node in (self.director, self.spare):
                 ov[("global", "")]["director"] = node
+            else:
+                ov[("agent", "")]["cgroup"] = self.cgroups[node]
             for name, check in self.check.items():
                 if check.kind != "none":
                     ov[("service", name)] = dict(GUEST_CHECK)
@@ -276,8 +298,7 @@ class Demo:
             self.start_services(s)
         for s in self.servers:
             self._wait_ready(s)
-            self.set_load(s, 0.0)
-            self.popen(s, self.script("lvs-agent", s, "--proc-root", self.proc[s], "--listen"), "lvs-agent.log")
+            self.popen(s, in_cgroup(self.cgroups[s], self.script("lvs-agent", s, "--listen")), "lvs-agent.log")
         self.event("real servers up", f"lvs-realserver up, services, lvs-agent --listen on {len(self.servers)}")
 
         # the users' addresses on the client, and the routes back to them
@@ -348,15 +369,15 @@ class Demo:
                      f"{GUEST_CHECK['check_timeout']} s (fall/rise as shipped); check-real and reweight "
                      f"--every {LOOP}")
         lines.append("  the host's fast figures are in bench/README.md (quoted in the summary)")
-        lines.append("  load on kama is injected (lvs-agent --proc-root): every namespace of one VM "
-                     "shares one load average")
+        lines.append("  every namespace of one VM shares one load average: each real server is a cgroup v2 "
+                     "too, its lvs-agent reads that cgroup's CPU time")
         lines.append("  table columns: " + ", ".join(f"{v}={k}" for k, v in INITIAL.items()))
         lines.append("")
         lines.append(f"  {'time':>7}  {'event':<36} {'table on the active director':<50} client since last event")
         return "\n".join(lines)
 
     def start_services(self, s):
-        p = self.lab.popen(s, [PY, NODE, "serve", s], stdout=subprocess.PIPE,
+        p = self.lab.popen(s, in_cgroup(self.cgroups[s], [PY, NODE, "serve", s]), stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, text=True)
         self.servers_up[s] = p
 
@@ -372,21 +393,50 @@ class Demo:
         p.kill()
         p.wait()
 
-    def set_load(self, s, load):
-        """The loadavg lvs-agent reads (its --proc-root): injected, see the module doc."""
-        d = self.proc.setdefault(s, os.path.join(self.node_dir(s), "proc"))
-        os.makedirs(os.path.join(d, "pressure"), exist_ok=True)
-        if not os.path.exists(os.path.join(d, "stat")):
-            with open(os.path.join(d, "stat"), "w") as f:
-                f.write("cpu  1 1 1 1\ncpu0 1 1 1 1\ncpu1 1 1 1 1\n")          # 2 CPUs
-            shutil.copy("/proc/meminfo", os.path.join(d, "meminfo"))
-            with open(os.path.join(d, "pressure", "memory"), "w") as f:
-                f.write("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n"
-                        "full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
-        tmp = os.path.join(d, ".loadavg")
-        with open(tmp, "w") as f:
-            f.write(f"{load:.2f} {load:.2f} {load:.2f} 1/100 100\n")
-        os.replace(tmp, os.path.join(d, "loadavg"))
+    def _make_cgroups(self):
+        """A cgroup v2 per real server, in a second mount of the hierarchy (see the module doc)."""
+        mount = tempfile.mkdtemp(prefix="lvskit-demo-cgroup2-")
+        r = subprocess.run(["mount", "-t", "cgroup2", "cgroup2", mount], capture_output=True, text=True)
+        if r.returncode != 0:
+            os.rmdir(mount)
+            raise DemoError(f"mount -t cgroup2: {r.stderr.strip()}")
+        self.cg_mount = mount
+        for s in self.servers:
+            self.cgroups[s] = os.path.join(mount, self.lab.ns[s])
+            os.mkdir(self.cgroups[s])
+
+    def start_burners(self, s):
+        self.burners += [self.lab.popen(s, in_cgroup(self.cgroups[s], [PY, "-c", "while True: pass"]),
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         for _ in range(BURNERS)]
+
+    def stop_burners(self):
+        while self.burners:
+            p = self.burners.pop()
+            p.kill()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass            # gone with the lab at the latest
+
+    def _remove_cgroups(self):
+        """After the lab is gone: the cgroups, then the second mount (never a recursive delete)."""
+        for cg in self.cgroups.values():
+            for _ in range(50):             # their last members may still be exiting
+                try:
+                    os.rmdir(cg)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        self.cgroups = {}
+        if self.cg_mount:
+            if subprocess.run(["umount", self.cg_mount]).returncode != 0:
+                subprocess.run(["umount", "-l", self.cg_mount])
+            if not os.path.ismount(self.cg_mount):
+                os.rmdir(self.cg_mount)
+                self.cg_mount = None
 
     def start_heartbeat(self, node):
         """hb-listen, and hb-send once hb-listen listens.
@@ -595,28 +645,38 @@ class Demo:
         full = self.configured[svc][victim] * self.scale
         t_load = self.now()
         w0 = self.table(self.director).get(svc, {}).get(victim)
-        self.set_load(victim, 2.0)
-        self.event(f"3. {victim} busy (load 2.0 on 2 CPUs)", f"injected into {victim}'s lvs-agent; "
-                   f"reweight polls every {LOOP} s")
-        low = 0.3 * full
-        t_low = self.wait_sample(lambda s: s["node"] == self.director and
-                                 0 < s["table"].get(svc, {}).get(victim, full) <= low, self.dur["busy"] + 30)
+        others_before = {n: w for n, w in self.table(self.director).get(svc, {}).items() if n != victim}
+        self.start_burners(victim)
+        self.event(f"3. {victim} busy ({BURNERS} CPU burners)", f"python3 busy loops in {victim}'s cgroup, "
+                   f"which its lvs-agent reads; reweight polls every {LOOP} s")
+        weight = lambda s, n=victim: s["table"].get(svc, {}).get(n, full)     # noqa: E731
+        t_low = self.wait_sample(lambda s: s["node"] == self.director and 0 < weight(s) <= LOW * full,
+                                 self.dur["busy"] + 30)
         if t_low is None:
             raise DemoError(f"reweight did not lower {victim}'s weight: {self.logs(self.director)}")
-        self.event(f"reweight: {victim}'s {svc} weight <= 30%", f"{w0} -> "
+        self.event(f"reweight: {victim}'s {svc} weight <= {LOW:.0%}", f"{w0} -> "
                    f"{self.table(self.director)[svc][victim]} in {t_low - t_load:.1f} s", t=t_low)
         rest = self.dur["busy"] - (self.now() - t_load)
         self.sleep(max(rest, 6 if self.short else 10))
         t_idle = self.now()
-        w_min = min(s["table"].get(svc, {}).get(victim, full) for s in self.samples
-                    if s["node"] == self.director and t_load <= s["t"] <= t_idle)
-        self.set_load(victim, 0.0)
-        self.event(f"{victim} idle again", "its weight climbs back a step per round")
+        loaded = [s for s in self.samples if s["node"] == self.director and t_load <= s["t"] <= t_idle]
+        w_min = min(weight(s) for s in loaded)
+        others = {n: min(weight(s, n) for s in loaded) for n in others_before}
+        others_end = {n: weight(loaded[-1], n) for n in others_before}
+        self.stop_burners()
+        self.event(f"{victim} idle again", "burners killed; its weight climbs back a step per round")
+        t_back = self.wait_sample(lambda s: s["node"] == self.director and weight(s) >= BACK * full, 90)
+        if t_back is None:
+            raise DemoError(f"{victim}'s weight did not come back: {self.logs(self.director)}")
+        self.event(f"reweight: {victim}'s {svc} weight >= {BACK:.0%}",
+                   f"{self.table(self.director)[svc][victim]} {t_back - t_idle:.1f} s after the burners stopped",
+                   t=t_back)
         steady = self.figures["steady"][svc]
         during = self.window(t_low, t_idle, svc)
         self.figures["kama"] = {
             "service": svc, "load": t_load, "low": t_low, "idle": t_idle, "weight_before": w0,
-            "weight_min": w_min, "full": full, "settle_s": t_low - t_load,
+            "weight_min": w_min, "full": full, "settle_s": t_low - t_load, "low_frac": LOW,
+            "back": t_back, "back_s": t_back - t_idle, "others_before": others_before, "others_min": others, "others_end": others_end,
             "share_before": steady["share"].get(victim, 0.0),
             "share_during": self.shares(during).get(victim, 0.0),
             "sessions_during": len(during), "failed_during": sum(1 for r in during if not r["server"]),
@@ -750,8 +810,10 @@ class Demo:
         k = f.get("kama")
         if k:
             rows.append((f"3 kama busy ({k['service']})", k["sessions_during"], k["failed_during"],
-                         f"weight {k['weight_before']} -> {k['weight_min']} (<=30% in {k['settle_s']:.1f} s); "
-                         f"kama's share of new sessions {k['share_before']:.0%} -> {k['share_during']:.0%}"))
+                         f"weight {k['weight_before']} -> {k['weight_min']} (<={k['low_frac']:.0%} in {k['settle_s']:.1f} s, "
+                         f"back >={BACK:.0%} {k['back_s']:.1f} s after); kama's share of new sessions "
+                         f"{k['share_before']:.0%} -> {k['share_during']:.0%}; the others meanwhile "
+                         + " ".join(f"{n} {w}->{k['others_end'][n]}" for n, w in k["others_before"].items())))
         m = f.get("midas")
         if m:
             rows.append(("4 midas dies -> estepe", m["sent_down"], m["failed_down"],
@@ -777,11 +839,27 @@ class Demo:
         return path
 
     def close(self):
+        # a second Ctrl-C (or SIGTERM) must not leave burners, cgroups or the mount behind
+        masked = threading.current_thread() is threading.main_thread()
+        if masked:
+            old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._close()
+        finally:
+            if masked:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
+
+    def _close(self):
         self._stop.set()
-        if self._sampler:
-            self._sampler.join(5)
-        if self.lab:
-            self.lab.close()
+        try:
+            self.stop_burners()
+            if self._sampler:
+                self._sampler.join(5)
+            if self.lab:
+                self.lab.close()
+        finally:
+            self._remove_cgroups()
         logs = os.path.join(self.out, "logs")       # the scripts' own words, for the curious
         for node in sorted(os.listdir(self.base)) if os.path.isdir(self.base) else ():
             if not os.path.isdir(os.path.join(self.base, node)):

@@ -2,8 +2,9 @@
 
 The seed's table from conf/lvskit.ini with lab addresses, the real scripts on
 a real IPVS kernel: spread per weights, a dead real server taken out and put
-back by check-real, a busy one reweighted, the director's death taken over by
-the spare and handed back (auto_failback = yes in the shipped config).
+back by check-real, one busy with real CPU burners reweighted and back, the
+director's death taken over by the spare and handed back (auto_failback = yes
+in the shipped config).
 """
 import demo
 
@@ -32,9 +33,11 @@ def test_short_demo(tmp_path):
 
     k = f["kama"]
     assert k["weight_before"] == k["full"], k
-    assert k["weight_min"] <= 0.3 * k["full"], k
+    assert k["weight_min"] <= 0.5 * k["full"], k                     # real burners, see demo.LOW
+    assert k["back_s"] > 0, k                                          # and back when they stop
+    assert k["others_min"]["hades"] >= 0.9 * k["others_before"]["hades"], k    # the load is kama's alone
     assert k["sessions_during"] >= 20 and k["failed_during"] == 0, k
-    assert k["share_before"] >= 0.12 and k["share_during"] <= k["share_before"] / 2, k
+    assert k["share_before"] >= 0.12 and k["share_during"] <= k["share_before"] * 0.75, k
 
     m = f["midas"]
     assert m["takeover_s"] <= 10, m
