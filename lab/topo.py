@@ -246,6 +246,11 @@ class Lab:
                                    "net/ipv4/conf/eth0/arp_ignore": 1,
                                    "net/ipv4/conf/eth0/arp_announce": 2})
             script = "".join("echo %s > /proc/sys/%s\n" % (v, k) for k, v in sysctl.items())
+            if n in ("director", "spare"):
+                # as README.md tells a director's admin: a new connection that reuses the
+                # ports of an old one to a quiesced (dead) real server is scheduled afresh
+                script += ("if [ -d /proc/sys/net/ipv4/vs ]; then "
+                           "echo 1 > /proc/sys/net/ipv4/vs/expire_nodest_conn; fi\n")
             script += "exec ip -batch -\n"
             p = subprocess.Popen(["ip", "netns", "exec", self.ns[n], "sh", "-ec", script],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
