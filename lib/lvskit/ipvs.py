@@ -119,33 +119,43 @@ def _service_full(svc):
             + _attr(SVC_NETMASK, netmask))
 
 
-# A full destination in one pack (a cold load encodes ten thousand of them):
-# ADDR, PORT, FWD_METHOD, WEIGHT, U_THRESH, L_THRESH, ADDR_FAMILY.
-_DEST_FULL = struct.Struct("=HH16s HH2s2x HHI HHi HHI HHI HHH2x")
+# A full destination, nested attribute header included, in one pack (a cold
+# load encodes ten thousand of them): ADDR, PORT (network order), FWD_METHOD,
+# WEIGHT, U_THRESH, L_THRESH, ADDR_FAMILY.
+_DEST_FULL = struct.Struct("=HH HH16s HH2s2x HHI HHi HHI HHI HHH2x")
 
 
 def _dest_full(af, dest):
-    return _DEST_FULL.pack(20, DEST_ADDR, _pack_addr(af, dest.address),
+    return _DEST_FULL.pack(_DEST_FULL.size, CMD_ATTR_DEST | NLA_F_NESTED,
+                           20, DEST_ADDR, _pack_addr(af, dest.address),
                            6, DEST_PORT, dest.port.to_bytes(2, "big"),
                            8, DEST_FWD_METHOD, dest.forward, 8, DEST_WEIGHT, dest.weight,
                            8, DEST_U_THRESH, dest.u_threshold, 8, DEST_L_THRESH, dest.l_threshold,
                            6, DEST_ADDR_FAMILY, af)
 
 
+@functools.lru_cache(maxsize=4096)
+def _service_nest(key):
+    """The nested service identity every real-server operation starts with."""
+    return _nest(CMD_ATTR_SERVICE, _service_id(key))
+
+
 def encode_op(op):
     """(command, attributes) of one planned operation."""
-    cmd = _OP_CMD[op.kind]
-    if op.kind == P.DEL_SERVICE:
-        return cmd, _nest(CMD_ATTR_SERVICE, _service_id(op.service.key))
-    if op.kind in (P.ADD_SERVICE, P.EDIT_SERVICE):
+    kind = op.kind
+    cmd = _OP_CMD[kind]
+    if kind == P.DEL_SERVICE:
+        return cmd, _service_nest(op.service.key)
+    if kind in (P.ADD_SERVICE, P.EDIT_SERVICE):
         return cmd, _nest(CMD_ATTR_SERVICE, _service_full(op.service))
-    svc = _nest(CMD_ATTR_SERVICE, _service_id(op.service.key))
-    daf = socket.AF_INET6 if ":" in op.dest.address else socket.AF_INET
-    if op.kind == P.DEL_DEST:
-        return cmd, svc + _nest(CMD_ATTR_DEST, _attr(DEST_ADDR, _pack_addr(daf, op.dest.address))
-                                + _attr(DEST_PORT, struct.pack(">H", op.dest.port))
-                                + _attr(DEST_ADDR_FAMILY, struct.pack("=H", daf)))
-    return cmd, svc + _nest(CMD_ATTR_DEST, _dest_full(daf, op.dest))
+    dest = op.dest
+    daf = AF_INET6 if ":" in dest.address else AF_INET
+    if kind == P.DEL_DEST:
+        return cmd, _service_nest(op.service.key) + _nest(
+            CMD_ATTR_DEST, _attr(DEST_ADDR, _pack_addr(daf, dest.address))
+            + _attr(DEST_PORT, struct.pack(">H", dest.port))
+            + _attr(DEST_ADDR_FAMILY, struct.pack("=H", daf)))
+    return cmd, _service_nest(op.service.key) + _dest_full(daf, dest)
 
 
 def decode_service(a):
