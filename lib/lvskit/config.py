@@ -824,13 +824,15 @@ def load(path, memo=None):
     """The validated Config of the file at path (see configcache: unchanged text is not re-parsed).
 
     memo: a dict a long-running program keeps between loads (--every): a
-    [service] section whose keys and values are those of a section already
+    section whose text has not changed is not parsed again (ini.parse), and
+    a [service] section whose keys and values are those of a section already
     built, with the same [server]s, is not validated again.  Such a program
     does without the cache: its memo is cheaper than reading and writing it.
     """
     text = ini.read_text(path)
     if memo is not None:
-        return _build(ini.parse(text, path), path, memo)
+        sections = ini.parse(text, path, memo.setdefault("ini", {}))
+        return _build(sections, path, memo.setdefault("services", {}))
     from . import configcache
     cfg = configcache.get(path, text)
     if cfg is None:

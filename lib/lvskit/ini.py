@@ -20,17 +20,22 @@ _COMMENT = re.compile(r"\s[#;].*$")
 class Section:
     """One section; ``take`` marks keys as used so leftovers can be reported."""
 
-    def __init__(self, path, kind, name, line):
+    def __init__(self, path, kind, name, line, values=None, shift=0):
         self.path, self.kind, self.name, self.line = path, kind, name, line
-        self.values = {}    # key -> (value, line)
+        self.values = {} if values is None else values     # key -> (value, line - shift)
+        self.shift = shift
         self._used = set()
+
+    def moved(self, lines):
+        """The same section, found `lines` further down in a later text (values shared, read only)."""
+        return Section(self.path, self.kind, self.name, self.line + lines, self.values, self.shift + lines)
 
     @property
     def title(self):
         return f"{self.kind} {self.name}" if self.name else self.kind
 
     def error(self, message, key=None):
-        line = self.values[key][1] if key in self.values else self.line
+        line = self.values[key][1] + self.shift if key in self.values else self.line
         return ConfigError(message, self.path, line, self.title, key)
 
     def has(self, key):
@@ -47,10 +52,58 @@ class Section:
         return [k for k in self.values if k not in self._used]
 
 
-def parse(text, path="<config>"):
-    """Return the sections of an INI text, in file order."""
-    sections, seen, current = [], {}, None
-    for number, raw in enumerate(text.splitlines(), 1):
+def parse(text, path="<config>", memo=None):
+    """Return the sections of an INI text, in file order.
+
+    memo: a dict a long-running program keeps between parses of its config
+    (--every): the text of a section that has not changed since the last
+    parse is not parsed again, only moved to its new line numbers.
+    """
+    if memo is not None and not any(c in text for c in _ODD_BREAKS):
+        return _parse_memo(text, path, memo)
+    sections = []
+    _parse_into(text, path, 1, sections, {})
+    return sections
+
+
+# Line breaks that splitlines() knows and "\n" is not: with one of them in the
+# text, counting "\n" would misnumber lines, so the memo stands aside.
+_ODD_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_SECTION_START = re.compile(r"^(?=[ \t]*\[)", re.M)
+
+
+def _parse_memo(text, path, memo):
+    sections, seen, fresh, first = [], {}, {}, 1
+    for chunk in _SECTION_START.split(text):      # a chunk: one section's lines
+        hit = memo.get(chunk)
+        if hit is None:
+            parsed = []
+            _parse_into(chunk, path, first, parsed, seen)
+            hit = (first, parsed)
+        else:
+            base, parsed = hit
+            parsed = [sec.moved(first - base) for sec in parsed]
+            for sec in parsed:
+                _see(seen, sec.kind, sec.name, path, sec.line)
+        fresh[chunk] = hit
+        sections += parsed
+        first += chunk.count("\n")
+    memo.clear()
+    memo.update(fresh)
+    return sections
+
+
+def _see(seen, kind, name, path, number):
+    if (kind, name) in seen:
+        raise ConfigError(f"section [{kind}{' ' + name if name else ''}] given twice "
+                          f"(first at line {seen[kind, name]})", path, number)
+    seen[kind, name] = number
+
+
+def _parse_into(text, path, first, sections, seen):
+    """Append the sections of text, whose first line is line `first` of the file."""
+    current = None
+    for number, raw in enumerate(text.splitlines(), first):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
@@ -59,10 +112,7 @@ def parse(text, path="<config>"):
             if not m:
                 raise ConfigError(f"bad section header {line!r} (want [kind] or [kind name])", path, number)
             kind, name = m.group(1).lower(), m.group(2) or ""
-            if (kind, name) in seen:
-                raise ConfigError(f"section [{kind}{' ' + name if name else ''}] given twice "
-                                  f"(first at line {seen[kind, name]})", path, number)
-            seen[kind, name] = number
+            _see(seen, kind, name, path, number)
             current = Section(path, kind, name, number)
             sections.append(current)
             continue
@@ -78,10 +128,9 @@ def parse(text, path="<config>"):
         if not _KEY.match(key):
             raise ConfigError(f"bad key name {key!r}", path, number, current.title)
         if key in current.values:
-            raise ConfigError(f"given twice (first at line {current.values[key][1]})",
+            raise ConfigError(f"given twice (first at line {current.values[key][1] + current.shift})",
                               path, number, current.title, key)
         current.values[key] = (value, number)
-    return sections
 
 
 def read(path):

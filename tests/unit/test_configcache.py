@@ -149,3 +149,38 @@ def test_memo_survives_a_bad_edit_and_still_reports_it(tmp_path, monkeypatch):
         config.load(path, memo)
     path.write_text(BIG)
     assert config.load(path, memo).service("s1").reals[0].dest.weight == 2
+
+
+def snapshot(sections):
+    return [(s.kind, s.name, s.line, {k: (v, n + s.shift) for k, (v, n) in s.values.items()})
+            for s in sections]
+
+
+def test_ini_memo_gives_what_a_full_parse_gives_with_moved_line_numbers():
+    memo = {}
+    assert snapshot(config.ini.parse(BIG, "x", memo)) == snapshot(config.ini.parse(BIG, "x"))
+    moved = "# three\n# new\n# lines\n" + BIG.replace("weight=3", "weight=9")
+    first = config.ini.parse(moved, "x", memo)
+    assert snapshot(first) == snapshot(config.ini.parse(moved, "x"))
+    assert sum(1 for s in first if s.shift) >= 5        # unchanged sections were reused, moved
+    crlf = BIG.replace("\n", "\r\n")                    # other line breaks: no memo, same answer
+    assert snapshot(config.ini.parse(crlf, "x", memo)) == snapshot(config.ini.parse(crlf, "x"))
+
+
+def test_errors_in_reused_sections_name_their_new_lines(tmp_path):
+    path = tmp_path / "lvskit.ini"
+    memo = {}
+    path.write_text(BIG)
+    config.load(path, memo)
+    # [server a] goes: every [service] is re-validated, from reused (moved) ini sections
+    text = "# one\n# two\n" + BIG.replace("[server a]\naddress = 10.0.1.1\n", "[server b]\naddress = 10.0.1.2\n")
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        config.load(path, memo)
+    line = text.splitlines().index("real.a = weight=1") + 1
+    assert str(e.value).startswith(f"{path}:{line}: [service s0] real.a")
+    path.write_text(BIG + BIG[BIG.index("[service s3]"):])        # a section given twice
+    first, again = BIG.splitlines().index("[service s3]") + 1, len(BIG.splitlines()) + 1
+    with pytest.raises(ConfigError, match=rf":{again}: section \[service s3\] given twice "
+                                          rf"\(first at line {first}\)"):
+        config.load(path, memo)
