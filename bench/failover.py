@@ -20,11 +20,15 @@ director and spare answers with its name on port 9000 of the VIP.
             then again with the spare's datagrams dropped at its own interfaces'
             queues (sink()), to tell hb-send's own cost from the veth receive
             path that a send on a veth runs for the receiving peer.
+  compare   the same, for this tree and another (--against TREE: an older
+            checkout) side by side: both pairs run at once, so both see the
+            same load; the spares' processes are measured over the same window
+            (--seconds), --runs times, which pair starts first alternating.
 
 Each trial is a JSON line on stdout; the summaries are kept in
 bench/results/failover.json (the figures in bench/README.md come from it).
 
-usage: bench/failover.py [gap|handover|soak|usage|all] [--trials N] [--minutes M] [--systems ...]
+usage: bench/failover.py [gap|handover|soak|usage|compare|all] [--trials N] [--minutes M] [--systems ...]\n                         [--against TREE --runs N --seconds S]
 Needs root; installs keepalived and stress-ng with apt-get when missing.
 """
 import argparse
@@ -273,18 +277,23 @@ def soak(minutes, systems=("lvskit", "keepalived=0.1")):
 
 # --- resource usage -----------------------------------------------------------------------
 
-def _proc(pid):
-    """(ns on a CPU, summed over its threads, from schedstat: exact, not tick-sampled; RSS kB)."""
-    ticks = 0
+def _proc(pid, runs=False):
+    """(ns on a CPU, summed over its threads, from schedstat: exact, not tick-sampled; RSS kB).
+
+    runs: and the times its threads were put on a CPU (about its wake-ups).
+    """
+    ticks = count = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-            ticks += int(f.read().split()[0])
+            fields = f.read().split()
+            ticks += int(fields[0])
+            count += int(fields[2])
     rss = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
-    return ticks, rss
+    return (ticks, rss, count) if runs else (ticks, rss)
 
 
 def _find(p, node, word):
@@ -354,6 +363,49 @@ def usage(interval, seconds=60, sunk=False):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def compare(against, runs, seconds):
+    """CPU and wake-ups of the spares' hb-send and hb-listen: this tree's pair and against's, at once."""
+    class Against(Pair):
+        def tool(self, node, name, *args):
+            return [PY, os.path.join(against, "bin", name)] + super().tool(node, name, *args)[2:]
+    out = []
+    for run in range(runs):
+        workdirs = {t: tempfile.mkdtemp(prefix="hbbench-") for t in ("this", "against")}
+        pairs = {}
+        try:
+            for t in (("this", "against") if run % 2 == 0 else ("against", "this")):
+                pairs[t] = (Pair if t == "this" else Against)(f"hbc{t[0]}", workdirs[t], timings=TIMINGS)
+                pairs[t].start("director")
+                pairs[t].start("spare")
+            for p in pairs.values():
+                if not p.wait(lambda: p.holds_vip("director"), 10):
+                    raise RuntimeError("compare: a director never became active")
+            time.sleep(2)
+            pids = {(t, w): _find(p, "spare", w) for t, p in pairs.items() for w in ("hb-send", "hb-listen")}
+            start = {k: _proc(pid, runs=True) for k, pid in pids.items()}
+            load0 = load_avg()
+            time.sleep(seconds)
+            end = {k: _proc(pid, runs=True) for k, pid in pids.items()}
+            row = {"run": run, "first": "this" if run % 2 == 0 else "against", "seconds": seconds,
+                   "load": f"{load0} .. {load_avg()}"}
+            for t, p in pairs.items():
+                # A pair that failed over is no measurement.
+                row[f"{t}_failed_over"] = "taking over" in p.log("spare") or not p.holds_vip("director")
+            for (t, w), a in start.items():
+                b = end[t, w]
+                row[f"{t} {w} cpu%"] = round(100.0 * (b[0] - a[0]) / 1e9 / seconds, 2)
+                row[f"{t} {w} runs/s"] = round((b[2] - a[2]) / seconds, 1)
+                row[f"{t} {w} rss_mb"] = round(b[1] / 1024, 1)
+            print(json.dumps(row), flush=True)
+            out.append(row)
+        finally:
+            for t, p in pairs.items():
+                p.close()
+            for w in workdirs.values():
+                shutil.rmtree(w, ignore_errors=True)
+    return {"against": against, "runs": out}
+
+
 # --- results and README -------------------------------------------------------------------
 
 def save(key, value):
@@ -369,13 +421,21 @@ def save(key, value):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", nargs="?", default="all", choices=["gap", "handover", "soak", "usage", "all"])
+    ap.add_argument("what", nargs="?", default="all", choices=["gap", "handover", "soak", "usage", "compare", "all"])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--systems", default="lvskit,keepalived=1,keepalived=0.1")
+    ap.add_argument("--against", metavar="TREE", help="compare: the other checkout (its bin/ is run)")
+    ap.add_argument("--runs", type=int, default=6)
+    ap.add_argument("--seconds", type=float, default=45)
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/failover.py needs root (network namespaces)")
+    if args.what == "compare":
+        if not args.against:
+            sys.exit("compare needs --against TREE")
+        save("compare", compare(os.path.abspath(args.against), args.runs, args.seconds))
+        return
     ensure("keepalived", "keepalived")
     if args.what in ("gap", "all"):
         previous = {}
