@@ -383,14 +383,20 @@ def compare(against, runs, seconds):
             time.sleep(2)
             pids = {(t, w): _find(p, "spare", w) for t, p in pairs.items() for w in ("hb-send", "hb-listen")}
             start = {k: _proc(pid, runs=True) for k, pid in pids.items()}
+            before = {t: p.log("spare").count("taking over") for t, p in pairs.items()}
             load0 = load_avg()
             time.sleep(seconds)
             end = {k: _proc(pid, runs=True) for k, pid in pids.items()}
             row = {"run": run, "first": "this" if run % 2 == 0 else "against", "seconds": seconds,
                    "load": f"{load0} .. {load_avg()}"}
             for t, p in pairs.items():
-                # A pair that failed over is no measurement.
+                # A pair that failed over is no measurement; during the window, it is a false takeover.
                 row[f"{t}_failed_over"] = "taking over" in p.log("spare") or not p.holds_vip("director")
+                row[f"{t}_takeovers_in_window"] = p.log("spare").count("taking over") - before[t]
+                if row[f"{t}_failed_over"]:
+                    kept = os.path.join(tempfile.gettempdir(), f"hbcompare-{run}-{t}-spare.log")
+                    shutil.copy(os.path.join(p.dir, "spare.log"), kept)
+                    row[f"{t}_log"] = kept
             for (t, w), a in start.items():
                 b = end[t, w]
                 row[f"{t} {w} cpu%"] = round(100.0 * (b[0] - a[0]) / 1e9 / seconds, 2)
