@@ -10,7 +10,8 @@ director and spare answers with its name on port 9000 of the VIP.
             the director is killed as a machine dies (links down, then SIGKILL
             of everything in its namespace); gap = kill to the first answer
             from the spare.  TRIALS trials per system, fresh namespaces each.
-  handover  `takeover --release` on the active director while probing: probes lost;
+  handover  `takeover --release` on the active director while probing: probes lost, and
+            how long `takeover --release` took (it returns once the spare is active);
             then `takeover --rejoin`, the failback (auto_failback, make-before-break):
             probes lost, and time from --rejoin to the director's first answer.
   soak      both pairs (lvskit and keepalived advert_int 0.1) idle side by side
@@ -194,14 +195,16 @@ def _answers(probe):
 
 def handover(trials):
     """`takeover --release` on the director, then `takeover --rejoin`: the failback (make-before-break)."""
-    lost, back_lost, back_after = [], [], []
+    lost, back_lost, back_after, took = [], [], [], []
     for i in range(trials):
         workdir = tempfile.mkdtemp(prefix="hbbench-")
         p = make_pair("lvskit", workdir, i % 10)
         try:
             probe = _probe(p)
             time.sleep(0.5)
+            t = time.monotonic()
             r = p.run("director", p.tool("director", "takeover", "--release"))
+            took.append(round(time.monotonic() - t, 3))      # the spare heard "held", took the VIP, said so
             time.sleep(0.5)
             answers = [name for _, name in _answers(probe)]
             ok = r.returncode == 0 and answers[-1] == "spare" and p.holds_vip("spare")
@@ -219,6 +222,7 @@ def handover(trials):
             first = next((a for a, name in answers if a > t and name == "director"), None)
             back_after.append(round(first - t, 3) if ok and first else None)
             print(json.dumps({"bench": "handover", "trial": i, "lost": lost[-1], "rc": r.returncode,
+                              "release_s": took[-1],
                               "failback_lost": back_lost[-1], "failback_after": back_after[-1],
                               "rejoin_rc": rb.returncode}), flush=True)
         finally:
@@ -231,7 +235,8 @@ def handover(trials):
             "lost": lost, "failback_failed": trials - len(back_good),
             "failback_max_lost": max(back_good, default=None), "failback_lost": back_lost,
             "failback_after_median": statistics.median(after) if after else None,
-            "failback_after_max": max(after, default=None), "load": load_avg()}
+            "failback_after_max": max(after, default=None),
+            "release_median": statistics.median(took), "release_max": max(took), "load": load_avg()}
 
 
 # --- soak under CPU stress --------------------------------------------------------------
