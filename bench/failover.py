@@ -10,7 +10,8 @@ director and spare answers with its name on port 9000 of the VIP.
             the director is killed as a machine dies (links down, then SIGKILL
             of everything in its namespace); gap = kill to the first answer
             from the spare.  TRIALS trials per system, fresh namespaces each.
-  handover  `takeover --release` on the active director while probing: probes lost;
+  handover  `takeover --release` on the active director while probing: probes lost, and
+            how long `takeover --release` took (it returns once the spare is active);
             then `takeover --rejoin`, the failback (auto_failback, make-before-break):
             probes lost, and time from --rejoin to the director's first answer.
   soak      both pairs (lvskit and keepalived advert_int 0.1) idle side by side
@@ -20,11 +21,15 @@ director and spare answers with its name on port 9000 of the VIP.
             then again with the spare's datagrams dropped at its own interfaces'
             queues (sink()), to tell hb-send's own cost from the veth receive
             path that a send on a veth runs for the receiving peer.
+  compare   the same, for this tree and another (--against TREE: an older
+            checkout) side by side: both pairs run at once, so both see the
+            same load; the spares' processes are measured over the same window
+            (--seconds), --runs times, which pair starts first alternating.
 
 Each trial is a JSON line on stdout; the summaries are kept in
 bench/results/failover.json (the figures in bench/README.md come from it).
 
-usage: bench/failover.py [gap|handover|soak|usage|all] [--trials N] [--minutes M] [--systems ...]
+usage: bench/failover.py [gap|handover|soak|usage|compare|all] [--trials N] [--minutes M] [--systems ...]\n                         [--against TREE --runs N --seconds S]
 Needs root; installs keepalived and stress-ng with apt-get when missing.
 """
 import argparse
@@ -190,14 +195,16 @@ def _answers(probe):
 
 def handover(trials):
     """`takeover --release` on the director, then `takeover --rejoin`: the failback (make-before-break)."""
-    lost, back_lost, back_after = [], [], []
+    lost, back_lost, back_after, took = [], [], [], []
     for i in range(trials):
         workdir = tempfile.mkdtemp(prefix="hbbench-")
         p = make_pair("lvskit", workdir, i % 10)
         try:
             probe = _probe(p)
             time.sleep(0.5)
+            t = time.monotonic()
             r = p.run("director", p.tool("director", "takeover", "--release"))
+            took.append(round(time.monotonic() - t, 3))      # the spare heard "held", took the VIP, said so
             time.sleep(0.5)
             answers = [name for _, name in _answers(probe)]
             ok = r.returncode == 0 and answers[-1] == "spare" and p.holds_vip("spare")
@@ -215,6 +222,7 @@ def handover(trials):
             first = next((a for a, name in answers if a > t and name == "director"), None)
             back_after.append(round(first - t, 3) if ok and first else None)
             print(json.dumps({"bench": "handover", "trial": i, "lost": lost[-1], "rc": r.returncode,
+                              "release_s": took[-1],
                               "failback_lost": back_lost[-1], "failback_after": back_after[-1],
                               "rejoin_rc": rb.returncode}), flush=True)
         finally:
@@ -227,7 +235,8 @@ def handover(trials):
             "lost": lost, "failback_failed": trials - len(back_good),
             "failback_max_lost": max(back_good, default=None), "failback_lost": back_lost,
             "failback_after_median": statistics.median(after) if after else None,
-            "failback_after_max": max(after, default=None), "load": load_avg()}
+            "failback_after_max": max(after, default=None),
+            "release_median": statistics.median(took), "release_max": max(took), "load": load_avg()}
 
 
 # --- soak under CPU stress --------------------------------------------------------------
@@ -273,18 +282,23 @@ def soak(minutes, systems=("lvskit", "keepalived=0.1")):
 
 # --- resource usage -----------------------------------------------------------------------
 
-def _proc(pid):
-    """(ns on a CPU, summed over its threads, from schedstat: exact, not tick-sampled; RSS kB)."""
-    ticks = 0
+def _proc(pid, runs=False):
+    """(ns on a CPU, summed over its threads, from schedstat: exact, not tick-sampled; RSS kB).
+
+    runs: and the times its threads were put on a CPU (about its wake-ups).
+    """
+    ticks = count = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-            ticks += int(f.read().split()[0])
+            fields = f.read().split()
+            ticks += int(fields[0])
+            count += int(fields[2])
     rss = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1])
-    return ticks, rss
+    return (ticks, rss, count) if runs else (ticks, rss)
 
 
 def _find(p, node, word):
@@ -354,6 +368,55 @@ def usage(interval, seconds=60, sunk=False):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def compare(against, runs, seconds):
+    """CPU and wake-ups of the spares' hb-send and hb-listen: this tree's pair and against's, at once."""
+    class Against(Pair):
+        def tool(self, node, name, *args):
+            return [PY, os.path.join(against, "bin", name)] + super().tool(node, name, *args)[2:]
+    out = []
+    for run in range(runs):
+        workdirs = {t: tempfile.mkdtemp(prefix="hbbench-") for t in ("this", "against")}
+        pairs = {}
+        try:
+            for t in (("this", "against") if run % 2 == 0 else ("against", "this")):
+                pairs[t] = (Pair if t == "this" else Against)(f"hbc{t[0]}", workdirs[t], timings=TIMINGS)
+                pairs[t].start("director")
+                pairs[t].start("spare")
+            for p in pairs.values():
+                if not p.wait(lambda: p.holds_vip("director"), 10):
+                    raise RuntimeError("compare: a director never became active")
+            time.sleep(2)
+            pids = {(t, w): _find(p, "spare", w) for t, p in pairs.items() for w in ("hb-send", "hb-listen")}
+            start = {k: _proc(pid, runs=True) for k, pid in pids.items()}
+            before = {t: p.log("spare").count("taking over") for t, p in pairs.items()}
+            load0 = load_avg()
+            time.sleep(seconds)
+            end = {k: _proc(pid, runs=True) for k, pid in pids.items()}
+            row = {"run": run, "first": "this" if run % 2 == 0 else "against", "seconds": seconds,
+                   "load": f"{load0} .. {load_avg()}"}
+            for t, p in pairs.items():
+                # A pair that failed over is no measurement; during the window, it is a false takeover.
+                row[f"{t}_failed_over"] = "taking over" in p.log("spare") or not p.holds_vip("director")
+                row[f"{t}_takeovers_in_window"] = p.log("spare").count("taking over") - before[t]
+                if row[f"{t}_failed_over"]:
+                    kept = os.path.join(tempfile.gettempdir(), f"hbcompare-{run}-{t}-spare.log")
+                    shutil.copy(os.path.join(p.dir, "spare.log"), kept)
+                    row[f"{t}_log"] = kept
+            for (t, w), a in start.items():
+                b = end[t, w]
+                row[f"{t} {w} cpu%"] = round(100.0 * (b[0] - a[0]) / 1e9 / seconds, 2)
+                row[f"{t} {w} runs/s"] = round((b[2] - a[2]) / seconds, 1)
+                row[f"{t} {w} rss_mb"] = round(b[1] / 1024, 1)
+            print(json.dumps(row), flush=True)
+            out.append(row)
+        finally:
+            for t, p in pairs.items():
+                p.close()
+            for w in workdirs.values():
+                shutil.rmtree(w, ignore_errors=True)
+    return {"against": against, "runs": out}
+
+
 # --- results and README -------------------------------------------------------------------
 
 def save(key, value):
@@ -369,13 +432,21 @@ def save(key, value):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", nargs="?", default="all", choices=["gap", "handover", "soak", "usage", "all"])
+    ap.add_argument("what", nargs="?", default="all", choices=["gap", "handover", "soak", "usage", "compare", "all"])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--systems", default="lvskit,keepalived=1,keepalived=0.1")
+    ap.add_argument("--against", metavar="TREE", help="compare: the other checkout (its bin/ is run)")
+    ap.add_argument("--runs", type=int, default=6)
+    ap.add_argument("--seconds", type=float, default=45)
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/failover.py needs root (network namespaces)")
+    if args.what == "compare":
+        if not args.against:
+            sys.exit("compare needs --against TREE")
+        save("compare", compare(os.path.abspath(args.against), args.runs, args.seconds))
+        return
     ensure("keepalived", "keepalived")
     if args.what in ("gap", "all"):
         previous = {}

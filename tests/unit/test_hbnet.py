@@ -293,9 +293,131 @@ def test_one_wake_reads_every_queued_datagram_and_stops(cfg):
             tx.sendto(enc(STANDBY, seq), rx.getsockname())
         tx.sendto(b"", rx.getsockname())            # reads as "nothing queued": left for the next wake
         li = hbnet.Listener(cfg, cfg.node("a"), KEY, [rx], FakeWorker(STANDBY), clock=lambda: 5.0)
-        assert li._receive(rx) is True              # b is new
+        assert li._receive([rx.fileno()], 5.0) is True     # b is new
         assert li.receiver.windows["b", "lo"].top == 3 and li.peers["b"].last == 5.0
         assert rx.recvfrom(10)[0] == b""
         tx.sendto(enc(STANDBY, 4), rx.getsockname())
-        assert li._receive(rx) is False             # routine: nothing changed
+        assert li._receive([rx.fileno()], 5.0) is False    # routine: nothing changed
         assert li.receiver.windows["b", "lo"].top == 4
+
+
+def test_arrival_is_the_kernel_stamp_on_the_monotonic_clock_clamped_to_the_read_window():
+    # stamped 0.6 s before the wall clock was read: 0.6 s before now
+    assert hbnet.arrival((100, 400_000_000), 50.0, 101.0, 40.0) == pytest.approx(49.4)
+    # the wall clock stepped forward an hour since: not before the previous read
+    assert hbnet.arrival((100, 0), 50.0, 3700.0, 49.9) == 49.9
+    # stepped back: not in the future
+    assert hbnet.arrival((100, 0), 50.0, 90.0, 49.9) == 50.0
+
+
+@pytest.fixture(scope="module")
+def kernel_stamps():
+    """Datagrams stamped as they arrive, from the first one on.
+
+    The kernel turns stamping on in deferred work after the first socket asks
+    for it; until then a stamp is taken when the datagram is read.  A socket
+    asking for it, kept open, and a datagram seen stamped early: then it is on.
+    """
+    import socket
+    import time
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setsockopt(socket.SOL_SOCKET, hbnet.SO_TIMESTAMPNS, 1)
+    for _ in range(200):
+        s.sendto(b"x", s.getsockname())
+        time.sleep(0.01)
+        ancillary = s.recvmsg(16, hbnet._ANCILLARY)[1]
+        sec, ns = hbnet._TIMESPEC.unpack(ancillary[0][2])
+        if time.time() - (sec + ns * 1e-9) >= 0.009:
+            break
+    yield
+    s.close()
+
+
+def _pair():
+    import socket
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("127.0.0.2", 0))
+    return rx, tx
+
+
+def test_a_beat_read_late_counts_from_when_it_arrived(cfg, kernel_stamps):
+    import time
+    from lvskit.heartbeat import Encoder
+    rx, tx = _pair()
+    with rx, tx:
+        li = hbnet.Listener(cfg, cfg.node("a"), KEY, [rx], FakeWorker(STANDBY))
+        tx.sendto(Encoder("b", 100, "lo", 1, KEY)(STANDBY, 1), rx.getsockname())
+        time.sleep(0.07)
+        now = time.monotonic()
+        assert li._receive([], now) is True        # not woken by it: found queued all the same
+        heard = li.paths["b", "lo"]
+        assert heard == li.peers["b"].last and now - 0.5 < heard <= now - 0.07
+        # its deadline runs from the arrival: a late read does not buy the peer time
+        li.next_look = now + 10
+        li._timeout(now)
+        assert li.wake == pytest.approx(heard + cfg.heartbeat.deadtime)
+
+
+def test_heartbeats_gather_only_while_good_ones_flow(cfg):
+    import time
+    from lvskit.heartbeat import Encoder
+    rx, tx = _pair()
+    with rx, tx:
+        li = hbnet.Listener(cfg, cfg.node("a"), KEY, [rx], FakeWorker(STANDBY))
+        assert li.gather == hbnet.GATHER        # interval 20 ms, deadtime 120 ms
+        now = time.monotonic()
+        li._receive([], now)
+        assert li.quiet_until == now            # nothing read: the next datagram wakes us
+        enc = Encoder("b", 100, "lo", 1, KEY)
+        tx.sendto(enc(STANDBY, 1), rx.getsockname())
+        li._receive([rx.fileno()], now)
+        assert li.quiet_until == now + hbnet.GATHER
+        tx.sendto(enc(STANDBY, 2), rx.getsockname())
+        tx.sendto(Encoder("b", 100, "lo", 1, b"x" * 32)(STANDBY, 3), rx.getsockname())   # wrong key
+        li._receive([], now)
+        assert li.quiet_until == now and li.receiver.windows["b", "lo"].top == 2
+
+
+def test_no_gathering_without_kernel_stamps_or_when_beats_are_slower(cfg, tmp_path):
+    class NoStamps:
+        def fileno(self):
+            return 99
+
+        def setsockopt(self, *args):
+            raise OSError(92, "Protocol not available")
+    assert hbnet.Listener(cfg, cfg.node("a"), KEY, [NoStamps()], FakeWorker(STANDBY)).gather == 0
+    slow = config.parse(f"""
+[global]
+state_dir = {tmp_path}/state
+run_dir = {tmp_path}/run
+[heartbeat]
+key_file = /etc/lvskit/hb.key
+vip_interface = lo
+vips = 127.0.0.99/32
+interval = 100ms
+[node a]
+path.lo = 127.0.0.1
+[node b]
+path.lo = 127.0.0.2
+""", "t.ini")
+    assert hbnet.Listener(slow, slow.node("a"), KEY, [], FakeWorker(STANDBY)).gather == 0
+
+
+def test_beats_read_from_several_sockets_are_heard_in_arrival_order(cfg, kernel_stamps):
+    import time
+    from lvskit.heartbeat import Encoder
+    rx1, tx = _pair()
+    rx2, _tx = _pair()
+    _tx.close()
+    with rx1, rx2, tx:
+        li = hbnet.Listener(cfg, cfg.node("a"), KEY, [rx1, rx2], FakeWorker(STANDBY))
+        enc = Encoder("b", 100, "lo", 1, KEY)
+        tx.sendto(enc(STANDBY, 1), rx2.getsockname())
+        time.sleep(0.01)
+        tx.sendto(enc(ACTIVE, 2), rx1.getsockname())    # read first (rx1 comes first), arrived last
+        li._receive([], time.monotonic())
+        assert li.peers["b"].state == ACTIVE
