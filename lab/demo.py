@@ -47,7 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "lib"))
-from topo import Lab, unique_prefix  # noqa: E402
+from topo import Lab, in_cgroup, remove_cgroup, unique_prefix  # noqa: E402
 
 PY = "/usr/bin/python3"
 SHIPPED = os.path.join(ROOT, "conf", "lvskit.ini")
@@ -83,11 +83,6 @@ INITIAL = {"hades": "h", "kama": "k", "apolo": "a", "cronos": "c"}
 
 class DemoError(RuntimeError):
     pass
-
-
-def in_cgroup(cg, argv):
-    """argv run as a member of cgroup CG from its first instruction."""
-    return ["sh", "-ec", 'echo $$ > "$0/cgroup.procs"; exec "$@"', cg] + list(argv)
 
 
 # --- the config: the shipped file with lab addresses ----------------------------------------
@@ -422,14 +417,7 @@ class Demo:
     def _remove_cgroups(self):
         """After the lab is gone: the cgroups, then the second mount (never a recursive delete)."""
         for cg in self.cgroups.values():
-            for _ in range(50):             # their last members may still be exiting
-                try:
-                    os.rmdir(cg)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            remove_cgroup(cg)
         self.cgroups = {}
         if self.cg_mount:
             if subprocess.run(["umount", self.cg_mount]).returncode != 0:

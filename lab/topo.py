@@ -77,6 +77,23 @@ def _ip(args, input=None, check=True):
     return r
 
 
+def in_cgroup(cg, argv):
+    """argv run as a member of cgroup v2 directory CG from its first instruction."""
+    return ["sh", "-ec", 'echo $$ > "$0/cgroup.procs"; exec "$@"', cg] + list(argv)
+
+
+def remove_cgroup(cg):
+    """rmdir a cgroup, waiting up to 5 s for its last members to exit (never a recursive delete)."""
+    for _ in range(50):
+        try:
+            os.rmdir(cg)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def _pid_alive(pid):
     try:
         os.kill(pid, 0)

@@ -30,25 +30,9 @@ AGENT_PORT = 7766
 MIN_BATCH = 60                  # connections per measured share, at least
 
 
-def in_cgroup(cg, argv):
-    """argv run as a member of cgroup CG from its first instruction."""
-    return ["sh", "-ec", 'echo $$ > "$0/cgroup.procs"; exec "$@"', cg] + list(argv)
-
-
-def remove_cgroup(cg):
-    for _ in range(50):             # its last members may still be exiting
-        try:
-            os.rmdir(cg)
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.1)
-
-
 @pytest.mark.parametrize("mode", ["dr"])
 def test_loaded_server_gets_less_weight_and_fewer_connections(mode, tmp_path):
-    from topo import Lab, unique_prefix
+    from topo import Lab, remove_cgroup, unique_prefix
     mount = tmp_path / "cgroup2"
     mount.mkdir()
     subprocess.run(["mount", "-t", "cgroup2", "cgroup2", str(mount)], check=True)
@@ -63,6 +47,7 @@ def test_loaded_server_gets_less_weight_and_fewer_connections(mode, tmp_path):
 
 
 def run_test(lab, tmp_path, mount, cgroups):
+    from topo import in_cgroup
     lab.serve()
     hades, kama = lab.reals
     agents = {}
