@@ -381,15 +381,7 @@ def _real(sec, key, servers, svc_key, default_forward):
             raise sec.error(f"{opt} given twice", key)
         opts[opt] = val
     # only the options given are parsed: a big table is read on every cron run
-    w = opts.get("weight")
-    if w is None:
-        weight = 1
-    elif w.isdecimal() and len(w) <= 5:     # the common case, without a call
-        weight = int(w)
-        if weight > MAX_WEIGHT:
-            raise sec.error(f"weight {weight} out of range 0..{MAX_WEIGHT}", key)
-    else:
-        weight = _int(sec, key, 0, MAX_WEIGHT, text=w, label="weight")
+    weight = _int(sec, key, 0, MAX_WEIGHT, text=opts["weight"], label="weight") if "weight" in opts else 1
     forward = FORWARD[_choice(sec, key, _FORWARDS, text=opts["forward"], label="forward")
                       if "forward" in opts else default_forward]
     default_port = svc_key.port

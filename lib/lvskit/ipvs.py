@@ -381,20 +381,36 @@ class Kernel:
                     return family
                 family = _u16(_attrs(payload, _GENL.size)[CTRL_ATTR_FAMILY_ID])
 
-    def _dump(self, cmd, attrs=b"", raw=False):
-        """Payloads of a dump request: attribute dicts, or (raw) the bytes after the genl header."""
+    def _dump(self, cmd, attrs=b"", each=None, run=None):
+        """Send a dump request and take its replies: [attribute dict] of each, or each(body).
+
+        body: a reply's bytes after its genl header.  run(data, off, end,
+        family, seq) -> offset: an optional fast path that takes a run of
+        replies straight from the receive buffer (DestLayout.run); whatever
+        it leaves is taken one message at a time.
+        """
         seq, msg = self._message(self.family, cmd, attrs, NLM_F_REQUEST | NLM_F_DUMP)
         self.sock.send(msg)
         out = []
+        each = each or (lambda body: out.append(_attrs(body)))
         while True:
-            for kind, rseq, payload in self._replies():
-                if rseq != seq:
-                    continue
-                if kind == NLMSG_DONE:
-                    return out
-                if kind == NLMSG_ERROR:
-                    self._dump_error(payload)
-                out.append(payload[_GENL.size:] if raw else _attrs(payload, _GENL.size))
+            n = self.sock.recv_into(self._buf)
+            data, off = self._view, 0
+            while off + _HDR.size <= n:
+                if run is not None:
+                    off = run(data, off, n, self.family, seq)
+                    if off + _HDR.size > n:
+                        break
+                length, kind, _, rseq, _ = _HDR.unpack_from(data, off)
+                if length < _HDR.size:
+                    break
+                if rseq == seq:
+                    if kind == NLMSG_DONE:
+                        return out
+                    if kind == NLMSG_ERROR:
+                        self._dump_error(data[off + _HDR.size:off + length].tobytes())
+                    each(data[off + _HDR.size + _GENL.size:off + length].tobytes())
+                off += (length + 3) & ~3
 
     def _dump_error(self, payload):
         err, text = self._error(payload)
@@ -439,30 +455,14 @@ class Kernel:
 
         Reading 10,000 real servers back is most of a no-op run, so the
         replies are decoded in runs (DestLayout.run) straight from the
-        receive buffer; what does not fit the learnt shape takes the
-        generic path, message by message.
+        receive buffer; what does not fit the learnt shape is decoded one
+        by one.
         """
-        seq, msg = self._message(self.family, CMD_GET_DEST,
-                                 _nest(CMD_ATTR_SERVICE, _service_id(key)), NLM_F_REQUEST | NLM_F_DUMP)
-        self.sock.send(msg)
-        while True:
-            n = self.sock.recv_into(self._buf)
-            data, off = self._view, 0
-            while off + _HDR.size <= n:
-                off = layout.run(data, off, n, self.family, seq, dests)
-                if off + _HDR.size > n:
-                    break
-                length, kind, _, rseq, _ = _HDR.unpack_from(data, off)
-                if length < _HDR.size:
-                    break
-                if rseq == seq:
-                    if kind == NLMSG_DONE:
-                        return
-                    if kind == NLMSG_ERROR:
-                        self._dump_error(data[off + _HDR.size:off + length].tobytes())
-                    dest = layout.decode(key.af, data[off + _HDR.size + _GENL.size:off + length].tobytes())
-                    dests[dest[0], dest[1]] = dest
-                off += (length + 3) & ~3
+        def each(body):
+            dest = layout.decode(key.af, body)
+            dests[dest[0], dest[1]] = dest
+        self._dump(CMD_GET_DEST, _service_nest(key), each,
+                   lambda data, off, end, family, seq: layout.run(data, off, end, family, seq, dests))
 
     def execute(self, ops):
         """Apply operations in order; return [(op, message)] for those that failed."""

@@ -209,7 +209,7 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
     last_state = state_stamp()
     follower, seen, full, code = Follower(kernel), stamp(), True, 0
     memo = {}      # sections built before: an edit re-validates only what changed
-    cfg = config_mod.load(path, memo)
+    cfg = config_mod.load(path, memo)      # one full parse fills it (the caller's load may be a cache hit)
     while True:
         out = follower.step(cfg, full=full)
         code = ERROR if out.failed else OK
