@@ -813,7 +813,13 @@ def parse(text, path="<config>"):
 
 
 def load(path, memo=None):
-    """The validated Config of the file at path (see configcache: unchanged text is not re-parsed).
+    """The validated Config of the file at path.
+
+    The last good parse of the file is kept (configcache): when the text is
+    the same it is the answer; after an edit, each [service] whose section
+    text has not changed (and whose [server]s have not) is taken from it
+    instead of being parsed and validated again.  The rest is validated as
+    always, so every error is still found, at its new line number.
 
     memo: a dict a long-running program keeps between loads (--every): a
     section whose text has not changed is not parsed again (ini.parse), and
@@ -826,11 +832,26 @@ def load(path, memo=None):
         sections = ini.parse(text, path, memo.setdefault("ini", {}))
         return _build(sections, path, memo.setdefault("services", {}))
     from . import configcache
-    cfg = configcache.get(path, text)
-    if cfg is None:
+    cached = configcache.get(path)
+    if cached is not None and cached[0] == text:
+        return cached[1]
+    if cached is None:
         cfg = _build(ini.parse(text, path), path)
-        configcache.put(path, text, cfg)
+    else:
+        old_text, old = cached
+        cfg = _build(ini.parse(text, path, reuse=_reusable(old_text, old)), path, servers_then=old.servers)
+    configcache.put(path, text, cfg)
     return cfg
+
+
+def _reusable(text, cfg):
+    """{section text: ("service", name, VirtualService)} of cfg's [service]s in the text it was built from."""
+    by_name = {vs.name: vs for vs in cfg.services}
+    out = {}
+    for kind, name, chunk in ini.chunks(text) or ():
+        if kind == "service" and name in by_name:
+            out[chunk] = (kind, name, by_name[name])
+    return out
 
 
 def _memo_service(sec, servers, memo, fresh):
@@ -843,7 +864,7 @@ def _memo_service(sec, servers, memo, fresh):
     return vs
 
 
-def _build(sections, path, memo=None):
+def _build(sections, path, memo=None, servers_then=None):
     glob, servers, services, seen = {}, {}, [], {}
     by_kind = {"global": [], "server": [], "service": [], "reweight": [], "agent": [],
                "heartbeat": [], "node": []}
@@ -871,7 +892,10 @@ def _build(sections, path, memo=None):
     if memo is not None and memo.get("servers") != servers_id:
         memo.clear()            # a service's entries depend on the [server]s it names
     for sec in by_kind["service"]:
-        vs = _memo_service(sec, servers, memo, fresh)
+        if sec.built is not None:   # ini.Reused: valid then, and still so if its [server]s are the same
+            vs = sec.built if servers == servers_then else _service(sec.parsed(), servers)
+        else:
+            vs = _memo_service(sec, servers, memo, fresh)
         if vs.key in seen:
             raise sec.error(f"same virtual service ({vs.key}) as [service {seen[vs.key]}]")
         seen[vs.key] = vs.name

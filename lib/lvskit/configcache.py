@@ -5,9 +5,11 @@ config rarely changes; parsing and validating 1,000 services x 10 real
 servers is a third of a no-op run (0.8 s in the lab guest, bench/README.md).
 The cache holds the Config built from one exact text (kept whole and
 compared whole: no digest to collide) by one exact version of the parser
-(its files' sizes and times); any difference is a miss and a full parse,
-which then refreshes the cache.  A config with errors is never cached, so
-every error is still found and reported by the parser.
+(its files' sizes and times); another parser version is a miss and a full
+parse.  Another text (an edit) is a partial hit: config.load takes the
+[service]s whose section text is unchanged from the cached Config and
+validates the rest, then refreshes the cache.  A config with errors is never
+cached, so every error is still found and reported by the parser.
 
 The cache is a pickle, so it is only read from a directory and a file owned
 by the user that runs us and writable by nobody else (like ssh's
@@ -47,8 +49,8 @@ def _where(path):
     return os.path.join(directory(), name), (_parser_stamp(), real)
 
 
-def get(path, text):
-    """The Config cached for exactly this text at this path, or None."""
+def get(path):
+    """(text, Config) last cached for the file at path by this parser, or None."""
     try:
         where, stamp = _where(path)
         if not _private(os.stat(os.path.dirname(where))):
@@ -57,12 +59,13 @@ def get(path, text):
             if not _private(os.fstat(f.fileno())):
                 return None
             head = pickle.load(f)
-            if head != (stamp, text):
+            if not (isinstance(head, tuple) and len(head) == 2 and head[0] == stamp
+                    and isinstance(head[1], str)):
                 return None
             cfg = pickle.load(f)
     except Exception:   # a cache is never a reason to fail: parse instead
         return None
-    return cfg if cfg.path == str(path) else cfg.replace(path=str(path))
+    return head[1], (cfg if cfg.path == str(path) else cfg.replace(path=str(path)))
 
 
 def put(path, text, cfg):

@@ -20,6 +20,8 @@ _COMMENT = re.compile(r"\s[#;].*$")
 class Section:
     """One section; ``take`` marks keys as used so leftovers can be reported."""
 
+    built = None        # see Reused
+
     def __init__(self, path, kind, name, line, values=None, shift=0):
         self.path, self.kind, self.name, self.line = path, kind, name, line
         self.values = {} if values is None else values     # key -> (value, line - shift)
@@ -52,15 +54,36 @@ class Section:
         return [k for k in self.values if k not in self._used]
 
 
-def parse(text, path="<config>", memo=None):
+class Reused(Section):
+    """A section whose text is exactly that of one already validated: its record, not parsed.
+
+    built: what the config built from that text before; parsed() is the
+    Section itself, for when the record may not be reused after all (it
+    depends on other sections that changed).
+    """
+
+    def __init__(self, path, kind, name, line, built, text):
+        super().__init__(path, kind, name, line)
+        self.built, self.text = built, text
+
+    def parsed(self):
+        out = []
+        _parse_into(self.text, self.path, self.line, out, {})
+        return out[0]
+
+
+def parse(text, path="<config>", memo=None, reuse=None):
     """Return the sections of an INI text, in file order.
 
     memo: a dict a long-running program keeps between parses of its config
     (--every): the text of a section that has not changed since the last
     parse is not parsed again, only moved to its new line numbers.
+    reuse: {section text: (kind, name, built)} of a text parsed and built
+    before (see chunks()); a section of exactly that text comes back as a
+    Reused with its built record.
     """
-    if memo is not None and not any(c in text for c in _ODD_BREAKS):
-        return _parse_memo(text, path, memo)
+    if (memo is not None or reuse) and not any(c in text for c in _ODD_BREAKS):
+        return _parse_chunks(text, path, memo, reuse or {})
     sections = []
     _parse_into(text, path, 1, sections, {})
     return sections
@@ -69,13 +92,36 @@ def parse(text, path="<config>", memo=None):
 # Line breaks that splitlines() knows and "\n" is not: with one of them in the
 # text, counting "\n" would misnumber lines, so the memo stands aside.
 _ODD_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-_SECTION_START = re.compile(r"^(?=[ \t]*\[)", re.M)
+# A section starts at a line whose first non-blank is "[" (blank: what strip() takes, but "\n")
+_SECTION_START = re.compile(r"^(?=[^\S\n]*\[)", re.M)
 
 
-def _parse_memo(text, path, memo):
+def chunks(text):
+    """[(kind, name, section text)] of a text that parsed without error; None with odd line breaks.
+
+    Each section text runs from its header line to the next header; text
+    before the first header (comments) has kind None.
+    """
+    if any(c in text for c in _ODD_BREAKS):
+        return None
+    out = []
+    for chunk in _SECTION_START.split(text):
+        m = _HEADER.match(chunk.partition("\n")[0].strip())
+        out.append((m.group(1).lower(), m.group(2) or "", chunk) if m else (None, None, chunk))
+    return out
+
+
+def _parse_chunks(text, path, memo, reuse):
     sections, seen, fresh, first = [], {}, {}, 1
     for chunk in _SECTION_START.split(text):      # a chunk: one section's lines
-        hit = memo.get(chunk)
+        old = reuse.get(chunk)
+        if old is not None:
+            kind, name, built = old
+            _see(seen, kind, name, path, first)
+            sections.append(Reused(path, kind, name, first, built, chunk))
+            first += chunk.count("\n")
+            continue
+        hit = memo.get(chunk) if memo is not None else None
         if hit is None:
             parsed = []
             _parse_into(chunk, path, first, parsed, seen)
@@ -88,8 +134,9 @@ def _parse_memo(text, path, memo):
         fresh[chunk] = hit
         sections += parsed
         first += chunk.count("\n")
-    memo.clear()
-    memo.update(fresh)
+    if memo is not None:
+        memo.clear()
+        memo.update(fresh)
     return sections
 
 

@@ -27,7 +27,7 @@ def env(tmp_path, monkeypatch):
     path.write_text(TEXT.format(tmp=tmp_path))
     builds = []
     real_build = config._build
-    monkeypatch.setattr(config, "_build", lambda *a: builds.append(1) or real_build(*a))
+    monkeypatch.setattr(config, "_build", lambda *a, **k: builds.append(1) or real_build(*a, **k))
     return path, cache, builds
 
 
@@ -41,13 +41,83 @@ def test_same_text_is_not_parsed_again_and_gives_the_same_config(env):
     assert [f.name for f in cache.iterdir()] == ["config" + str(path).replace("_", "__").replace("/", "_") + ".pickle"]
 
 
-def test_any_change_of_text_is_a_full_parse(env):
+def test_any_change_of_text_is_built_again(env):
     path, _, builds = env
     config.load(path)
     path.write_text(path.read_text().replace("weight=1", "weight=2"))
     assert config.load(path).services[0].reals[1].dest.weight == 2
     assert config.load(path).services[0].reals[1].dest.weight == 2
     assert builds == [1, 1]
+
+
+def full(path):
+    return config._build(config.ini.parse(path.read_text(), str(path)), str(path))
+
+
+@pytest.fixture
+def validated(monkeypatch):
+    """The names of the [service]s validated (parsed into a record), in order."""
+    names = []
+    real = config._service
+    monkeypatch.setattr(config, "_service", lambda sec, servers: names.append(sec.name) or real(sec, servers))
+    return names
+
+
+def test_an_edit_validates_only_the_changed_sections_against_the_cache(env, validated):
+    path, _, _ = env
+    path.write_text(BIG)
+    config.load(path)
+    assert validated == ["s0", "s1", "s2", "s3", "s4"]
+    validated.clear()
+    path.write_text("# a comment moves every line\n" + BIG.replace("weight=3", "weight=9"))
+    cfg = config.load(path)
+    assert validated == ["s2"]
+    assert cfg == full(path)
+    assert cfg.service("s2").reals[0].dest.weight == 9
+    validated.clear()
+    assert config.load(path) == cfg and validated == []         # and that is now the cached text
+    path.write_text(BIG.replace("10.0.1.1", "10.0.1.9"))       # a [server] they name: all again
+    assert config.load(path).service("s0").reals[0].dest.address == "10.0.1.9"
+    assert len(validated) == 5
+
+
+def test_errors_after_an_edit_name_the_new_lines_and_nothing_is_cached(env, validated):
+    path, cache, _ = env
+    path.write_text(BIG)
+    good = config.load(path)
+    text = "# one\n# two\n" + BIG + "\n[service dup]\naddress = 10.0.0.3\nport = 80\n"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:         # the duplicate is the new section; s2 is reused
+        config.load(path)
+    assert str(e.value).startswith(f"{path}:{text.splitlines().index('[service dup]') + 1}: [service dup]")
+    assert "same virtual service" in str(e.value) and "s2" in str(e.value)
+    text = BIG.replace("[service s4]\naddress = 10.0.0.5", "[service s4]\naddress = 10.0.0.1")
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf":{text.splitlines().index('[service s4]') + 1}: "
+                                          r"\[service s4\].*same virtual service"):
+        config.load(path)
+    path.write_text(BIG + BIG[BIG.index("[service s3]"):])        # a reused section given twice
+    again = len(BIG.splitlines()) + 1
+    with pytest.raises(ConfigError, match=rf":{again}: section \[service s3\] given twice"):
+        config.load(path)
+    (entry,) = cache.iterdir()
+    assert configcache.get(path) == (BIG, good)        # the last good parse is still the one kept
+    path.write_text(BIG.replace("[server a]\naddress = 10.0.1.1\n", "[server b]\naddress = 10.0.1.2\n"))
+    with pytest.raises(ConfigError, match=r"\[service s0\] real.a: 'a' is neither"):
+        config.load(path)                          # reused sections are parsed again for it
+
+
+def test_a_header_behind_unusual_blanks_still_starts_a_section(env, validated):
+    path, _, _ = env
+    text = BIG.replace("[service s3]", "\u00a0\t[service s3]")
+    for edit, name in (("weight=4", "s3"), ("weight=3", "s2")):    # s2's text ends where s3's header is
+        path.write_text(text)
+        config.load(path)
+        validated.clear()
+        path.write_text(text.replace(edit, "weight=7"))
+        cfg = config.load(path)
+        assert validated == [name]
+        assert cfg == full(path)
 
 
 def test_a_bad_config_is_never_cached(env):

@@ -161,6 +161,19 @@ def test_dest_dump_decoded_in_runs_equals_one_by_one():
         assert not k.sock.datagrams     # read up to NLMSG_DONE, and no further
 
 
+def test_dest_runs_of_one_family_and_of_both():
+    fam, seq = 0x22, 1
+    done = ipvs._HDR.pack(20, ipvs.NLMSG_DONE, 2, seq, 0) + b"\0" * 4
+    v4 = [(AF_INET, f"10.0.1.{i}", 80, 3, i, 0, 0, 0, 0, 0) for i in range(1, 5)]
+    v6 = [(AF_INET6, f"2001:db8::{i:x}", 80, 2, i, 0, 0, 0, 0, i) for i in range(1, 5)]
+    for cases in (v4, v6, v4[:2] + v6[:2] + v4[2:]):
+        k = fake_kernel([b"".join(message(fam, seq, kernel_dest_payload(*c)) for c in cases) + done], fam)
+        dests = {}
+        k._dests(ServiceKey(cases[0][0], 6, cases[0][1], 80), ipvs.DestLayout(), dests)
+        assert dests == {(c[1], c[2]): Dest(*c[1:]) for c in cases}
+        assert [d.persistent for d in dests.values()] == [c[9] for c in cases]
+
+
 def test_dest_dump_error_is_one_line():
     fam, seq = 0x22, 1
     err = ipvs._HDR.pack(36, ipvs.NLMSG_ERROR, 0, seq, 0) + struct.pack("=i", -1) + b"\0" * 16
