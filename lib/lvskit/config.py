@@ -833,14 +833,14 @@ def load(path, memo=None):
         return _build(sections, path, memo.setdefault("services", {}))
     from . import configcache
     cached = configcache.get(path)
-    if cached is not None and cached[0] == text:
-        return cached[1]
+    if cached is not None and cached.text == text:
+        return cached.cfg
     if cached is None:
         cfg = _build(ini.parse(text, path), path)
     else:
-        old_text, old = cached
-        cfg = _build(ini.parse(text, path, reuse=_reusable(old_text, old)), path, servers_then=old.servers)
-    configcache.put(path, text, cfg)
+        reuse = _reusable(cached.text, cached.cfg)
+        cfg = _build(ini.parse(text, path, reuse=reuse), path, servers_then=cached.cfg.servers)
+    configcache.put(path, text, cfg, cached)
     return cfg
 
 

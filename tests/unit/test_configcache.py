@@ -81,6 +81,23 @@ def test_an_edit_validates_only_the_changed_sections_against_the_cache(env, vali
     assert len(validated) == 5
 
 
+def test_after_an_edit_only_the_changed_service_is_pickled_again(env, monkeypatch):
+    path, cache, _ = env
+    path.write_text(BIG)
+    config.load(path)
+    pickled = []
+    real = pickle.dumps
+    monkeypatch.setattr(configcache.pickle, "dumps", lambda obj, **k: pickled.append(obj) or real(obj, **k))
+    path.write_text(BIG.replace("weight=3", "weight=9"))
+    config.load(path)
+    assert [vs.name for vs in pickled] == ["s2"]
+    kept = configcache.get(path)        # the file read back whole: the old bytes and the new
+    assert kept.text == path.read_text() and kept.cfg == full(path)
+    (entry,) = cache.iterdir()
+    entry.write_bytes(entry.read_bytes() + b"x")       # sizes that do not add up: a miss
+    assert configcache.get(path) is None
+
+
 def test_errors_after_an_edit_name_the_new_lines_and_nothing_is_cached(env, validated):
     path, cache, _ = env
     path.write_text(BIG)
@@ -101,7 +118,8 @@ def test_errors_after_an_edit_name_the_new_lines_and_nothing_is_cached(env, vali
     with pytest.raises(ConfigError, match=rf":{again}: section \[service s3\] given twice"):
         config.load(path)
     (entry,) = cache.iterdir()
-    assert configcache.get(path) == (BIG, good)        # the last good parse is still the one kept
+    kept = configcache.get(path)
+    assert (kept.text, kept.cfg) == (BIG, good)        # the last good parse is still the one kept
     path.write_text(BIG.replace("[server a]\naddress = 10.0.1.1\n", "[server b]\naddress = 10.0.1.2\n"))
     with pytest.raises(ConfigError, match=r"\[service s0\] real.a: 'a' is neither"):
         config.load(path)                          # reused sections are parsed again for it
