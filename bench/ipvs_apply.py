@@ -47,7 +47,7 @@ from lvskit import ipvs  # noqa: E402
 from lvskit.model import AF_INET, ServiceKey  # noqa: E402
 
 PY = "/usr/bin/python3"
-SYNC = [PY, os.path.join(ROOT, "bin", "ipvs-sync")]
+SYNC = [os.path.join(ROOT, "bin", "ipvs-sync")]     # by its path, as cron runs it: its #! line counts
 IPVSADM = shutil.which("ipvsadm") or "/usr/sbin/ipvsadm"
 KEEPALIVED = shutil.which("keepalived") or "/usr/sbin/keepalived"
 CLONE_NEWNET = 0x40000000
@@ -295,10 +295,11 @@ class Bench:
         self.log("start-up cost")
         table = Table(self.S, self.R)
         _, ini, _, _ = self.files(table, "startup")
-        imp = [PY, "-c", f"import sys; sys.path.insert(0, {LIB!r}); import lvskit.ipvs"]
+        imp = [PY, "-S", "-c", f"import sys; sys.path.insert(0, {LIB!r}); import lvskit.ipvs"]
         for _ in range(max(self.N, 3)):
             self.add("python3 -c pass", timed([PY, "-c", "pass"])[0])
-            self.add("import lvskit.ipvs", timed(imp)[0])
+            self.add("python3 -S -c pass (how bin/ starts)", timed([PY, "-S", "-c", "pass"])[0])
+            self.add("python3 -S, import lvskit.ipvs", timed(imp)[0])
             clear_cache()
             t, r = timed(SYNC + ["--check-config", "-c", ini], env=sync_env())
             self.check("check-config exit 0", r.returncode == 0)
@@ -524,7 +525,7 @@ class Bench:
         import io
         i, j = self.ch
         base = table.weights[i, j]
-        r = subprocess.run([PY, "-X", "importtime"] + SYNC[1:] + ["-c", ini], env=sync_env(),
+        r = subprocess.run([PY, "-S", "-X", "importtime"] + SYNC + ["-c", ini], env=sync_env(),
                            capture_output=True, text=True)
         imports = []
         for line in r.stderr.splitlines():
@@ -542,7 +543,7 @@ class Bench:
                 table.weights[i, j] = base + 10
                 write(ini, table.ini(d))
             prof = os.path.join(self.out, f"ipvs_apply-{case}.prof")
-            t, r = timed([PY, "-m", "cProfile", "-o", prof] + SYNC[1:] + ["-c", ini], env=sync_env())
+            t, r = timed([PY, "-S", "-m", "cProfile", "-o", prof] + SYNC + ["-c", ini], env=sync_env())
             self.extra[f"cProfile {case} whole process, s"] = t
             st = pstats.Stats(prof, stream=report)
             stages[case] = profile_stages(st)

@@ -23,6 +23,8 @@ import os
 import pickle
 import stat
 
+from . import state
+
 DEFAULT_DIR = "/var/cache/lvskit"
 _PARSER = ("config.py", "ini.py", "model.py", "record.py", "configcache.py")
 
@@ -99,28 +101,15 @@ def put(path, text, cfg, old=None):
 
     old: the Entry cfg was built from (its unchanged services are not pickled again).
     """
-    tmp = None
     try:
         where, stamp = _where(path)
-        folder = os.path.dirname(where)
-        if not _private(os.stat(folder)):
+        if not _private(os.stat(os.path.dirname(where))):
             return
         parts = [(old and old.part(vs)) or pickle.dumps(vs, protocol=pickle.HIGHEST_PROTOCOL)
                  for vs in cfg.services]
-        import tempfile     # late: a cache hit writes nothing
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump((stamp, text), f, protocol=pickle.HIGHEST_PROTOCOL)
-            pickle.dump((cfg.replace(services=()), [len(p) for p in parts]), f,
-                        protocol=pickle.HIGHEST_PROTOCOL)
-            f.write(b"".join(parts))
-        os.replace(tmp, where)
-        tmp = None
+        head = pickle.dumps((stamp, text), protocol=pickle.HIGHEST_PROTOCOL)
+        rest = pickle.dumps((cfg.replace(services=()), [len(p) for p in parts]),
+                            protocol=pickle.HIGHEST_PROTOCOL)
+        state.replace(where, b"".join([head, rest] + parts), durable=False)   # a torn file is a miss
     except Exception:
         pass
-    finally:
-        if tmp:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
