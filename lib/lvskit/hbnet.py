@@ -28,6 +28,7 @@ MCL_CURRENT, MCL_FUTURE = 1, 2
 LOOK_EVERY = 0.25       # seconds between looks at the role file (a `takeover` by hand)
 PUBLISH_EVERY = 1.0     # seconds between rewrites of the peers view when nothing changed
 GATHER = 0.05           # seconds hb-listen lets heartbeats queue between reads (see Listener.run)
+AHEAD = 50              # beats hb-send signs in one go (see Sender)
 
 # Linux's SO_TIMESTAMPNS (also its SCM_ type): Python 3.11's socket module does not name it.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -168,6 +169,7 @@ class Sender:
         self.me, self.key, self.generation, self.seq, self.port = me, key, generation, 0, hb.port
         self.multicast = hb.multicast
         self.paths = []
+        self.signed, self.signed_role = [], None
         self.limited = _Limited()
         for name, local in sorted(me.paths.items()):
             v6 = ":" in local
@@ -206,18 +208,29 @@ class Sender:
 
     def send(self, role):
         self.seq += 1
-        for path in self.paths:
+        if role != self.signed_role or not self.signed:
+            self._sign(role)
+        datagrams = self.signed.pop()
+        for path, data in zip(self.paths, datagrams):
             if path.sock is None:
                 self._open(path)
                 if path.sock is None:
                     continue
-            data = path.encode(role, self.seq)
             for dest in path.dests:
                 try:
                     path.sock.sendto(data, dest)
                 except OSError as e:     # a dead cable: the other paths carry on
                     self.limited(("send", path.name, dest[0]), log.warning,
                                  f"path {path.name}: sending to {dest[0]}: {e.strerror}")
+
+    def _sign(self, role):
+        # The same bytes as signing each beat when it is sent, made earlier:
+        # after a 20 ms sleep, signing one beat's two datagrams took 35-50 us
+        # of CPU here (cold caches: eight OpenSSL context copies), against
+        # 2.7 us each in one go.  Listed last beat first: send() pops the end.
+        self.signed_role = role
+        self.signed = [tuple(p.encode(role, seq) for p in self.paths)
+                       for seq in range(self.seq + AHEAD - 1, self.seq - 1, -1)]
 
 
 def send_loop(cfg, sender, interval, count=None, fallback=None):

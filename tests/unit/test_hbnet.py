@@ -421,3 +421,24 @@ def test_beats_read_from_several_sockets_are_heard_in_arrival_order(cfg, kernel_
         tx.sendto(enc(ACTIVE, 2), rx1.getsockname())    # read first (rx1 comes first), arrived last
         li._receive([], time.monotonic())
         assert li.peers["b"].state == ACTIVE
+
+
+def test_beats_signed_ahead_are_the_bytes_of_each_beat(tmp_path):
+    import socket
+    from lvskit import heartbeat
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.2", 0))
+        rx.settimeout(5)
+        cfg = config.parse(f"[global]\nstate_dir = {tmp_path}/s\nrun_dir = {tmp_path}/r\n"
+                           f"[heartbeat]\nkey_file = /k\nvip_interface = lo\nvips = 127.0.0.99/32\n"
+                           f"port = {rx.getsockname()[1]}\n"
+                           "[node a]\npriority = 200\npath.lo = 127.0.0.1\n[node b]\npath.lo = 127.0.0.2\n",
+                           "t.ini")
+        sender = hbnet.Sender(cfg, cfg.node("a"), KEY, 7)
+        roles = [STANDBY] * 3 + [ACTIVE] * (hbnet.AHEAD + 2)    # a change, and past a batch's end
+        for role in roles:
+            sender.send(role)
+        enc = heartbeat.Encoder("a", 200, "lo", 7, KEY)
+        for seq, role in enumerate(roles, 1):
+            assert rx.recvfrom(512)[0] == enc(role, seq)
+
