@@ -11,6 +11,7 @@ import ctypes
 import fcntl
 import os
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -94,7 +95,7 @@ _UNREAD = object()
 
 
 class RoleFile:
-    """The advertised role, re-read only when the file changes (hb-send stats it every beat).
+    """The advertised role, re-read only when the file changes.
 
     A missing or unreadable file is no news: the role last read stays.  Were
     it read as "standby", an active node whose file was deleted would say
@@ -233,11 +234,73 @@ class Sender:
                        for seq in range(self.seq + AHEAD - 1, self.seq - 1, -1)]
 
 
+class DirWatch:
+    """`changed` turns True when something in a directory changes: inotify, told by SIGIO.
+
+    hb-send's news of a role change, at no cost per beat: a stat of the role
+    file at every beat took ~25 us of CPU here (a cold path walk after a 20 ms
+    sleep), an eighth of the beat.  The signal also ends the sleep at once; the
+    role is read at the next beat.  `ok` is False while there is no watch (no
+    inotify, the directory missing or removed): the caller then looks at every
+    beat, as without it; `look()` tries again.
+    """
+
+    # what state.save (a rename), a write in place and a removal make
+    EVENTS = 0x8 | 0x80 | 0x40 | 0x100 | 0x200      # CLOSE_WRITE MOVED_TO MOVED_FROM CREATE DELETE
+    IGNORED = 0x8000                                # the watch is gone (directory removed)
+
+    def __init__(self, path):
+        self.path, self.changed, self.ok, self.fd = path, False, False, -1
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        fd = self.libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            log.warning(f"inotify: {os.strerror(ctypes.get_errno())}: reading the role file at every beat")
+            return
+        self.fd = fd
+        signal.signal(signal.SIGIO, self._signalled)
+        fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+        self._add()
+
+    def _signalled(self, signum, frame):
+        self.changed = True
+
+    def _add(self):
+        self.ok = self.libc.inotify_add_watch(self.fd, os.fsencode(self.path), self.EVENTS) >= 0
+
+    def look(self):
+        """Read the events (and so re-arm); call before reading what changed."""
+        self.changed = False
+        gone = False
+        while self.fd >= 0:
+            try:
+                data = os.read(self.fd, 4096)
+            except OSError:         # EAGAIN: all read
+                break
+            at = 0
+            while at + 16 <= len(data):
+                _, mask, _, length = struct.unpack_from("=iIII", data, at)
+                gone |= bool(mask & self.IGNORED)
+                at += 16 + length
+        if self.fd >= 0 and (gone or not self.ok):
+            self._add()
+
+
 def send_loop(cfg, sender, interval, count=None, fallback=None):
     role = RoleFile(cfg, fallback)
-    deadline, sent = time.monotonic(), 0
+    watch = DirWatch(cfg.run_dir)
+    # A look at the role file every LOOK_EVERY even with the watch: a change
+    # the watch cannot see (RUN_DIR replaced between two looks) is late by that
+    # much at most, not forever.
+    every = max(1, int(LOOK_EVERY / interval))
+    deadline, sent, look = time.monotonic(), 0, 0
+    current = None
     while count is None or sent < count:
-        sender.send(role.get())
+        if watch.changed or sent >= look or not watch.ok:
+            watch.look()
+            current = role.get()
+            look = sent + every
+        sender.send(current)
         sent += 1
         deadline += interval
         delay = deadline - time.monotonic()

@@ -442,3 +442,41 @@ def test_beats_signed_ahead_are_the_bytes_of_each_beat(tmp_path):
         for seq, role in enumerate(roles, 1):
             assert rx.recvfrom(512)[0] == enc(role, seq)
 
+
+def test_dir_watch_sees_a_rename_and_a_removed_directory(tmp_path):
+    from lvskit import state
+    d = tmp_path / "run"
+    d.mkdir()
+    w = hbnet.DirWatch(str(d))
+    assert w.ok and not w.changed
+    state.save(str(d / "takeover.json"), {"role": ACTIVE})
+    assert w.changed
+    w.look()
+    assert not w.changed and w.ok
+    os.unlink(d / "takeover.json")
+    d.rmdir()
+    assert w.changed
+    w.look()
+    assert not w.ok                     # gone: the caller looks at every beat
+    d.mkdir()
+    w.look()
+    assert w.ok
+    (d / "takeover.json").write_text("{}")
+    assert w.changed
+
+
+def test_send_loop_advertises_a_role_change_at_the_next_beat(cfg):
+    takeover.write_role(cfg, STANDBY)
+
+    class Recorder:
+        def __init__(self):
+            self.roles = []
+
+        def send(self, role):
+            self.roles.append(role)
+            if len(self.roles) == 3:        # takeover's worker, between two beats
+                takeover.write_role(cfg, ACTIVE)
+
+    r = Recorder()
+    hbnet.send_loop(cfg, r, 0.001, count=6)       # a look every 250 beats without the watch
+    assert r.roles == [STANDBY] * 3 + [ACTIVE] * 3
