@@ -239,8 +239,8 @@ class DirWatch:
 
     hb-send's news of a role change, at no cost per beat: a stat of the role
     file at every beat took ~25 us of CPU here (a cold path walk after a 20 ms
-    sleep), an eighth of the beat.  The signal also ends the sleep at once; the
-    role is read at the next beat.  `ok` is False while there is no watch (no
+    sleep), an eighth of the beat.  The signal only sets the flag (the sleep
+    goes on); the role is read at the next beat, as with the stat.  `ok` is False while there is no watch (no
     inotify, the directory missing or removed): the caller then looks at every
     beat, as without it; `look()` tries again.
     """
@@ -269,7 +269,7 @@ class DirWatch:
         self.ok = self.libc.inotify_add_watch(self.fd, os.fsencode(self.path), self.EVENTS) >= 0
 
     def look(self):
-        """Read the events (and so re-arm); call before reading what changed."""
+        """Empty the event queue, and watch again a directory that went; call before reading."""
         self.changed = False
         gone = False
         while self.fd >= 0:
