@@ -421,3 +421,62 @@ def test_beats_read_from_several_sockets_are_heard_in_arrival_order(cfg, kernel_
         tx.sendto(enc(ACTIVE, 2), rx1.getsockname())    # read first (rx1 comes first), arrived last
         li._receive([], time.monotonic())
         assert li.peers["b"].state == ACTIVE
+
+
+def test_beats_signed_ahead_are_the_bytes_of_each_beat(tmp_path):
+    import socket
+    from lvskit import heartbeat
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.2", 0))
+        rx.settimeout(5)
+        cfg = config.parse(f"[global]\nstate_dir = {tmp_path}/s\nrun_dir = {tmp_path}/r\n"
+                           f"[heartbeat]\nkey_file = /k\nvip_interface = lo\nvips = 127.0.0.99/32\n"
+                           f"port = {rx.getsockname()[1]}\n"
+                           "[node a]\npriority = 200\npath.lo = 127.0.0.1\n[node b]\npath.lo = 127.0.0.2\n",
+                           "t.ini")
+        sender = hbnet.Sender(cfg, cfg.node("a"), KEY, 7)
+        roles = [STANDBY] * 3 + [ACTIVE] * (hbnet.AHEAD + 2)    # a change, and past a batch's end
+        for role in roles:
+            sender.send(role)
+        enc = heartbeat.Encoder("a", 200, "lo", 7, KEY)
+        for seq, role in enumerate(roles, 1):
+            assert rx.recvfrom(512)[0] == enc(role, seq)
+
+
+def test_dir_watch_sees_a_rename_and_a_removed_directory(tmp_path):
+    from lvskit import state
+    d = tmp_path / "run"
+    d.mkdir()
+    w = hbnet.DirWatch(str(d))
+    assert w.ok and not w.changed
+    state.save(str(d / "takeover.json"), {"role": ACTIVE})
+    assert w.changed
+    w.look()
+    assert not w.changed and w.ok
+    os.unlink(d / "takeover.json")
+    d.rmdir()
+    assert w.changed
+    w.look()
+    assert not w.ok                     # gone: the caller looks at every beat
+    d.mkdir()
+    w.look()
+    assert w.ok
+    (d / "takeover.json").write_text("{}")
+    assert w.changed
+
+
+def test_send_loop_advertises_a_role_change_at_the_next_beat(cfg):
+    takeover.write_role(cfg, STANDBY)
+
+    class Recorder:
+        def __init__(self):
+            self.roles = []
+
+        def send(self, role):
+            self.roles.append(role)
+            if len(self.roles) == 3:        # takeover's worker, between two beats
+                takeover.write_role(cfg, ACTIVE)
+
+    r = Recorder()
+    hbnet.send_loop(cfg, r, 0.001, count=6)       # a look every 250 beats without the watch
+    assert r.roles == [STANDBY] * 3 + [ACTIVE] * 3
