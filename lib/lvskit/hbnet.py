@@ -240,9 +240,10 @@ class DirWatch:
     hb-send's news of a role change, at no cost per beat: a stat of the role
     file at every beat took ~25 us of CPU here (a cold path walk after a 20 ms
     sleep), an eighth of the beat.  The signal only sets the flag (the sleep
-    goes on); the role is read at the next beat, as with the stat.  `ok` is False while there is no watch (no
-    inotify, the directory missing or removed): the caller then looks at every
-    beat, as without it; `look()` tries again.
+    goes on); the role is read at the next beat, as with the stat.  `ok` is
+    False while there is no watch (no inotify, the directory missing or
+    removed): the caller then looks at every beat, as without it; `look()`
+    tries again.
     """
 
     # what state.save (a rename), a write in place and a removal make
