@@ -12,7 +12,8 @@ validates the rest, then refreshes the cache.  A config with errors is never
 cached, so every error is still found and reported by the parser.
 
 The file: a pickle of (parser stamp, text), one of the Config without its
-services and the sizes of theirs, then one pickle per service.  It is a
+services and the sizes of theirs, then one pickle per service, of plain
+tuples (VirtualService.flat).  It is a
 pickle, so it is only read from a directory and a file owned
 by the user that runs us and writable by nobody else (like ssh's
 StrictModes); anything else, or any error, is just a miss.  It lives in
@@ -24,6 +25,7 @@ import pickle
 import stat
 
 from . import state
+from .config import VirtualService
 
 DEFAULT_DIR = "/var/cache/lvskit"
 _PARSER = ("config.py", "ini.py", "model.py", "record.py", "configcache.py")
@@ -90,7 +92,7 @@ def get(path):
         for n in sizes:
             parts.append(blob[off:off + n])
             off += n
-        cfg = rest.replace(services=tuple(map(pickle.loads, parts)))
+        cfg = rest.replace(services=tuple(map(VirtualService.from_flat, map(pickle.loads, parts))))
     except Exception:   # a cache is never a reason to fail: parse instead
         return None
     return Entry(head[1], cfg if cfg.path == str(path) else cfg.replace(path=str(path)), parts)
@@ -105,7 +107,7 @@ def put(path, text, cfg, old=None):
         where, stamp = _where(path)
         if not _private(os.stat(os.path.dirname(where))):
             return
-        parts = [(old and old.part(vs)) or pickle.dumps(vs, protocol=pickle.HIGHEST_PROTOCOL)
+        parts = [(old and old.part(vs)) or pickle.dumps(vs.flat(), protocol=pickle.HIGHEST_PROTOCOL)
                  for vs in cfg.services]
         head = pickle.dumps((stamp, text), protocol=pickle.HIGHEST_PROTOCOL)
         rest = pickle.dumps((cfg.replace(services=()), [len(p) for p in parts]),
