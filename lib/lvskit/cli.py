@@ -30,7 +30,7 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
     argparse makes a formatter at every add_argument, and by default sizes it
     with shutil.get_terminal_size(): importing shutil (bz2, lzma, fnmatch...)
-    was 2 ms of ipvs-sync's 34 ms start on the test host, paid by every run.
+    took 2 ms on the test host (-X importtime), paid by every run.
     """
 
     def __init__(self, prog, **kw):

@@ -13,12 +13,12 @@ cached, so every error is still found and reported by the parser.
 
 The file: a pickle of (parser stamp, text), one of the Config without its
 services and the sizes of theirs, then one pickle per service, of plain
-tuples (VirtualService.flat).  It is a
-pickle, so it is only read from a directory and a file owned
-by the user that runs us and writable by nobody else (like ssh's
-StrictModes); anything else, or any error, is just a miss.  It lives in
-LVSKIT_CACHE_DIR, else /var/cache/lvskit (``make install`` creates it); when
-the directory does not exist there is no cache.  Deleting it is harmless.
+tuples (VirtualService.flat).  It is a pickle, so it is only read from a
+directory and a file owned by the user that runs us and writable by nobody
+else (like ssh's StrictModes); anything else, or any error, is just a miss.
+It lives in LVSKIT_CACHE_DIR, else /var/cache/lvskit (``make install``
+creates it); when the directory does not exist there is no cache.  Deleting
+it is harmless.
 """
 import os
 import pickle
