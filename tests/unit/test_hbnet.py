@@ -9,8 +9,7 @@ from lvskit.heartbeat import ACTIVE, STANDBY
 KEY = b"0123456789abcdef0123456789abcdef"
 
 
-@pytest.fixture
-def cfg(tmp_path):
+def hb_config(tmp_path, timing="initdead = 0"):
     return config.parse(f"""
 [global]
 state_dir = {tmp_path}/state
@@ -19,13 +18,18 @@ run_dir = {tmp_path}/run
 key_file = /etc/lvskit/hb.key
 vip_interface = lo
 vips = 127.0.0.99/32
-initdead = 0
+{timing}
 [node a]
 priority = 200
 path.lo = 127.0.0.1
 [node b]
 path.lo = 127.0.0.2
 """, "t.ini")
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return hb_config(tmp_path)
 
 
 class FakeWorker:
@@ -390,20 +394,7 @@ def test_no_gathering_without_kernel_stamps_or_when_beats_are_slower(cfg, tmp_pa
         def setsockopt(self, *args):
             raise OSError(92, "Protocol not available")
     assert hbnet.Listener(cfg, cfg.node("a"), KEY, [NoStamps()], FakeWorker(STANDBY)).gather == 0
-    slow = config.parse(f"""
-[global]
-state_dir = {tmp_path}/state
-run_dir = {tmp_path}/run
-[heartbeat]
-key_file = /etc/lvskit/hb.key
-vip_interface = lo
-vips = 127.0.0.99/32
-interval = 100ms
-[node a]
-path.lo = 127.0.0.1
-[node b]
-path.lo = 127.0.0.2
-""", "t.ini")
+    slow = hb_config(tmp_path, "interval = 100ms")
     assert hbnet.Listener(slow, slow.node("a"), KEY, [], FakeWorker(STANDBY)).gather == 0
 
 
