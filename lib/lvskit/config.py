@@ -22,6 +22,7 @@ import re
 from itertools import repeat
 
 from . import ini
+from .nogc import nogc
 from .errors import ConfigError
 from .record import record
 from .model import (AF_INET, AF_INET6, F_ONEPACKET, F_PERSISTENT, FORWARD, MAX_WEIGHT,
@@ -833,6 +834,7 @@ def parse(text, path="<config>"):
     return _build(ini.parse(text, path), path)
 
 
+@nogc
 def load(path, memo=None):
     """The validated Config of the file at path.
 

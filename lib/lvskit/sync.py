@@ -7,6 +7,7 @@ import os
 import sys
 
 from . import log, state
+from .nogc import nogc
 from .model import ServiceKey
 from .plan import DEL_SERVICE, plan_changes
 
@@ -87,6 +88,7 @@ def reconcile(cfg, kernel, desired=None, dry_run=False, current=None, select=Non
         return _reconcile(cfg, kernel, desired, False, current, select)
 
 
+@nogc
 def _reconcile(cfg, kernel, desired, dry_run, current, select):
     if desired is None:
         from .overlay import adjuster
