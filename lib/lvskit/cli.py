@@ -5,6 +5,7 @@ A script in bin/ builds an argparse parser from its docstring, then calls
 code; a traceback reaches the user only for a real bug.
 """
 import argparse
+import gc
 import os
 import sys
 
@@ -88,4 +89,9 @@ def run(main, argv=None):
         code = errors.INTERRUPTED
     except BrokenPipeError:
         code = errors.ERROR
+    # What is still alive (a table read back, a config: tens of thousands of
+    # objects, none in a cycle) is freed at exit by reference counting; out of
+    # the collector's sight it is spared one last full search for cycles
+    # (a 1,000 x 10 ipvs-sync: 5 ms of 80 on the host).
+    gc.freeze()
     sys.exit(code or 0)
