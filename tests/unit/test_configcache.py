@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from lvskit import config, configcache
+from lvskit import config, configcache, ini
 from lvskit.errors import ConfigError
 
 TEXT = """[global]
@@ -308,3 +308,11 @@ def test_a_service_kept_as_plain_tuples_comes_back_equal(tmp_path):
             assert back.service.dests == {} and back.wanted().dests == vs.wanted().dests
     odd = config.parse(ODD)
     assert odd.service("web6").check.path == "/health" and odd.service("web6").sorry.port == 443
+
+
+@pytest.mark.parametrize("text", [
+    "", "\n", "# only a comment\n", "[a]", "[a]\nk = v\n", "# c\n[a]\nk = v\n[b]\n",
+    "[a]\nk = v\n  [b]\n\tk = v\n\u00a0[c]\n\u3000[d]\nk = [not a header]\n",
+    " [a]\n[b]\n", "\n\n[a]\n\n[b]", "[a]\nk = v\n[b", "k = v\n[\n"])
+def test_sections_are_cut_where_the_multi_line_pattern_cuts(text):
+    assert ini._split(text) == ini._SECTION_START.split(text)
