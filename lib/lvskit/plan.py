@@ -8,6 +8,8 @@ Pure functions, no I/O (kube-proxy's IPVS reconciler is the model):
 - a real server that left a service is drained (weight 0, deleted once its
   connections are gone; UDP at once) or deleted, per the service's removal.
 """
+import operator
+
 from .model import PROTOCOLS, SETTINGS, dest_ipvsadm, service_ipvsadm
 from .record import record
 
@@ -53,6 +55,18 @@ def _drain_or_delete(svc, dest, removal):
     return None     # weight 0 already, connections still draining
 
 
+_SETTINGS = operator.itemgetter(*range(SETTINGS.start, SETTINGS.stop))
+
+
+def _as_wanted(wd, hd):
+    """The usual case: every real server in place and as wanted, no other one.
+
+    Compared by C-level map()s over itemgetters: 10,000 real servers a run.
+    """
+    return wd.keys() == hd.keys() and \
+        list(map(_SETTINGS, wd.values())) == list(map(_SETTINGS, map(hd.__getitem__, wd)))
+
+
 def plan_changes(desired, current, owned=(), removal=None):
     """Operations that turn ``current`` into ``desired``.
 
@@ -61,30 +75,33 @@ def plan_changes(desired, current, owned=(), removal=None):
     deleted.  removal: {ServiceKey: "drain"|"delete"} (default drain).
     """
     removal = removal or {}
-    ops = []
-    for key in sorted(desired):
-        want, have = desired[key], current.get(key)
+    changed = []    # (key, its operations): only these are sorted, not 1,000 keys a run
+    for key, want in desired.items():
+        have = current.get(key)
         if have is None:
-            ops.append(Op(ADD_SERVICE, want))
-            ops.extend(Op(ADD_DEST, want, d) for _, d in sorted(want.dests.items()))
+            changed.append((key, [Op(ADD_SERVICE, want)]
+                            + [Op(ADD_DEST, want, d) for _, d in sorted(want.dests.items())]))
             continue
+        mine = []
         if want.settings() != have.settings():
-            ops.append(Op(EDIT_SERVICE, want))
+            mine.append(Op(EDIT_SERVICE, want))
         wd, hd = want.dests, have.dests
-        # the usual case, every real server in place and as wanted, without a sort
-        if wd.keys() == hd.keys() and all(d[SETTINGS] == hd[k][SETTINGS] for k, d in wd.items()):
-            continue
-        for dkey, dest in sorted(hd.items()):
-            if dkey not in wd:
-                op = _drain_or_delete(want, dest, removal.get(key, "drain"))
-                if op:
-                    ops.append(op)
-        for dkey, dest in sorted(wd.items()):
-            old = hd.get(dkey)
-            if old is None:
-                ops.append(Op(ADD_DEST, want, dest))
-            elif old.settings() != dest.settings():
-                ops.append(Op(EDIT_DEST, want, dest))
+        if not _as_wanted(wd, hd):
+            for dkey, dest in sorted(hd.items()):
+                if dkey not in wd:
+                    op = _drain_or_delete(want, dest, removal.get(key, "drain"))
+                    if op:
+                        mine.append(op)
+            for dkey, dest in sorted(wd.items()):
+                old = hd.get(dkey)
+                if old is None:
+                    mine.append(Op(ADD_DEST, want, dest))
+                elif old.settings() != dest.settings():
+                    mine.append(Op(EDIT_DEST, want, dest))
+        if mine:
+            changed.append((key, mine))
+    changed.sort(key=lambda item: item[0])
+    ops = [op for _, mine in changed for op in mine]
     for key in sorted(set(owned) - set(desired)):
         if key in current:
             ops.append(Op(DEL_SERVICE, current[key]))
