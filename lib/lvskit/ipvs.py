@@ -134,10 +134,21 @@ def _dest_full(af, dest):
                            6, DEST_ADDR_FAMILY, af)
 
 
+# The nested identity of an address+port service in one pack (a read asks for
+# the real servers of each of 1,000 services): the nest's header, then AF,
+# PROTOCOL, ADDR (16 bytes, "16s" pads an IPv4 one), PORT (network order).
+_SERVICE_NEST = struct.Struct("=HH HHH2x HHH2x HH16s HH2s2x")
+
+
 @functools.lru_cache(maxsize=4096)
 def _service_nest(key):
     """The nested service identity every real-server operation starts with."""
-    return _nest(CMD_ATTR_SERVICE, _service_id(key))
+    if key.fwmark:
+        return _nest(CMD_ATTR_SERVICE, _service_id(key))
+    return _SERVICE_NEST.pack(_SERVICE_NEST.size, CMD_ATTR_SERVICE | NLA_F_NESTED,
+                              6, SVC_AF, key.af, 6, SVC_PROTOCOL, key.protocol,
+                              20, SVC_ADDR, socket.inet_pton(key.af, key.address),
+                              6, SVC_PORT, key.port.to_bytes(2, "big"))
 
 
 def encode_op(op):

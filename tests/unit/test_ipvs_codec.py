@@ -285,3 +285,9 @@ def test_a_run_whose_first_message_differs_goes_the_generic_way(monkeypatch):
     want[key6] = (want[key6][0], sorted([tuple(Dest("2001:db8::10", 443, 3, 1)),
                                          tuple(Dest("2001:db8::11", 443, 3, 0, 5))]))
     assert got == want
+
+
+def test_service_nest_in_one_pack_is_the_attribute_by_attribute_one():
+    for key in (ServiceKey(AF_INET, 6, "10.0.0.1", 80), ServiceKey(AF_INET, 17, "192.0.2.255", 65535),
+                ServiceKey(AF_INET6, 132, "2001:db8::1", 1), ServiceKey.fw(AF_INET6, 7)):
+        assert ipvs._service_nest(key) == ipvs._nest(ipvs.CMD_ATTR_SERVICE, ipvs._service_id(key))
