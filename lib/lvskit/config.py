@@ -108,13 +108,15 @@ class VirtualService(record(
         return Service(s.key, s.scheduler, s.flags, s.timeout, s.netmask,
                        dict(zip(map(_DEST_KEY, dests), dests)))
 
-    # The config cache keeps each service as plain tuples: unpickling 24,000
-    # records of 1,000 x 10 one by one was most of a cached run's config
-    # (13 ms on the host), plain tuples and these C-level rebuilds take 8.
+    # The config cache keeps each service as plain tuples (marshal takes
+    # nothing else): unpickling 24,000 records of 1,000 x 10 one by one was
+    # most of a cached run's config (13 ms on the host), plain tuples and
+    # these C-level rebuilds take 8.
     def flat(self):
         """Plain tuples and strings only (see from_flat)."""
         s = self.service
-        return (self.name, tuple(s.key), s[1:5], tuple([r[0] for r in self.reals]),
+        key = (int(s.key[0]),) + s.key[1:]     # the address family: an enum, marshal takes ints
+        return (self.name, key, s[1:5], tuple([r[0] for r in self.reals]),
                 tuple([tuple(r[1]) for r in self.reals]), self[3:5],
                 None if self.check == _CHECK else tuple(self.check),
                 self.sorry and tuple(self.sorry), self.reweight)

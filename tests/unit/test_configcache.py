@@ -1,4 +1,5 @@
 """The parsed-config cache: a hit only for the same text, parser and path; never trusted blindly."""
+import marshal
 import os
 import pickle
 
@@ -38,7 +39,7 @@ def test_same_text_is_not_parsed_again_and_gives_the_same_config(env):
     assert builds == [1]
     assert second == first
     assert second.services[0].reals[1].dest.weight == 1
-    assert [f.name for f in cache.iterdir()] == ["config" + str(path).replace("_", "__").replace("/", "_") + ".pickle"]
+    assert [f.name for f in cache.iterdir()] == ["config" + str(path).replace("_", "__").replace("/", "_") + ".marshal"]
 
 
 def test_any_change_of_text_is_built_again(env):
@@ -81,13 +82,13 @@ def test_an_edit_validates_only_the_changed_sections_against_the_cache(env, vali
     assert len(validated) == 5
 
 
-def test_after_an_edit_only_the_changed_service_is_pickled_again(env, monkeypatch):
+def test_after_an_edit_only_the_changed_service_is_encoded_again(env, monkeypatch):
     path, cache, _ = env
     path.write_text(BIG)
     config.load(path)
     pickled = []
-    real = pickle.dumps
-    monkeypatch.setattr(configcache.pickle, "dumps", lambda obj, **k: pickled.append(obj) or real(obj, **k))
+    real = marshal.dumps
+    monkeypatch.setattr(configcache.marshal, "dumps", lambda obj: pickled.append(obj) or real(obj))
     path.write_text(BIG.replace("weight=3", "weight=9"))
     config.load(path)
     assert [f[0] for f in pickled if isinstance(f, tuple) and f and f[0] in ("s0", "s1", "s2", "s3", "s4")] == ["s2"]
@@ -176,11 +177,11 @@ def test_writable_by_others_or_corrupt_is_a_miss_then_repaired(env):
     assert builds == [1, 1, 1, 1]
 
 
-def test_a_pickle_planted_in_place_of_the_text_check_is_not_loaded(env):
+def test_a_pickle_planted_in_the_cache_file_is_never_run(env):
     path, cache, builds = env
     config.load(path)
     (entry,) = cache.iterdir()
-    with open(entry, "wb") as f:        # a head that does not match: the rest is never unpickled
+    with open(entry, "wb") as f:        # marshal runs no code: bad marshal data, a miss
         pickle.dump(("other", "text"), f)
         f.write(b"cos\nsystem\n(S'false'\ntR.")
     assert config.load(path).services[0].name == "www"
@@ -302,7 +303,7 @@ def test_a_service_kept_as_plain_tuples_comes_back_equal(tmp_path):
     for text in (ODD, open(os.path.join(os.path.dirname(__file__), "..", "..", "conf", "lvskit.ini")).read()):
         cfg = config.parse(text.replace("/var/lib/lvskit", str(tmp_path)))
         for vs in cfg.services:
-            back = config.VirtualService.from_flat(pickle.loads(pickle.dumps(vs.flat())))
+            back = config.VirtualService.from_flat(marshal.loads(marshal.dumps(vs.flat())))
             assert back == vs and type(back.check) is type(vs.check)
             assert [type(r.dest) for r in back.reals] == [type(r.dest) for r in vs.reals]
             assert back.service.dests == {} and back.wanted().dests == vs.wanted().dests
@@ -316,3 +317,17 @@ def test_a_service_kept_as_plain_tuples_comes_back_equal(tmp_path):
     " [a]\n[b]\n", "\n\n[a]\n\n[b]", "[a]\nk = v\n[b", "k = v\n[\n"])
 def test_sections_are_cut_where_the_multi_line_pattern_cuts(text):
     assert ini._split(text) == ini._SECTION_START.split(text)
+
+
+def test_the_rest_of_a_config_goes_through_marshal_and_back(tmp_path):
+    """Records (heartbeat, nodes, servers, reweight ...) as [name, fields] lists and back."""
+    seed = open(os.path.join(os.path.dirname(__file__), "..", "..", "conf", "lvskit.ini")).read()
+    for text in (ODD, seed):
+        cfg = config.parse(text.replace("/var/lib/lvskit", str(tmp_path)))
+        back = configcache._record(marshal.loads(marshal.dumps(configcache._plain(cfg))))
+        assert back == cfg
+        assert [type(x) for x in back] == [type(x) for x in cfg]
+    assert cfg.heartbeat is not None and type(back.heartbeat) is config.Heartbeat
+    assert type(back.services[0].service.key) is config.ServiceKey
+    with pytest.raises(TypeError):
+        configcache._plain(cfg.replace(director=object()))

@@ -26,7 +26,7 @@ def test_defaults_keywords_replace_and_immutability():
     assert s.dests == {} and s.dests is not Service(s.key).dests     # never a shared dict
 
 
-def test_they_survive_pickle_as_the_config_cache_needs():
+def test_they_survive_pickle():
     d = Dest("2001:db8::1", 443, 0, 7, 10, 2, 1, 2, 3)
     back = pickle.loads(pickle.dumps(d, pickle.HIGHEST_PROTOCOL))
     assert type(back) is Dest and tuple(back) == tuple(d)
