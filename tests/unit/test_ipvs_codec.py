@@ -253,10 +253,40 @@ def test_read_back_of_a_recorded_kernel_table(monkeypatch):
     assert as_plain(replayed_read(monkeypatch)) == want
 
 
-def test_recorded_table_without_the_fast_path_reads_the_same(monkeypatch):
+def test_recorded_table_without_the_fast_paths_reads_the_same(monkeypatch):
     fast = as_plain(replayed_read(monkeypatch))
     monkeypatch.setattr(ipvs.DestLayout, "_learn", lambda self, payload: None)
+    monkeypatch.setattr(ipvs.ServiceLayout, "_learn", lambda self, body: None)
     assert as_plain(replayed_read(monkeypatch)) == fast
+
+
+def test_a_service_whose_headers_differ_goes_the_generic_way(monkeypatch):
+    """In the service dump, 10.1.0.1:177 follows a service of the same
+    length (that taught the shape); its timeout and netmask attributes swap
+    types.  Only the generic walk, by type, reads the timeout from the
+    netmask's bytes (ff ff ff ff) and the mask from 300's."""
+    def swap(datagrams):
+        i = next(i for i, d in enumerate(datagrams) if ipvs._HDR.unpack_from(d)[1] not in (
+            ipvs.NLMSG_DONE, ipvs.NLMSG_ERROR, ipvs.GENL_ID_CTRL) and d[ipvs._HDR.size] == ipvs.CMD_NEW_SERVICE)
+        d, off, seen = bytearray(datagrams[i]), 0, []
+        while off < len(d):
+            n = ipvs._HDR.unpack_from(d, off)[0]
+            seen.append(n)
+            if struct.pack("=H", 177) not in d[off:off + n] and b"\x00\xb1" not in d[off:off + n]:
+                off += n
+                continue
+            timeout, netmask = struct.pack("=HH", 8, ipvs.SVC_TIMEOUT), struct.pack("=HH", 8, ipvs.SVC_NETMASK)
+            a, b = d.index(timeout, off), d.index(netmask, off)
+            d[a:a + 4], d[b:b + 4] = netmask, timeout
+            break
+        assert n in seen[:-1]       # a message of its length came first
+        datagrams[i] = bytes(d)
+    got = as_plain(replayed_read(monkeypatch, swap))
+    udp = ServiceKey(AF_INET, 17, "10.1.0.1", 177)
+    assert got[udp][0] == ("wlc", F_PERSISTENT, 0xFFFFFFFF, 4)
+    want = {key: (svc.settings(), sorted(tuple(d) for d in dests)) for key, (svc, dests) in recorded_table().items()}
+    del got[udp], want[udp]
+    assert got == want
 
 
 def test_a_run_whose_first_message_differs_goes_the_generic_way(monkeypatch):
