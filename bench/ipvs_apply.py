@@ -589,10 +589,10 @@ STAGES = [
     ("config.load (INI parse + validate)", "lvskit/config.py", "load"),
     ("Kernel() (socket, family lookup)", "lvskit/ipvs.py", "__init__"),
     ("Kernel.read (dump + decode)", "lvskit/ipvs.py", "read"),
-    ("  _dump (netlink I/O + _attrs)", "lvskit/ipvs.py", "_dump"),
-    ("  decode_service", "lvskit/ipvs.py", "decode_service"),
-    ("  decode_dest", "lvskit/ipvs.py", "decode_dest"),
-    ("  _attrs (all callers)", "lvskit/ipvs.py", "_attrs"),
+    ("  _dump (netlink I/O and the decoding below)", "lvskit/ipvs.py", "_dump"),
+    ("  decode (every service; the first real server, to learn its shape)", "lvskit/ipvs.py", "decode"),
+    ("  real servers decoded in runs (DestLayout.run)", "lvskit/ipvs.py", "run"),
+    ("  generic walks (decode_service, decode_dest)", "lvskit/ipvs.py", "decode_"),
     ("desired_table (config -> table)", "lvskit/sync.py", "desired_table"),
     ("plan_changes", "lvskit/plan.py", "plan_changes"),
     ("Kernel.execute (writes)", "lvskit/ipvs.py", "execute"),
@@ -606,7 +606,7 @@ def profile_stages(st):
     for label, tail, func in STAGES:
         cum = 0.0
         for (fname, _, fn), (_, _, _, ct, _) in st.stats.items():
-            if fn == func and fname.endswith(tail):
+            if (fn == func or func.endswith("_") and fn.startswith(func)) and fname.endswith(tail):
                 cum += ct
         out[label] = cum
     imports = 0.0
