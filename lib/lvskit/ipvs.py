@@ -228,7 +228,7 @@ class DestLayout:
         fmt, heads, fields, order, idx, off = ["=4x"], [], [], [], 0, 4
         while off + 4 <= n:
             alen, akind = _NLA.unpack_from(payload, off)
-            if alen < 4:
+            if alen < 4 or off + alen > n:     # malformed: the generic walk copes
                 return None
             fmt.append("HH")
             heads += [idx, idx + 1]
@@ -247,6 +247,8 @@ class DestLayout:
         if set(order) != set(self._CODES):     # an older kernel: walk each one
             return None
         st = struct.Struct("".join(fmt))
+        if st.size > len(payload):     # a last attribute's padding beyond the message
+            return None
         head = operator.itemgetter(*heads)
         vals = st.unpack_from(payload, 0)
         at = dict(zip(order, fields))
@@ -312,17 +314,21 @@ class ServiceLayout:
     As for real servers (DestLayout), ip_vs_genl_fill_service writes a
     service's attributes in a fixed order; the shape changes only with the
     scheduler's name (its length), a firewall mark in place of protocol,
-    address and port, or a persistence engine.  So a shape is learnt, once,
-    for each message length, and a message of that length whose attribute
-    headers (unpacked by the same call) are not the learnt ones is walked
-    the generic way (decode_service).  A read decodes 1,000 services.
+    address and port, or a persistence engine.  Shapes are kept by message
+    length: a message is decoded by the shape of its length whose attribute
+    headers (unpacked by the same call) are its own, else a shape is learnt
+    from it ("rr" and "wlc" are two shapes of one length: the header holds
+    the name's length).  Past MAX_SHAPES of one length, or when no shape can
+    be learnt, a message is walked the generic way (decode_service).  A read
+    decodes 1,000 services.
     """
+    MAX_SHAPES = 8
     _CODES = {SVC_AF: "H", SVC_PROTOCOL: "H", SVC_ADDR: "16s", SVC_PORT: "2s", SVC_FWMARK: "I",
               SVC_FLAGS: "I4x", SVC_TIMEOUT: "I", SVC_NETMASK: "4s"}
     _SIZES = {"H": 2, "16s": 16, "2s": 2, "I": 4, "I4x": 8, "4s": 4}
 
     def __init__(self):
-        self.shapes = {}    # message length -> (Struct, header getter, headers, value getter, fwmark?) or None
+        self.shapes = {}    # message length -> [(Struct, header getter, headers, value getter, fwmark?)]
 
     def _learn(self, body):
         n, kind = _NLA.unpack_from(body, 0)
@@ -332,7 +338,7 @@ class ServiceLayout:
         while off + 4 <= n:
             alen, akind = _NLA.unpack_from(body, off)
             akind &= 0x3FFF
-            if alen < 4 or akind in fields:
+            if alen < 4 or off + alen > n or akind in fields:     # malformed: the generic walk copes
                 return None
             fmt.append("HH")
             heads += [idx, idx + 1]
@@ -356,30 +362,37 @@ class ServiceLayout:
         if not all(k in fields for k in order):
             return None
         st = struct.Struct("".join(fmt))
+        if st.size > len(body):     # a last attribute's padding beyond the message
+            return None
         head = operator.itemgetter(*heads)
         return st, head, head(st.unpack_from(body)), operator.itemgetter(*(fields[k] for k in order)), fw
 
     def decode(self, body):
         """A Service from a reply's bytes after its genl header."""
-        size = len(body)
-        lay = self.shapes[size] if size in self.shapes else self.shapes.setdefault(size, self._learn(body))
-        if lay is not None:
-            st, head, heads, get, fw = lay
+        shapes = self.shapes.setdefault(len(body), [])
+        for st, head, heads, get, fw in shapes:
             vals = st.unpack_from(body)
             if head(vals) == heads:
-                if fw:
-                    af, fwmark, sched, flags, timeout, netmask = get(vals)
-                    key = _new(ServiceKey, (af, 0, "", 0, fwmark))
-                else:
-                    af, proto, addr, port, sched, flags, timeout, netmask = get(vals)
-                    key = _new(ServiceKey, (af, proto, _ntop(af, addr[:4] if af == AF_INET else addr),
-                                            int.from_bytes(port, "big"), 0))
-                if af == AF_INET:   # a mask, in network order
-                    netmask = bin(int.from_bytes(netmask, "big")).count("1")
-                else:
-                    netmask = int.from_bytes(netmask, sys.byteorder)
-                return _new(Service, (key, _sched_name(sched), flags & ~F_HASHED, timeout, netmask, {}))
-        return decode_service(_attrs(_attrs(body)[CMD_ATTR_SERVICE]))
+                break
+        else:
+            shape = self._learn(body) if len(shapes) < self.MAX_SHAPES else None
+            if shape is None:
+                return decode_service(_attrs(_attrs(body)[CMD_ATTR_SERVICE]))
+            shapes.append(shape)
+            st, head, heads, get, fw = shape
+            vals = st.unpack_from(body)
+        if fw:
+            af, fwmark, sched, flags, timeout, netmask = get(vals)
+            key = _new(ServiceKey, (af, 0, "", 0, fwmark))
+        else:
+            af, proto, addr, port, sched, flags, timeout, netmask = get(vals)
+            key = _new(ServiceKey, (af, proto, _ntop(af, addr[:4] if af == AF_INET else addr),
+                                    int.from_bytes(port, "big"), 0))
+        if af == AF_INET:   # a mask, in network order
+            netmask = bin(int.from_bytes(netmask, "big")).count("1")
+        else:
+            netmask = int.from_bytes(netmask, sys.byteorder)
+        return _new(Service, (key, _sched_name(sched), flags & ~F_HASHED, timeout, netmask, {}))
 
 
 @functools.lru_cache(maxsize=64)

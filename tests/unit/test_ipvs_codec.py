@@ -260,11 +260,12 @@ def test_recorded_table_without_the_fast_paths_reads_the_same(monkeypatch):
     assert as_plain(replayed_read(monkeypatch)) == fast
 
 
-def test_a_service_whose_headers_differ_goes_the_generic_way(monkeypatch):
+def test_a_service_whose_headers_differ_is_read_by_its_own_types(monkeypatch):
     """In the service dump, 10.1.0.1:177 follows a service of the same
-    length (that taught the shape); its timeout and netmask attributes swap
-    types.  Only the generic walk, by type, reads the timeout from the
-    netmask's bytes (ff ff ff ff) and the mask from 300's."""
+    length (that taught a shape); its timeout and netmask attributes swap
+    types.  Read by type (a shape learnt from it, or the generic walk), the
+    timeout comes from the netmask's bytes (ff ff ff ff) and the mask from
+    300's; the neighbour's shape would read timeout 300."""
     def swap(datagrams):
         i = next(i for i, d in enumerate(datagrams) if ipvs._HDR.unpack_from(d)[1] not in (
             ipvs.NLMSG_DONE, ipvs.NLMSG_ERROR, ipvs.GENL_ID_CTRL) and d[ipvs._HDR.size] == ipvs.CMD_NEW_SERVICE)
@@ -321,3 +322,29 @@ def test_service_nest_in_one_pack_is_the_attribute_by_attribute_one():
     for key in (ServiceKey(AF_INET, 6, "10.0.0.1", 80), ServiceKey(AF_INET, 17, "192.0.2.255", 65535),
                 ServiceKey(AF_INET6, 132, "2001:db8::1", 1), ServiceKey.fw(AF_INET6, 7)):
         assert ipvs._service_nest(key) == ipvs._nest(ipvs.CMD_ATTR_SERVICE, ipvs._service_id(key))
+
+
+def test_recorded_services_take_no_generic_walk_and_two_names_make_two_shapes(monkeypatch):
+    walks = []
+    real = ipvs.decode_service
+    monkeypatch.setattr(ipvs, "decode_service", lambda a: walks.append(1) or real(a))
+    learnt = []
+    real_learn = ipvs.ServiceLayout._learn
+    monkeypatch.setattr(ipvs.ServiceLayout, "_learn",
+                        lambda self, body: learnt.append(len(body)) or real_learn(self, body))
+    assert len(replayed_read(monkeypatch)) == 7
+    assert walks == []
+    # rr, sh, lc ("xx\0", 7-byte attribute) and wlc, wrr (8 bytes) pad alike: one length, two
+    # shapes; the fwmark service is a third
+    assert len(learnt) == 3 and len(set(learnt)) == 2
+
+
+def test_a_service_attribute_longer_than_its_message_is_walked_not_raised():
+    svc = Service(ServiceKey(AF_INET, 6, "10.0.0.1", 80), "wlc", F_PERSISTENT, 300, 24)
+    nest = ipvs.encode_op(P.Op(P.ADD_SERVICE, svc))[1]
+    assert ipvs.ServiceLayout().decode(nest).settings() == svc.settings()
+    # a statistics attribute at the end that claims 40 bytes where the message has 8
+    inner = nest[4:] + struct.pack("=HH", 40, 11) + b"\0" * 4
+    cut = struct.pack("=HH", 4 + len(inner), ipvs.CMD_ATTR_SERVICE | ipvs.NLA_F_NESTED) + inner
+    walked = ipvs.decode_service(ipvs._attrs(ipvs._attrs(cut)[ipvs.CMD_ATTR_SERVICE]))
+    assert ipvs.ServiceLayout().decode(cut) == walked and walked.settings() == svc.settings()
