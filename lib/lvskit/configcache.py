@@ -149,8 +149,8 @@ def _plain(x):
 
 def _record(x):
     """The inverse of _plain."""
-    if isinstance(x, list):
-        return tuple.__new__(_RECORDS[x[0]], [_record(i) for i in x[1:]])
+    if isinstance(x, list):     # _make checks the number of fields
+        return _RECORDS[x[0]]._make([_record(i) for i in x[1:]])
     if isinstance(x, tuple):
         return tuple(_record(i) for i in x)
     if isinstance(x, dict):

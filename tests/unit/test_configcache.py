@@ -177,15 +177,43 @@ def test_writable_by_others_or_corrupt_is_a_miss_then_repaired(env):
     assert builds == [1, 1, 1, 1]
 
 
-def test_a_pickle_planted_in_the_cache_file_is_never_run(env):
+class _Planted:
+    """Unpickling this makes a directory: the proof that a pickle was run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def test_a_pickle_planted_in_the_cache_file_is_never_run(env, tmp_path):
     path, cache, builds = env
     config.load(path)
     (entry,) = cache.iterdir()
-    with open(entry, "wb") as f:        # marshal runs no code: bad marshal data, a miss
-        pickle.dump(("other", "text"), f)
-        f.write(b"cos\nsystem\n(S'false'\ntR.")
+    marker = tmp_path / "pickle-was-run"
+    stamp = configcache._where(path)[1]       # (parser stamp, real path): what get() compares
+    with open(entry, "wb") as f:        # the right head, then a pickle where the Config goes
+        f.write(marshal.dumps((stamp, path.read_text())))
+        f.write(pickle.dumps(_Planted(str(marker))))
+    assert configcache.get(path) is None            # bad marshal data: a miss
     assert config.load(path).services[0].name == "www"
-    assert builds == [1, 1]
+    assert builds == [1, 1] and not marker.exists()
+    pickle.loads(pickle.dumps(_Planted(str(marker))))
+    assert marker.exists()                          # (the payload does work when unpickled)
+
+
+def test_a_record_of_the_wrong_size_in_the_file_is_a_miss(env):
+    path, cache, builds = env
+    cfg = config.load(path)
+    (entry,) = cache.iterdir()
+    plain = configcache._plain(cfg.replace(services=()))       # ["Config", field, ...]
+    plain = [["Reweight", 1] if isinstance(v, list) and v[0] == "Reweight" else v for v in plain]
+    with open(entry, "wb") as f:
+        f.write(marshal.dumps((configcache._where(path)[1], path.read_text())))
+        f.write(marshal.dumps((plain, [])))
+    assert configcache.get(path) is None
+    assert config.load(path).reweight == cfg.reweight and builds == [1, 1]
 
 
 def test_no_directory_no_cache(env, monkeypatch, tmp_path):
