@@ -454,6 +454,14 @@ class Bench:
             p.wait()
             errlog.close()
 
+    def keepalived_weight(self, k, ka, table, ns, new):
+        """keepalived.conf rewritten, SIGHUP: seconds until ns's kernel shows the changed weight (None: never)."""
+        i, j = self.ch
+        write(ka, table.keepalived())
+        t0 = time.perf_counter()
+        k.reload()
+        return poll(lambda: ns.weight(table, i, j) == new, t0, 60, 0.01)
+
     # ---- 2, 4, 5 for keepalived ----
     def keepalived_steady(self):
         table = Table(self.S, self.R)
@@ -471,10 +479,7 @@ class Bench:
             for rep in range(self.N):
                 new = base + 10 if rep % 2 == 0 else base
                 table.weights[i, j] = new
-                write(ka, table.keepalived())
-                t0 = time.perf_counter()
-                k.reload()
-                t = poll(lambda: ns.weight(table, i, j) == new, t0, 60, 0.01)
+                t = self.keepalived_weight(k, ka, table, ns, new)
                 self.check("keepalived reload: change seen", t is not None)
                 if t is not None:
                     self.add("one weight: keepalived SIGHUP reload", t)
@@ -485,10 +490,7 @@ class Bench:
             self.hand_drift(table, a, b, c, e)
             new = table.weights[i, j] + 1      # a real config change marks the reload's end
             table.weights[i, j] = new
-            write(ka, table.keepalived())
-            t0 = time.perf_counter()
-            k.reload()
-            seen = poll(lambda: ns.weight(table, i, j) == new, t0, 60, 0.01)
+            seen = self.keepalived_weight(k, ka, table, ns, new)
             time.sleep(2.0)
             restored_del = ns.weight(table, a, b)
             restored_w = ns.weight(table, c, e)
@@ -537,10 +539,7 @@ class Bench:
                 self.check("in turns: ipvs-sync one write, kernel shows it",
                            r.returncode == 0 and len(lines) == 1 and sync_ns.weight(table, i, j) == new)
                 ka_ns.enter()
-                write(ka, table.keepalived())
-                t0 = time.perf_counter()
-                k.reload()
-                t_ka = poll(lambda: ka_ns.weight(table, i, j) == new, t0, 60, 0.01)
+                t_ka = self.keepalived_weight(k, ka, table, ka_ns, new)
                 self.check("in turns: keepalived reload seen", t_ka is not None)
                 if t_ka is not None:
                     self.add("one weight, in turns: ipvs-sync", t_sync)
