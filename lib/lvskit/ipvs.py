@@ -222,6 +222,8 @@ class DestLayout:
         self.layout = None      # (size, Struct, header getter, headers, field getter, order)
 
     def _learn(self, payload):
+        if len(payload) < 4:
+            return None
         n, kind = _NLA.unpack_from(payload, 0)
         if kind & 0x3FFF != CMD_ATTR_DEST or not 4 <= n <= len(payload):
             return None
@@ -331,6 +333,8 @@ class ServiceLayout:
         self.shapes = {}    # message length -> [(Struct, header getter, headers, value getter, fwmark?)]
 
     def _learn(self, body):
+        if len(body) < 4:
+            return None
         n, kind = _NLA.unpack_from(body, 0)
         if kind & 0x3FFF != CMD_ATTR_SERVICE or not 4 <= n <= len(body):
             return None
