@@ -201,6 +201,47 @@ def decode_dest(svc_af, a):
 _new, _ntohs, _ntop = tuple.__new__, socket.ntohs, socket.inet_ntop
 
 
+def _shape(payload, nest, codes, strings=()):
+    """What one reply teaches about its shape: (format pieces, header indexes, {type: value index}).
+
+    payload: a reply after its genl header, one nested attribute of type
+    nest.  Its attributes become struct pieces in order: "HH" for each
+    header, then the value's code from codes ({type: code}; a type in
+    strings is a string of its own length) or padding for a value we do
+    not read.  None when the reply is malformed (an attribute longer than
+    the message), holds a type twice, or a value of a known type has
+    another size: the generic walk (_attrs) copes with those.
+    """
+    if len(payload) < 4:
+        return None
+    n, kind = _NLA.unpack_from(payload, 0)
+    if kind & 0x3FFF != nest or not 4 <= n <= len(payload):
+        return None
+    pieces, heads, fields, idx, off = ["=4x"], [], {}, 0, 4
+    while off + 4 <= n:
+        alen, akind = _NLA.unpack_from(payload, off)
+        akind &= 0x3FFF
+        if alen < 4 or off + alen > n or akind in fields:
+            return None
+        pieces.append("HH")
+        heads += [idx, idx + 1]
+        idx += 2
+        plen, pad = alen - 4, (-alen) % 4
+        code = f"{plen}s" if akind in strings else codes.get(akind)
+        if code is None:
+            pieces.append(f"{plen + pad}x")
+        elif struct.calcsize("=" + code) != plen:
+            return None
+        else:
+            pieces.append(code + (f"{pad}x" if pad else ""))
+            fields[akind] = idx
+            idx += 1
+        off += alen + pad
+    if struct.calcsize("".join(pieces)) > len(payload):     # a last attribute's padding beyond it
+        return None
+    return pieces, heads, fields
+
+
 class DestLayout:
     """Decodes GET_DEST replies with one struct call when they share a learnt layout.
 
@@ -214,7 +255,6 @@ class DestLayout:
     _CODES = {DEST_ADDR: "16s", DEST_PORT: "H", DEST_FWD_METHOD: "I", DEST_WEIGHT: "i",
               DEST_U_THRESH: "I", DEST_L_THRESH: "I", DEST_ACTIVE_CONNS: "I",
               DEST_INACT_CONNS: "I", DEST_PERSIST_CONNS: "I", DEST_ADDR_FAMILY: "H"}
-    _SIZES = {"16s": 16, "H": 2, "I": 4, "i": 4}
     _ORDER = (DEST_ADDR_FAMILY, DEST_ADDR, DEST_PORT, DEST_FWD_METHOD, DEST_WEIGHT, DEST_U_THRESH,
               DEST_L_THRESH, DEST_ACTIVE_CONNS, DEST_INACT_CONNS, DEST_PERSIST_CONNS)
 
@@ -222,45 +262,20 @@ class DestLayout:
         self.layout = None      # (size, Struct, header getter, headers, field getter, order)
 
     def _learn(self, payload):
-        if len(payload) < 4:
+        shape = _shape(payload, CMD_ATTR_DEST, self._CODES)
+        if shape is None or set(shape[2]) != set(self._CODES):     # an older kernel: walk each one
             return None
-        n, kind = _NLA.unpack_from(payload, 0)
-        if kind & 0x3FFF != CMD_ATTR_DEST or not 4 <= n <= len(payload):
-            return None
-        fmt, heads, fields, order, idx, off = ["=4x"], [], [], [], 0, 4
-        while off + 4 <= n:
-            alen, akind = _NLA.unpack_from(payload, off)
-            if alen < 4 or off + alen > n:     # malformed: the generic walk copes
-                return None
-            fmt.append("HH")
-            heads += [idx, idx + 1]
-            idx += 2
-            plen, pad = alen - 4, (-alen) % 4
-            code = self._CODES.get(akind & 0x3FFF)
-            if code and self._SIZES[code] == plen and akind & 0x3FFF not in order:
-                fmt.append(code)
-                fields.append(idx)
-                order.append(akind & 0x3FFF)
-                idx += 1
-                fmt.append(f"{pad}x" if pad else "")
-            else:
-                fmt.append(f"{plen + pad}x")
-            off += alen + pad
-        if set(order) != set(self._CODES):     # an older kernel: walk each one
-            return None
-        st = struct.Struct("".join(fmt))
-        if st.size > len(payload):     # a last attribute's padding beyond the message
-            return None
+        pieces, heads, at = shape
+        st = struct.Struct("".join(pieces))
         head = operator.itemgetter(*heads)
         vals = st.unpack_from(payload, 0)
-        at = dict(zip(order, fields))
         get = operator.itemgetter(*(at[k] for k in self._ORDER))
         # Whole netlink messages of this shape, many at once: the same format
         # with the nlmsghdr in front (length, type, sequence number) and the
         # attribute headers skipped, for they were checked above.
         whole = None
         if len(payload) % 4 == 0:
-            lean = "".join("4x" if part == "HH" else part for part in fmt[1:])
+            lean = "".join("4x" if part == "HH" else part for part in pieces[1:])
             values = [i for i in range(len(vals)) if i not in set(heads)]
             whole = (struct.Struct("=IHxxI4x4x4x" + lean),
                      operator.itemgetter(*(3 + values.index(at[k]) for k in self._ORDER)))
@@ -327,47 +342,21 @@ class ServiceLayout:
     MAX_SHAPES = 8
     _CODES = {SVC_AF: "H", SVC_PROTOCOL: "H", SVC_ADDR: "16s", SVC_PORT: "2s", SVC_FWMARK: "I",
               SVC_FLAGS: "I4x", SVC_TIMEOUT: "I", SVC_NETMASK: "4s"}
-    _SIZES = {"H": 2, "16s": 16, "2s": 2, "I": 4, "I4x": 8, "4s": 4}
 
     def __init__(self):
         self.shapes = {}    # message length -> [(Struct, header getter, headers, value getter, fwmark?)]
 
     def _learn(self, body):
-        if len(body) < 4:
+        shape = _shape(body, CMD_ATTR_SERVICE, self._CODES, (SVC_SCHED_NAME,))
+        if shape is None:
             return None
-        n, kind = _NLA.unpack_from(body, 0)
-        if kind & 0x3FFF != CMD_ATTR_SERVICE or not 4 <= n <= len(body):
-            return None
-        fmt, heads, fields, idx, off = ["=4x"], [], {}, 0, 4
-        while off + 4 <= n:
-            alen, akind = _NLA.unpack_from(body, off)
-            akind &= 0x3FFF
-            if alen < 4 or off + alen > n or akind in fields:     # malformed: the generic walk copes
-                return None
-            fmt.append("HH")
-            heads += [idx, idx + 1]
-            idx += 2
-            plen, pad = alen - 4, (-alen) % 4
-            code = self._CODES.get(akind)
-            if akind == SVC_SCHED_NAME:
-                code = f"{plen}s"
-            elif code and self._SIZES[code] != plen:
-                return None
-            if code:
-                fmt.append(code + (f"{pad}x" if pad else ""))
-                fields[akind] = idx
-                idx += 1
-            else:
-                fmt.append(f"{plen + pad}x")
-            off += alen + pad
+        pieces, heads, fields = shape
         fw = SVC_FWMARK in fields
         order = ((SVC_AF, SVC_FWMARK) if fw else (SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT)) + (
             SVC_SCHED_NAME, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK)
         if not all(k in fields for k in order):
             return None
-        st = struct.Struct("".join(fmt))
-        if st.size > len(body):     # a last attribute's padding beyond the message
-            return None
+        st = struct.Struct("".join(pieces))
         head = operator.itemgetter(*heads)
         return st, head, head(st.unpack_from(body)), operator.itemgetter(*(fields[k] for k in order)), fw
 
