@@ -76,6 +76,36 @@ def test_foreign_entries_survive_hand_changes_are_repaired(netns, tmp_path):
     assert table == SEED_TABLE
 
 
+REFUSED = """
+[global]
+state_dir = {state}
+run_dir = {state}
+[service web]
+address = 10.6.0.1
+port = 80
+real.10.6.0.2 = weight=2
+real.224.0.0.5 = weight=1
+real.10.6.0.3 = weight=3
+"""
+
+
+def test_a_change_the_kernel_refuses_is_named_and_the_others_are_made(netns, tmp_path):
+    """The kernel refuses a multicast real server (EINVAL); the config cannot know that.
+    The refusal comes back tied to its operation, the rest of the batch is applied, and the
+    next run tries that one again (and only that one)."""
+    cfg = tmp_path / "refused.ini"
+    cfg.write_text(REFUSED.format(state=tmp_path))
+    r = script(netns.run, "ipvs-sync", "-c", str(cfg))
+    assert r.returncode == 1
+    errors = [l for l in r.stderr.splitlines() if l.startswith("ipvs-sync:")]
+    assert errors == ["ipvs-sync: ipvsadm -a -t 10.6.0.1:80 -r 224.0.0.5:80 -g -w 1: Invalid argument"]
+    assert ipvsadm_ln(netns.run) == {
+        "TCP 10.6.0.1:80": ("wlc", "", {"10.6.0.2:80": ("Route", 2), "10.6.0.3:80": ("Route", 3)})}
+    again = script(netns.run, "ipvs-sync", "-c", str(cfg), "-v")
+    assert again.returncode == 1
+    assert [l for l in again.stderr.splitlines() if "ipvsadm" in l] == errors
+
+
 ROUND_TRIP = """
 [global]
 state_dir = {state}

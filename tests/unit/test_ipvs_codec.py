@@ -1,6 +1,7 @@
 """The IPVS message codec, byte for byte: what we send decodes to what we meant.
 
 Proof against the real kernel is in tests/lab; this only pins the encoding."""
+import errno
 import json
 import os
 import socket
@@ -123,7 +124,7 @@ class FakeSock:
     def send(self, msg):
         self.sent.append(msg)
 
-    def recv_into(self, buf):
+    def recv_into(self, buf, nbytes=0, flags=0):
         d = self.datagrams.pop(0)
         buf[:len(d)] = d
         return len(d)
@@ -357,3 +358,42 @@ def test_a_reply_too_short_for_an_attribute_is_no_struct_error():
             decode(b"\x00\x00")
         except KeyError:
             pass            # no service/dest attribute: what the generic walk has always said
+
+
+class KernelThatRefuses:
+    """A socket that answers, the way the kernel does without NLM_F_ACK, only the requests
+    it refuses (by sequence number), queued by the time send() returns."""
+
+    def __init__(self, refuse):
+        self.refuse, self.sent, self.queue = refuse, [], []
+
+    def send(self, data):
+        self.sent.append(data)
+        off = 0
+        while off < len(data):
+            n, _, flags, seq, _ = ipvs._HDR.unpack_from(data, off)
+            assert not flags & ipvs.NLM_F_ACK
+            if seq in self.refuse:
+                self.queue.append(ipvs._HDR.pack(36, ipvs.NLMSG_ERROR, 0x100, seq, 0)
+                                  + struct.pack("=i", -self.refuse[seq]) + data[off:off + 16])
+            off += (n + 3) & ~3
+
+    def recv_into(self, buf, nbytes=0, flags=0):
+        assert flags & socket.MSG_DONTWAIT      # never waits for an answer that may not come
+        if not self.queue:
+            raise BlockingIOError
+        d = self.queue.pop(0)
+        buf[:len(d)] = d
+        return len(d)
+
+
+def test_writes_ask_no_ack_and_failures_are_tied_to_their_operation(monkeypatch):
+    monkeypatch.setattr(ipvs, "BATCH", 2)
+    svc = Service(ServiceKey(AF_INET, 6, "10.0.0.1", 80))
+    ops = [P.Op(P.ADD_SERVICE, svc)] + [P.Op(P.ADD_DEST, svc, Dest(f"10.0.1.{i}", 80)) for i in range(1, 5)]
+    k = fake_kernel([])
+    k.writes, k.sock = 0, KernelThatRefuses({3: errno.EEXIST, 5: errno.ENOENT})   # the 3rd and 5th
+    failed = k.execute(ops)
+    assert [(op.dest.address, msg) for op, msg in failed] == [
+        ("10.0.1.2", "already in the kernel"), ("10.0.1.4", os.strerror(errno.ENOENT))]
+    assert len(k.sock.sent) == 3 and k.writes == 5 and not k.sock.queue
