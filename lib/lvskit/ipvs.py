@@ -276,7 +276,7 @@ class DestLayout:
         whole = None
         if len(payload) % 4 == 0:
             lean = "".join("4x" if part == "HH" else part for part in pieces[1:])
-            values = [i for i in range(len(vals)) if i not in set(heads)]
+            values = sorted(at.values())      # where each value sits among the unpacked fields
             whole = (struct.Struct("=IHxxI4x4x4x" + lean),
                      operator.itemgetter(*(3 + values.index(at[k]) for k in self._ORDER)))
         return (len(payload), st, head, head(vals), get, whole)
