@@ -31,3 +31,26 @@ def test_missing_syslog_socket_is_tried_once(tmp_path, monkeypatch):
     assert log._sock is False
     log.info("b")                                       # no new attempt, no error
     assert log._sock is False
+
+
+def test_heard_says_whether_an_info_line_reaches_anyone(tmp_path, monkeypatch):
+    monkeypatch.setattr(log, "SYSLOG_PATH", str(tmp_path / "none"))
+    monkeypatch.setattr(log, "_sock", None)
+    log.setup("x", verbose=False, use_syslog=True)
+    monkeypatch.setattr(log, "_verbose", False)
+    assert log.heard() is False and log._sock is False     # nobody: callers skip formatting
+    monkeypatch.setattr(log, "_verbose", True)
+    assert log.heard() is True                             # stderr hears it
+    monkeypatch.setattr(log, "_verbose", False)
+    path = str(tmp_path / "log")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(2)
+    monkeypatch.setattr(log, "SYSLOG_PATH", path)
+    monkeypatch.setattr(log, "_sock", None)
+    assert log.heard() is True
+    log.info("a line")
+    assert server.recv(4096).decode().endswith("]: a line")
+    log.setup("x", use_syslog=False)
+    assert log.heard() is False
+    server.close()
