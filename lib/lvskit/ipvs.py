@@ -53,6 +53,7 @@ BATCH = 128     # requests per sendmsg; the answers to all of them failing fit t
 
 _HDR = struct.Struct("=IHHII")      # nlmsghdr
 _GENL = struct.Struct("=BBH")       # genlmsghdr
+_REQUEST = struct.Struct("=IHHIIBBH")   # both, in one pack: a cold load sends 11,000
 _NLA = struct.Struct("=HH")
 _ERRNO = struct.Struct("=i")        # nlmsgerr.error: 0 in an ack, -errno in an error
 
@@ -126,12 +127,15 @@ def _service_full(svc):
 _DEST_FULL = struct.Struct("=HH HH16s HH2s2x HHI HHi HHI HHI HHH2x")
 
 
-def _dest_full(af, dest):
+def _dest_full(dest):
+    """A real server's whole nested attribute, its family from its address."""
+    address = dest[0]
+    af = AF_INET6 if ":" in address else AF_INET
     return _DEST_FULL.pack(_DEST_FULL.size, CMD_ATTR_DEST | NLA_F_NESTED,
-                           20, DEST_ADDR, _pack_addr(af, dest.address),
-                           6, DEST_PORT, dest.port.to_bytes(2, "big"),
-                           8, DEST_FWD_METHOD, dest.forward, 8, DEST_WEIGHT, dest.weight,
-                           8, DEST_U_THRESH, dest.u_threshold, 8, DEST_L_THRESH, dest.l_threshold,
+                           20, DEST_ADDR, socket.inet_pton(af, address),     # "16s" pads it
+                           6, DEST_PORT, dest[1].to_bytes(2, "big"),
+                           8, DEST_FWD_METHOD, dest[2], 8, DEST_WEIGHT, dest[3],
+                           8, DEST_U_THRESH, dest[4], 8, DEST_L_THRESH, dest[5],
                            6, DEST_ADDR_FAMILY, af)
 
 
@@ -154,20 +158,39 @@ def _service_nest(key):
 
 def encode_op(op):
     """(command, attributes) of one planned operation."""
-    kind = op.kind
+    kind, svc, dest = op
     cmd = _OP_CMD[kind]
     if kind == P.DEL_SERVICE:
-        return cmd, _service_nest(op.service.key)
+        return cmd, _service_nest(svc.key)
     if kind in (P.ADD_SERVICE, P.EDIT_SERVICE):
-        return cmd, _nest(CMD_ATTR_SERVICE, _service_full(op.service))
-    dest = op.dest
-    daf = AF_INET6 if ":" in dest.address else AF_INET
+        return cmd, _nest(CMD_ATTR_SERVICE, _service_full(svc))
     if kind == P.DEL_DEST:
-        return cmd, _service_nest(op.service.key) + _nest(
+        daf = AF_INET6 if ":" in dest.address else AF_INET
+        return cmd, _service_nest(svc.key) + _nest(
             CMD_ATTR_DEST, _attr(DEST_ADDR, _pack_addr(daf, dest.address))
             + _attr(DEST_PORT, struct.pack(">H", dest.port))
             + _attr(DEST_ADDR_FAMILY, struct.pack("=H", daf)))
-    return cmd, _service_nest(op.service.key) + _dest_full(daf, dest)
+    return cmd, _service_nest(svc.key) + _dest_full(dest)
+
+
+def encode_ops(ops):
+    """[encode_op(op) for op in ops], the real servers' additions and edits inline.
+
+    A cold load is 10,000 of them, mostly in runs of one service: its
+    identity is looked up once a run (11,000 operations: 18 -> 11 ms on the
+    test host).
+    """
+    out, last, nest = [], None, b""
+    add, dest_ops, cmds = out.append, (P.ADD_DEST, P.EDIT_DEST), _OP_CMD
+    for op in ops:
+        kind, svc, dest = op
+        if kind in dest_ops:
+            if svc is not last:
+                last, nest = svc, _service_nest(svc.key)
+            add((cmds[kind], nest + _dest_full(dest)))
+        else:
+            add(encode_op(op))
+    return out
 
 
 def decode_service(a):
@@ -438,8 +461,8 @@ class Kernel:
     # --- the wire --------------------------------------------------------------
     def _message(self, family, cmd, attrs, flags):
         self.seq += 1
-        body = _GENL.pack(cmd, 1, 0) + attrs
-        return self.seq, _HDR.pack(_HDR.size + len(body), family, flags, self.seq, 0) + body
+        return self.seq, _REQUEST.pack(_REQUEST.size + len(attrs), family, flags, self.seq, 0,
+                                       cmd, 1, 0) + attrs
 
     def _replies(self, flags=0):
         """Yield (type, seq, payload) of every message in the next datagram."""
@@ -588,7 +611,7 @@ class Kernel:
 
     def execute(self, ops):
         """Apply operations in order; return [(op, message)] for those that failed."""
-        failed = self._requests([encode_op(op) for op in ops])
+        failed = self._requests(encode_ops(ops))
         return [(ops[i], text or _explain(ops[i], err)) for i, (err, text) in sorted(failed.items())]
 
     # --- connection synchronisation (for takeover) ---------------------------------

@@ -49,6 +49,22 @@ def test_dest_round_trip_and_delete_carries_identity_only():
     assert cmd == ipvs.CMD_DEL_DEST and set(dest) == {ipvs.DEST_ADDR, ipvs.DEST_PORT, ipvs.DEST_ADDR_FAMILY}
 
 
+def test_encode_ops_equals_encode_op_one_by_one():
+    """The batch encoder (a service's identity looked up once a run) changes no byte."""
+    web = Service(ServiceKey(AF_INET, 6, "10.0.0.1", 80), "wlc")
+    v6 = Service(ServiceKey(AF_INET6, 6, "2001:db8::1", 443), "rr", 0, 0, 128)
+    fw = Service(ServiceKey.fw(AF_INET, 7), "sh")
+    d4, d6 = Dest("10.0.0.5", 80, 3, 2), Dest("2001:db8::5", 443, 0, 1, 9, 3)
+    ops = [P.Op(P.ADD_SERVICE, web), P.Op(P.ADD_DEST, web, d4), P.Op(P.ADD_DEST, web, d4._replace(address="10.0.0.6")),
+           P.Op(P.ADD_SERVICE, v6), P.Op(P.ADD_DEST, v6, d6), P.Op(P.EDIT_DEST, web, d4._replace(weight=9)),
+           P.Op(P.ADD_DEST, fw, Dest("10.0.0.7", 0, 2, 4)), P.Op(P.EDIT_DEST, fw, Dest("2001:db8::7", 0, 2, 4)),
+           P.Op(P.DEL_DEST, v6, d6), P.Op(P.EDIT_SERVICE, web), P.Op(P.DEL_SERVICE, fw)]
+    assert ipvs.encode_ops(ops) == [ipvs.encode_op(op) for op in ops]
+    top = ipvs._attrs(ipvs.encode_ops(ops)[7][1])       # tun to IPv6 from an IPv4 fwmark service
+    assert ipvs.decode_dest(AF_INET, nested(top, ipvs.CMD_ATTR_DEST)) == Dest("2001:db8::7", 0, 2, 4)
+    assert ipvs.decode_dest(AF_INET6, nested(ipvs._attrs(ipvs.encode_ops(ops)[4][1]), ipvs.CMD_ATTR_DEST)) == d6
+
+
 def test_truncated_attribute_stream_stops_cleanly():
     good = ipvs._attr(1, b"abcd") + ipvs._attr(2, b"xy")
     assert set(ipvs._attrs(good)) == {1, 2}
