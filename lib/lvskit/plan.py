@@ -9,6 +9,7 @@ Pure functions, no I/O (kube-proxy's IPVS reconciler is the model):
   connections are gone; UDP at once) or deleted, per the service's removal.
 """
 import operator
+from itertools import repeat
 
 from .model import PROTOCOLS, SETTINGS, dest_ipvsadm, service_ipvsadm
 from .record import record
@@ -55,6 +56,7 @@ def _drain_or_delete(svc, dest, removal):
     return None     # weight 0 already, connections still draining
 
 
+_new = tuple.__new__
 _SETTINGS = operator.itemgetter(*range(SETTINGS.start, SETTINGS.stop))
 
 
@@ -78,9 +80,10 @@ def plan_changes(desired, current, owned=(), removal=None):
     changed = []    # (key, its operations): only these are sorted, not 1,000 keys a run
     for key, want in desired.items():
         have = current.get(key)
-        if have is None:
-            changed.append((key, [Op(ADD_SERVICE, want)]
-                            + [Op(ADD_DEST, want, d) for _, d in sorted(want.dests.items())]))
+        if have is None:    # Ops by C-level maps: a cold load makes 10,000
+            wd = want.dests
+            changed.append((key, [Op(ADD_SERVICE, want)] + list(map(
+                _new, repeat(Op), zip(repeat(ADD_DEST), repeat(want), map(wd.__getitem__, sorted(wd)))))))
             continue
         mine = []
         if want.settings() != have.settings():
