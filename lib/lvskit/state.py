@@ -20,15 +20,17 @@ def load(path, default=None):
         return default
 
 
-def save(path, data, durable=True):
+def save(path, data, durable=True, indent=1):
     """Write data as JSON to path atomically (temp file, fsync, rename).
 
     durable=False skips the fsync: for files on tmpfs (RUN_DIR) rewritten
     often by a process that a busy disk must never stall (hb-listen).
+    indent=None writes one line, by json's C encoder (an indented file is
+    written by its Python one: 1,000 services 2.2 ms instead of 0.3).
     """
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    replace(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"), durable)
+    replace(path, (json.dumps(data, indent=indent, sort_keys=True) + "\n").encode("utf-8"), durable)
 
 
 def replace(path, data, durable=True):

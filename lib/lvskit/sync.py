@@ -35,7 +35,7 @@ def load_owned(cfg):
 
 def save_owned(cfg, keys):
     state.save(owned_path(cfg), {"services": sorted(
-        [k.af, k.protocol, k.address, k.port, k.fwmark] for k in keys)})
+        [k.af, k.protocol, k.address, k.port, k.fwmark] for k in keys)}, indent=None)
 
 
 def desired_table(cfg, adjust=None):
