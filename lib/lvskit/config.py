@@ -327,8 +327,11 @@ def _global(sec, out):
             out[key] = value
 
 
+_SECTION_NAME = re.compile(r"^[A-Za-z][\w.-]*$")     # of a [server] or [service]
+
+
 def _server(sec, servers):
-    if not re.match(r"^[A-Za-z][\w.-]*$", sec.name or ""):
+    if not _SECTION_NAME.match(sec.name or ""):
         raise sec.error("a [server] section needs a name: [server NAME]")
     servers[sec.name] = Server(sec.name, _address(sec, "address"))
 
@@ -372,6 +375,8 @@ def _service_key(sec):
 def _flags(sec):
     raw = sec.take("sched_flags", "")
     flags = 0
+    if not raw:
+        return flags
     for word in filter(None, re.split(r"[\s,]+", raw)):
         bit = SCHED_FLAGS.get(word) or SCHED_FLAG_ALIASES.get(word)
         if not bit:
@@ -551,7 +556,7 @@ def _sorry(sec, servers, svc_key, forward):
 
 
 def _service(sec, servers):
-    if not re.match(r"^[A-Za-z][\w.-]*$", sec.name or ""):
+    if not _SECTION_NAME.match(sec.name or ""):
         raise sec.error("a [service] section needs a name: [service NAME]")
     key = _service_key(sec)
     scheduler = sec.take("scheduler", "wlc") or "wlc"
@@ -622,9 +627,11 @@ def _plain_reals(sec, servers, svc_key, forward):
     addresses = [servers[n].address if n in servers else n for n in names] if servers else names
     af = svc_key.af     # the same family: no check of it is needed; pton refuses another
     try:
-        addresses = list(map(inet_ntop, repeat(af), map(inet_pton, repeat(af), addresses)))
+        packed = list(map(inet_pton, repeat(af), addresses))
     except OSError:
         return None
+    if af == AF_INET6:  # glibc's inet_pton takes no IPv4 address but the canonical text
+        addresses = list(map(inet_ntop, repeat(af), packed))
     if len(set(addresses)) != len(addresses):
         return None
     sec.took(keys)
