@@ -54,3 +54,27 @@ def test_heard_says_whether_an_info_line_reaches_anyone(tmp_path, monkeypatch):
     log.setup("x", use_syslog=False)
     assert log.heard() is False
     server.close()
+
+
+def test_a_forked_child_logs_its_own_pid(tmp_path, monkeypatch):
+    import os
+    path = str(tmp_path / "log")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.settimeout(2)
+    monkeypatch.setattr(log, "SYSLOG_PATH", path)
+    monkeypatch.setattr(log, "_sock", None)
+    log.setup("x", verbose=False, use_syslog=True)
+    monkeypatch.setattr(log, "_verbose", False)
+    log.info("parent")
+    assert server.recv(4096).decode() == f"<30>x[{os.getpid()}]: parent"
+    pid = os.fork()
+    if pid == 0:
+        log.info("child")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert server.recv(4096).decode() == f"<30>x[{pid}]: child"
+    log.setup("y", use_syslog=True)
+    log.info("renamed")
+    assert server.recv(4096).decode() == f"<30>y[{os.getpid()}]: renamed"
+    server.close()
