@@ -138,8 +138,12 @@ def service_ipvsadm(svc):
     return " ".join(parts)
 
 
+# A service's option text, once per service: a cold load logs 10,000 real servers
+_service_option = functools.lru_cache(maxsize=4096)(ServiceKey.ipvsadm)
+
+
 def dest_ipvsadm(svc_key, dest):
-    parts = [svc_key.ipvsadm(), "-r", hostport(dest.address, dest.port),
+    parts = [_service_option(svc_key), "-r", hostport(dest.address, dest.port),
              _IPVSADM_FORWARD[dest.forward], "-w", str(dest.weight)]
     if dest.u_threshold:
         parts += ["-x", str(dest.u_threshold)]
