@@ -143,10 +143,11 @@ _service_option = functools.lru_cache(maxsize=4096)(ServiceKey.ipvsadm)
 
 
 def dest_ipvsadm(svc_key, dest):
-    parts = [_service_option(svc_key), "-r", hostport(dest.address, dest.port),
-             _IPVSADM_FORWARD[dest.forward], "-w", str(dest.weight)]
-    if dest.u_threshold:
-        parts += ["-x", str(dest.u_threshold)]
-    if dest.l_threshold:
-        parts += ["-y", str(dest.l_threshold)]
-    return " ".join(parts)
+    address, port, forward, weight, uth, lth = dest[:6]
+    text = (f"{_service_option(svc_key)} -r {f'[{address}]' if ':' in address else address}:{port} "
+            f"{_IPVSADM_FORWARD[forward]} -w {weight}")
+    if uth:
+        text += f" -x {uth}"
+    if lth:
+        text += f" -y {lth}"
+    return text

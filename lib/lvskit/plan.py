@@ -26,15 +26,16 @@ class Op(record("Op", "kind", "service", dest=None)):
 
     def ipvsadm(self):
         """The same change as an ipvsadm command line."""
-        if self.kind == DEL_SERVICE:
-            args = self.service.key.ipvsadm()
-        elif self.kind in (ADD_SERVICE, EDIT_SERVICE):
-            args = service_ipvsadm(self.service)
-        elif self.kind == DEL_DEST:
-            args = f"{self.service.key.ipvsadm()} -r {self.dest}"
+        kind, svc, dest = self
+        if kind in (ADD_DEST, EDIT_DEST):      # first: 10,000 lines of a cold load
+            return f"ipvsadm {_FLAG[kind]} {dest_ipvsadm(svc.key, dest)}"
+        if kind == DEL_SERVICE:
+            args = svc.key.ipvsadm()
+        elif kind in (ADD_SERVICE, EDIT_SERVICE):
+            args = service_ipvsadm(svc)
         else:
-            args = dest_ipvsadm(self.service.key, self.dest)
-        return f"ipvsadm {_FLAG[self.kind]} {args}"
+            args = f"{svc.key.ipvsadm()} -r {dest}"
+        return f"ipvsadm {_FLAG[kind]} {args}"
 
     def __str__(self):
         what = {ADD_SERVICE: "add service", EDIT_SERVICE: "change service", DEL_SERVICE: "delete service",

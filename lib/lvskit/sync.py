@@ -105,10 +105,7 @@ def _reconcile(cfg, kernel, desired, dry_run, current, select):
         return out
     out.failed = kernel.execute(out.ops) if out.ops else []
     bad = {id(op) for op, _ in out.failed}
-    if log.heard():     # else 11,000 lines of a cold load would be formatted for nobody
-        for op in out.ops:
-            if id(op) not in bad:
-                log.info(op.ipvsadm())
+    log.infos(op.ipvsadm() for op in out.ops if id(op) not in bad)   # formatted if anyone hears
     for op, message in out.failed:
         log.error(f"{op.ipvsadm()}: {message}")
     # a partial run (select) did not add or delete services: ownership is ipvs-sync's to record;
