@@ -13,3 +13,20 @@ if "LVSKIT_CACHE_DIR" not in os.environ:
     import tempfile
     os.environ["LVSKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="lvskit-cache-")
     atexit.register(shutil.rmtree, os.environ["LVSKIT_CACHE_DIR"], True)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _log_state():
+    """A test that points lvskit.log at a socket of its own leaves the module as it found it
+    (else later tests would log to the host's /dev/log, LVSKIT_NO_SYSLOG or not)."""
+    from lvskit import log
+    names = ("_prog", "_verbose", "_use_syslog", "_sock", "SYSLOG_PATH")
+    saved, prefixes = {n: getattr(log, n) for n in names}, dict(log._prefixes)
+    yield
+    for n, v in saved.items():
+        setattr(log, n, v)
+    log._prefixes.clear()
+    log._prefixes.update(prefixes)

@@ -610,7 +610,7 @@ def _plain_reals(sec, servers, svc_key, forward):
     table whole: C-level passes over the section's lines take 0.9 us a real
     server on the test host where _real takes 2.4.  Anything else (other
     options, a mixed family, any error) goes to _reals, line by line, which
-    builds the same records or names what is wrong (tests/unit/test_config.py
+    builds the same records or names what is wrong (tests/unit/test_config_plain.py
     compares both).
     """
     values = sec.values
@@ -630,7 +630,9 @@ def _plain_reals(sec, servers, svc_key, forward):
         packed = list(map(inet_pton, repeat(af), addresses))
     except OSError:
         return None
-    if af == AF_INET6:  # glibc's inet_pton takes no IPv4 address but the canonical text
+    # An IPv4 text that glibc's inet_pton takes is already canonical (no leading
+    # zeros, four parts): kept as written.  IPv6 has several spellings: normalized.
+    if af == AF_INET6:
         addresses = list(map(inet_ntop, repeat(af), packed))
     if len(set(addresses)) != len(addresses):
         return None

@@ -49,6 +49,19 @@ def test_dest_round_trip_and_delete_carries_identity_only():
     assert cmd == ipvs.CMD_DEL_DEST and set(dest) == {ipvs.DEST_ADDR, ipvs.DEST_PORT, ipvs.DEST_ADDR_FAMILY}
 
 
+def test_wire_bytes_are_pinned():
+    """A service and a real server, byte for byte as the lab kernel took them (session 4's encoder)."""
+    svc = Service(ServiceKey(AF_INET, 6, "10.0.0.1", 80), "wlc", F_PERSISTENT, 300, 24)
+    ident = "06000100020000000600020006000000140003000a000001" + "00" * 12 + "0600040000500000"
+    ops = [P.Op(P.ADD_SERVICE, svc), P.Op(P.ADD_DEST, svc, Dest("10.0.0.5", 80, 3, 7, 100, 10))]
+    assert [(cmd, attrs.hex()) for cmd, attrs in ipvs.encode_ops(ops)] == [
+        (ipvs.CMD_NEW_SERVICE, "54000180" + ident + "08000600776c63000c00070001000000ffffffff"
+                                                    "080008002c01000008000900ffffff00"),
+        (ipvs.CMD_NEW_DEST, "30000180" + ident + "48000280140001000a000005" + "00" * 12
+         + "06000200005000000800030003000000080004000700000008000500640000000800"
+           "06000a00000006000b0002000000")]
+
+
 def test_encode_ops_equals_encode_op_one_by_one():
     """The batch encoder (a service's identity looked up once a run) changes no byte."""
     web = Service(ServiceKey(AF_INET, 6, "10.0.0.1", 80), "wlc")
