@@ -30,3 +30,34 @@ def _log_state():
         setattr(log, n, v)
     log._prefixes.clear()
     log._prefixes.update(prefixes)
+
+
+class SyslogSocket:
+    """A datagram socket standing for /dev/log, which lvskit.log sends to (syslog on, not verbose)."""
+
+    def __init__(self, path):
+        import socket
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(2)
+
+    def line(self):
+        """The next datagram, whole ("<30>prog[pid]: text")."""
+        return self.sock.recv(4096).decode()
+
+    def text(self):
+        """The next datagram's text after "prog[pid]: "."""
+        return self.line().partition("]: ")[2]
+
+
+@pytest.fixture
+def syslog_socket(tmp_path, monkeypatch):
+    from lvskit import log
+    s = SyslogSocket(str(tmp_path / "log"))
+    monkeypatch.setattr(log, "SYSLOG_PATH", s.path)
+    monkeypatch.setattr(log, "_sock", None)
+    log.setup("x", verbose=False, use_syslog=True)
+    monkeypatch.setattr(log, "_verbose", False)         # pytest's stderr may look like a tty
+    yield s
+    s.sock.close()

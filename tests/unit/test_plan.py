@@ -263,21 +263,12 @@ def test_writers_share_the_table_lock(tmp_path):
     assert sync.reconcile(cfg, FakeKernel(), dry_run=True).ops        # a dry run needs no lock
 
 
-def test_each_applied_change_is_one_syslog_line_and_none_is_formatted_for_nobody(tmp_path, monkeypatch):
-    import socket
+def test_each_applied_change_is_one_syslog_line_and_none_is_formatted_for_nobody(tmp_path, monkeypatch,
+                                                                                  syslog_socket):
     from lvskit import log
-    path = str(tmp_path / "log")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(path)
-    server.settimeout(0.5)
-    monkeypatch.setattr(log, "SYSLOG_PATH", path)
-    monkeypatch.setattr(log, "_sock", None)
-    log.setup("ipvs-sync", verbose=False, use_syslog=True)
-    monkeypatch.setattr(log, "_verbose", False)
     out = sync.reconcile(cfg_for(tmp_path), FakeKernel())
-    lines = [server.recv(4096).decode().partition("]: ")[2] for _ in out.ops]
+    lines = [syslog_socket.text() for _ in out.ops]
     assert lines == [op.ipvsadm() for op in out.ops] and len(lines) == 6
-    server.close()
     monkeypatch.setattr(log, "SYSLOG_PATH", str(tmp_path / "none"))
     monkeypatch.setattr(log, "_sock", None)
     monkeypatch.setattr(P.Op, "ipvsadm", lambda op: 1 / 0)     # nobody listens: never called
