@@ -19,9 +19,9 @@ result is a tree of frozen records (lvskit.record).
 """
 import os
 import re
-from socket import inet_ntop, inet_pton
 from itertools import repeat
 from operator import itemgetter
+from socket import inet_ntop, inet_pton
 
 from . import ini
 from .nogc import nogc
@@ -607,8 +607,8 @@ def _plain_reals(sec, servers, svc_key, forward):
     Plain: ``real.NAME = weight=N``, NAME a [server] or an address, either
     in the service's family, N a weight in range, no real server twice.
     That is the usual line, and the first run after an install parses a big
-    table whole: C-level passes over the section's lines take 0.9 us a real
-    server on the test host where _real takes 2.4.  Anything else (other
+    table whole: C-level passes over the section's lines build 10,000 real
+    servers in 15 ms on the test host, _real in 24.  Anything else (other
     options, a mixed family, any error) goes to _reals, line by line, which
     builds the same records or names what is wrong (tests/unit/test_config_plain.py
     compares both).

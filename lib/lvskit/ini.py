@@ -180,8 +180,8 @@ def _chunk(chunk, path, first, seen):
     A plain chunk (see _PLAIN_LINE) is read by one regex pass; any other is
     read line by line by _parse_into, which names what is wrong.  Both read
     a plain chunk alike (tests/unit/test_config_plain.py): the first run after an
-    install parses a big table whole, 10,000 real servers' lines, and one
-    pass is 2x faster than the loop.
+    install parses a big table whole (1,000 x 10: 12 ms instead of 15 on the
+    test host).
     """
     head, _, body = chunk.partition("\n")
     m = _HEADER.match(head.strip())

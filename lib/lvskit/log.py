@@ -126,7 +126,7 @@ def infos(lines):
     """
     if not heard():
         return
-    if _verbose or not _use_syslog:
+    if _verbose:
         for line in lines:
             info(line)
         return
