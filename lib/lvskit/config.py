@@ -24,12 +24,12 @@ from operator import itemgetter
 from socket import inet_ntop, inet_pton
 
 from . import ini
-from .nogc import nogc
 from .errors import ConfigError
-from .record import record
 from .model import (AF_INET, AF_INET6, F_ONEPACKET, F_PERSISTENT, FORWARD, MAX_WEIGHT,
                     PROTOCOLS, SCHED_FLAG_ALIASES, SCHED_FLAGS, SCHEDULERS, Dest, Service,
                     ServiceKey, family_of, normalize_address)
+from .nogc import nogc
+from .record import record
 
 REMOVAL = ("drain", "delete")
 ON_FAILURE = ("quiesce", "remove")

@@ -567,7 +567,7 @@ class Kernel:
         for start in range(0, len(items), BATCH):
             chunk = items[start:start + BATCH]
             first = self.seq + 1        # the chunk's sequence numbers: first, first + 1, ...
-            self.seq += len(chunk)
+            self.seq += len(chunk)      # headers packed here as _message does, without its call each
             self.sock.send(b"".join([pack(size + len(attrs), family, NLM_F_REQUEST, seq, 0, cmd, 1, 0)
                                      + attrs for seq, (cmd, attrs) in zip(count(first), chunk)]))
             self.writes += len(chunk)

@@ -7,8 +7,8 @@ import os
 import sys
 
 from . import log, state
-from .nogc import nogc
 from .model import ServiceKey
+from .nogc import nogc
 from .plan import DEL_SERVICE, plan_changes
 
 
