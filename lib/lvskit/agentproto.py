@@ -20,8 +20,8 @@ from dataclasses import dataclass
 MAX_LINE = 256          # HAProxy reads at most a buffer; an agent that says more is broken
 STATES = {"up": "up", "ready": "up", "drain": "drain", "maint": "maint",
           "down": "down", "failed": "down", "stopped": "down"}
-_PERCENT = re.compile(r"^(\d{1,3}(?:\.\d{1,3})?)%$")
-_MAXCONN = re.compile(r"^maxconn:(\d{1,9})$")
+_PERCENT = re.compile(r"^([0-9]{1,3}(?:\.[0-9]{1,3})?)%$")
+_MAXCONN = re.compile(r"^maxconn:([0-9]{1,9})$")
 _SPLIT = re.compile(r"[ \t,]+")
 
 

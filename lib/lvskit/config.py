@@ -208,6 +208,8 @@ class Config(record(
         run_dir="/run/lvskit",
         maint_dir="",           # check-real maintenance flags; "" is STATE_DIR/maint
         check_hook="",          # command check-real runs on every health change
+        max_remove=0.5,         # share of its services one ipvs-sync run may delete
+        foreign="warn",         # ipvs-sync --check on services nobody accounts for: warn|ignore
         servers={},             # name -> Server (never mutated)
         services=(),            # of VirtualService
         reweight=Reweight(),
@@ -235,6 +237,12 @@ class Config(record(
 
 # --- typed getters -----------------------------------------------------------
 
+# ASCII digits only: int() and float() also take "1_0" and other scripts' digits
+# (a full-width "１"), which no admin means as a number.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _int(sec, key, lo, hi, default=None, text=None, label=""):
     raw = sec.take(key) if text is None else text
     label = f"{label} " if label else ""
@@ -242,12 +250,11 @@ def _int(sec, key, lo, hi, default=None, text=None, label=""):
         if default is None:
             raise sec.error("missing", key)
         return default
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise sec.error(f"{label}{raw!r} is not a whole number", key) from None
-    if not lo <= value <= hi:
-        raise sec.error(f"{label}{value} out of range {lo}..{hi}", key)
+    if not _INTEGER.fullmatch(raw):
+        raise sec.error(f"{label}{raw!r} is not a whole number", key)
+    if len(raw) > 20 or not lo <= int(raw, 10) <= hi:     # int() refuses over 4,300 digits
+        raise sec.error(f"{label}{raw[:24]}{'...' if len(raw) > 24 else ''} out of range {lo}..{hi}", key)
+    value = int(raw, 10)
     return value
 
 
@@ -289,13 +296,23 @@ def _float(sec, key, lo, hi, default):
     raw = sec.take(key)
     if raw is None or raw == "":
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise sec.error(f"{raw!r} is not a number", key) from None
+    if not _NUMBER.fullmatch(raw):
+        raise sec.error(f"{raw!r} is not a number", key)
+    value = float(raw)
     if not lo <= value <= hi:
         raise sec.error(f"{value:g} out of range {lo:g}..{hi:g}", key)
     return value
+
+
+def _percent(sec, key, default):
+    """A share from 'N%' (0..100)."""
+    raw = sec.take(key)
+    if raw is None or raw == "":
+        return default
+    if not raw.endswith("%") or not _NUMBER.fullmatch(raw[:-1].strip()) \
+            or not 0 <= float(raw[:-1]) <= 100:
+        raise sec.error(f"{raw!r} is not a percentage 0%..100%", key)
+    return float(raw[:-1]) / 100
 
 
 def _path(sec, key, default):
@@ -319,6 +336,8 @@ def _global(sec, out):
     hook = sec.take("check_hook")
     if hook:
         out["check_hook"] = hook
+    out["max_remove"] = _percent(sec, "max_remove", 0.5)
+    out["foreign"] = _choice(sec, "foreign", ("warn", "ignore"), "warn")
     for key in ("state_dir", "run_dir", "maint_dir"):
         value = sec.take(key)
         if value is not None:
@@ -343,14 +362,15 @@ def _netmask(sec, af, persistent):
         return full
     if not persistent:
         raise sec.error("netmask only means something with persistent", "netmask")
-    try:
-        if af == AF_INET6 or raw.lstrip("/").isdigit():
-            prefix = int(raw.lstrip("/"))
-        else:
-            import ipaddress    # late, as below: rare keys, and a cron script pays every import
+    prefix = -1
+    if _INTEGER.fullmatch(raw.lstrip("/")):
+        prefix = int(raw.lstrip("/"))
+    elif af == AF_INET:
+        import ipaddress    # late, as below: rare keys, and a cron script pays every import
+        try:
             prefix = ipaddress.IPv4Network(f"0.0.0.0/{raw}").prefixlen
-    except ValueError:
-        prefix = -1
+        except ValueError:
+            pass
     if not 1 <= prefix <= full:
         raise sec.error(f"{raw!r} is not a netmask for this family (/1../{full})", "netmask")
     return prefix
@@ -444,9 +464,9 @@ def _status_ranges(sec, key):
     ranges = []
     for part in filter(None, re.split(r"[\s,]+", raw)):
         lo, dash, hi = part.partition("-")
-        try:
+        if _INTEGER.fullmatch(lo) and (not dash or _INTEGER.fullmatch(hi)):
             lo, hi = int(lo), int(hi) if dash else int(lo)
-        except ValueError:
+        else:
             lo = hi = -1
         if not 100 <= lo <= hi <= 599:
             raise sec.error(f"{part!r} is not a status or range within 100-599 (e.g. 200-299,302)", key)
@@ -539,8 +559,8 @@ def _sorry(sec, servers, svc_key, forward):
     if not raw:
         return None
     name, port = raw, svc_key.port
-    m = re.match(r"^\[([^\]]+)\]:(\d+)$", raw) or (
-        re.match(r"^([^:]+):(\d+)$", raw) if raw.count(":") == 1 else None)
+    m = re.match(r"^\[([^\]]+)\]:([0-9]+)$", raw) or (
+        re.match(r"^([^:]+):([0-9]+)$", raw) if raw.count(":") == 1 else None)
     if m:
         name, port = m.group(1), _int(sec, "sorry", 1, 65535, text=m.group(2), label="port")
     address = _server_address(sec, "sorry", name, servers)
@@ -732,14 +752,14 @@ def parse_listen(text):
     try:
         if addr:
             addr = normalize_address(addr)
-        if not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not _INTEGER.fullmatch(port) or not 1 <= int(port) <= 65535:
             raise ValueError
     except ValueError:
         raise ValueError(f"{text!r} is not [ADDR:]PORT") from None
     return addr, int(port)
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?$")
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s)?$")
 
 
 def _duration(sec, key, lo, hi, default):

@@ -8,7 +8,9 @@ Format: ``[kind]`` or ``[kind name]`` headers; ``key = value`` lines; ``#`` or
 case-sensitive; a key given twice in one section, or a section given twice, is
 an error.  Values run to the end of the line (no continuation lines).
 """
+import os
 import re
+import stat
 
 from .errors import ConfigError
 
@@ -250,11 +252,19 @@ def read(path):
 
 
 def read_text(path):
+    """The file's text; only a regular file (a FIFO or a device would hang or never end)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError("no such file", path) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", path) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ConfigError("not a regular file", path)
+        with open(fd, encoding="utf-8") as f:
+            text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read: {getattr(e, 'strerror', None) or e}", path) from None
     return text

@@ -7,9 +7,10 @@ import os
 import sys
 
 from . import log, state
+from .errors import NOT_CONFIGURED, Fatal
 from .model import ServiceKey
 from .nogc import nogc
-from .plan import DEL_SERVICE, plan_changes
+from .plan import ADD_SERVICE, DEL_SERVICE, plan_changes
 
 
 def owned_path(cfg):
@@ -34,8 +35,44 @@ def load_owned(cfg):
 
 
 def save_owned(cfg, keys):
-    state.save(owned_path(cfg), {"services": sorted(
-        [k.af, k.protocol, k.address, k.port, k.fwmark] for k in keys)}, indent=None)
+    """Record the services ipvs-sync made; False (and one error line) when the file cannot be written.
+
+    The table is still made right when the record cannot be: a full disk must
+    not stop a director from serving.
+    """
+    try:
+        state.save(owned_path(cfg), {"services": sorted(
+            [k.af, k.protocol, k.address, k.port, k.fwmark] for k in keys)}, indent=None)
+    except OSError as e:
+        log.error(f"{owned_path(cfg)}: cannot record the services ipvs-sync made: "
+                  f"{e.strerror or e}")
+        return False
+    return True
+
+
+class Refused(Fatal):
+    """A plan that would delete too many of ipvs-sync's services: nothing was changed."""
+
+    def __init__(self, message):
+        super().__init__(message, NOT_CONFIGURED)
+
+
+def guard(cfg, ops, current, owned):
+    """Refuse ops that delete every service ipvs-sync made, or more than [global] max_remove of them.
+
+    An emptied or truncated config looks exactly like a wish to delete the
+    table; deleting it is one deliberate --force away.  Deleting one service
+    is always allowed, unless it is the last one.
+    """
+    doomed = [op.service.key for op in ops if op.kind == DEL_SERVICE]
+    if not doomed:
+        return
+    made = sum(1 for key in owned if key in current)
+    if len(doomed) == made or (len(doomed) > 1 and len(doomed) > cfg.max_remove * made):
+        what = "all" if len(doomed) == made else f"{len(doomed)} of the {made}"
+        raise Refused(f"{cfg.path}: refusing to delete {what} services ipvs-sync made "
+                      f"(first {doomed[0]}; [global] max_remove = {cfg.max_remove:.0%}): "
+                      f"an emptied or cut config? Run ipvs-sync --force to delete them")
 
 
 def desired_table(cfg, adjust=None):
@@ -67,29 +104,31 @@ class Outcome:
         self.ops = ops
         self.failed = []            # [(op, message)]
         self.current = current      # the table the plan was made against
+        self.unrecorded = False     # ipvs-sync.json could not be written
 
 
 TABLE_LOCK_WAIT = 30.0     # seconds a writer waits for another one's plan and writes
 
 
-def reconcile(cfg, kernel, desired=None, dry_run=False, current=None, select=None):
+def reconcile(cfg, kernel, desired=None, dry_run=False, current=None, select=None, force=False):
     """Plan and (unless dry_run) apply; one syslog line per kernel change.
 
     current: the table as we believe it is (ipvs-sync --every's memory);
     read from the kernel when None.  select(op) -> bool keeps only some
     operations (reweight: weight edits of real servers already there).
-    Writers hold the shared ``ipvs-table`` lock from reading state to the
-    last write.
+    A plan that deletes too many services raises Refused (see guard)
+    unless force.  Writers hold the shared ``ipvs-table`` lock from reading
+    state to the last write.
     """
     if dry_run:
-        return _reconcile(cfg, kernel, desired, True, current, select)
+        return _reconcile(cfg, kernel, desired, True, current, select, force)
     from .lock import Lock
     with Lock(cfg.run_dir, "ipvs-table", wait=TABLE_LOCK_WAIT):
-        return _reconcile(cfg, kernel, desired, False, current, select)
+        return _reconcile(cfg, kernel, desired, False, current, select, force)
 
 
 @nogc
-def _reconcile(cfg, kernel, desired, dry_run, current, select):
+def _reconcile(cfg, kernel, desired, dry_run, current, select, force):
     if desired is None:
         from .overlay import adjuster
         desired = desired_table(cfg, adjuster(cfg))
@@ -101,8 +140,15 @@ def _reconcile(cfg, kernel, desired, dry_run, current, select):
     if select is not None:
         ops = [op for op in ops if select(op)]
     out = Outcome(ops, current=current)
+    if not force:
+        guard(cfg, ops, current, owned)
     if dry_run:
         return out
+    # recorded before they are made: a run killed mid-load leaves no service nobody owns
+    added = {op.service.key for op in ops if op.kind == ADD_SERVICE}
+    if select is None and not added <= owned:
+        owned = owned | added
+        out.unrecorded = not save_owned(cfg, owned)
     out.failed = kernel.execute(out.ops) if out.ops else []
     bad = {id(op) for op, _ in out.failed}
     log.infos(op.ipvsadm() for op in out.ops if id(op) not in bad)   # formatted if anyone hears
@@ -112,7 +158,7 @@ def _reconcile(cfg, kernel, desired, dry_run, current, select):
     # a service whose deletion failed stays ours, so the next run deletes it
     keep = set(desired) | {op.service.key for op, _ in out.failed if op.kind == DEL_SERVICE}
     if select is None and owned != keep:
-        save_owned(cfg, keep)
+        out.unrecorded = not save_owned(cfg, keep) or out.unrecorded
     return out
 
 
@@ -129,12 +175,12 @@ class Follower:
         self.kernel = kernel
         self.memory = None      # MemoryTable of what we believe the kernel holds
 
-    def step(self, cfg, full=True):
+    def step(self, cfg, full=True, force=False):
         from .memtable import MemoryTable
         current = None if full or self.memory is None else self.memory.read()
-        out = reconcile(cfg, self.kernel, current=current)
+        out = reconcile(cfg, self.kernel, current=current, force=force)
         if out.failed and current is not None:
-            return self.step(cfg, full=True)
+            return self.step(cfg, full=True, force=force)
         self.memory = MemoryTable(out.current)
         bad = {id(op) for op, _ in out.failed}
         self.memory.execute([op for op in out.ops if id(op) not in bad])
@@ -149,47 +195,70 @@ def open_kernel():
 
 
 def check(cfg, kernel=None):
-    """monitoring-plugins style: is the kernel in line with the config?"""
-    from .errors import CHECK_CRITICAL, CHECK_OK, CHECK_UNKNOWN, Fatal
+    """monitoring-plugins style: is the kernel in line with the config?
+
+    CRITICAL when changes are pending; WARNING when the kernel holds services
+    that are neither in the config nor made by ipvs-sync ([global] foreign =
+    ignore to accept them): an orphan, or somebody else's table.
+    """
+    from .errors import CHECK_CRITICAL, CHECK_OK, CHECK_UNKNOWN, CHECK_WARNING
     try:
         kernel = kernel or open_kernel()
-        out = reconcile(cfg, kernel, dry_run=True)
+        current = kernel.read()
+        out = reconcile(cfg, kernel, dry_run=True, current=current, force=True)
+        owned = load_owned(cfg)
     except Fatal as e:
         print(f"IPVS_SYNC UNKNOWN - {e}")
         return CHECK_UNKNOWN
     n = len(cfg.services)
-    if not out.ops:
-        print(f"IPVS_SYNC OK - {n} services in line with the config | changes=0;;;0")
-        return CHECK_OK
-    first = out.ops[0].ipvsadm()
-    print(f"IPVS_SYNC CRITICAL - {len(out.ops)} changes pending, first: {first} "
-          f"| changes={len(out.ops)};;;0")
-    for op in out.ops[1:]:
-        print(op.ipvsadm())
-    return CHECK_CRITICAL
+    wanted = {vs.key for vs in cfg.services}
+    foreign = sorted(k for k in current if k not in wanted and k not in owned) \
+        if cfg.foreign == "warn" else []
+    perf = f"changes={len(out.ops)};;;0 foreign={len(foreign)};;;0"
+    if out.ops:
+        first = out.ops[0].ipvsadm()
+        print(f"IPVS_SYNC CRITICAL - {len(out.ops)} changes pending, first: {first} | {perf}")
+        for op in out.ops[1:]:
+            print(op.ipvsadm())
+        return CHECK_CRITICAL
+    if foreign:
+        print(f"IPVS_SYNC WARNING - {n} services in line with the config; {len(foreign)} in the "
+              f"kernel that are not in it nor made by ipvs-sync: "
+              f"{', '.join(map(str, foreign[:5]))}{' ...' if len(foreign) > 5 else ''} | {perf}")
+        return CHECK_WARNING
+    print(f"IPVS_SYNC OK - {n} services in line with the config | {perf}")
+    return CHECK_OK
 
 
-def _once(cfg, kernel, dry_run):
+def _once(cfg, kernel, dry_run, force):
     from .errors import ERROR, OK
-    out = reconcile(cfg, kernel, dry_run=dry_run)
+    out = reconcile(cfg, kernel, dry_run=dry_run, force=force)
     if dry_run:
         for op in out.ops:
             print(op.ipvsadm())
         return OK
-    return ERROR if out.failed else OK
+    return ERROR if out.failed or out.unrecorded else OK
 
 
-def run(cfg, path, dry_run=False, every=None, kernel=None):
-    """ipvs-sync's work: once, or in a loop that also wakes on SIGHUP and config edits."""
+SETTLE = 1.0    # seconds a changed config must stay unchanged before --every reads it
+
+
+def run(cfg, path, dry_run=False, every=None, kernel=None, force=False):
+    """ipvs-sync's work: once, or in a loop that also wakes on SIGHUP and config edits.
+
+    The loop reads an edited config only once it has not changed for SETTLE
+    seconds (an editor or a copy may be rewriting it in place), and keeps the
+    previous config when the new one is invalid or refused by the guard.
+    """
     from . import config as config_mod
-    from .errors import ERROR, OK, Fatal, USAGE
+    from .errors import ERROR, OK, USAGE
     from .lock import Lock
     if every is not None and dry_run:
         raise Fatal("--dry-run and --every do not mix: a dry run looks once", USAGE)
     held = None if dry_run else Lock(cfg.run_dir, "ipvs-sync")  # noqa: F841 (held until exit)
     kernel = kernel or open_kernel()
     if every is None:
-        return _once(cfg, kernel, dry_run)
+        return _once(cfg, kernel, dry_run, force)
     import signal   # here: building its enums is 8 ms of a one-shot run in the lab guest
     import time
     woken = []
@@ -206,22 +275,46 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
     def state_stamp():      # check-real and reweight write these: follow them at once
         from .overlay import health_path, weights_path
         return (stamp(health_path(cfg)), stamp(weights_path(cfg)))
+
+    changing = [None, 0.0]      # the config's stamp while it settles, and since when
+
+    def settled():
+        """True once an edited config has stayed the same for SETTLE seconds."""
+        now, st = time.monotonic(), stamp()
+        if st == seen:
+            changing[0] = None
+            return False
+        if st != changing[0]:
+            if changing[0] is None:
+                log.info(f"{path} changed: reading it once it has not changed for {SETTLE:g} s")
+            changing[:] = [st, now]
+        return now - changing[1] >= SETTLE
+
     last_state = state_stamp()
     follower, seen, full, code = Follower(kernel), stamp(), True, 0
     memo = {}      # sections built before: an edit re-validates only what changed
     cfg = config_mod.load(path, memo)      # one full parse fills it (the caller's load may be a cache hit)
+    good, refused = None, None     # the last config applied; the last refusal logged
     while True:
-        out = follower.step(cfg, full=full)
-        code = ERROR if out.failed else OK
+        try:
+            out = follower.step(cfg, full=full, force=force)
+            good = cfg
+        except Refused as e:
+            if str(e) != refused:
+                log.error(f"{e} (keeping the previous config)" if good else str(e))
+                refused = str(e)
+            out = follower.step(good, full=True) if good is not None else Outcome([])
+            cfg = good or cfg
+        code = ERROR if out.failed or out.unrecorded else OK
         deadline = time.monotonic() + every
-        while time.monotonic() < deadline and not woken and stamp() == seen \
+        while time.monotonic() < deadline and not woken and not settled() \
                 and state_stamp() == last_state:
             time.sleep(0.05)
         full = time.monotonic() >= deadline or bool(woken)
         woken.clear()
         last_state = state_stamp()
-        if stamp() != seen:
-            seen = stamp()
+        if settled():
+            seen, changing[0] = changing[0], None
             try:
                 cfg = config_mod.load(path, memo)
             except Fatal as e:

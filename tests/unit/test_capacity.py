@@ -105,7 +105,8 @@ def test_script_inetd_mode_writes_one_line(tmp_path):
 
 
 def test_script_errors(tmp_path):
-    r = run_agent("--proc-root", str(tmp_path / "missing"), cfg="/dev/null")
+    (tmp_path / "empty.ini").write_text("")
+    r = run_agent("--proc-root", str(tmp_path / "missing"), cfg=str(tmp_path / "empty.ini"))
     assert r.returncode == 1 and r.stdout == "" and "cannot measure load" in r.stderr
     bad = tmp_path / "bad.ini"
     bad.write_text("[agent]\ncpu_full = lots\n")
