@@ -781,6 +781,10 @@ def _duration(sec, key, lo, hi, default):
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
 
 
+# What the kernel takes as a device name (dev_valid_name): 1-15 bytes, no '/', ':' or blank.
+_IFNAME = re.compile(r"^(?!\.\.?$)[^\s/:]{1,15}$")
+
+
 def _node(sec):
     if not _NAME.match(sec.name or "") or len(sec.name) > 64:
         raise sec.error("a [node] section needs a name: [node NAME], ASCII letters, digits, '_', '.', '-' "
@@ -872,7 +876,7 @@ def _heartbeat(sec, services, nodes, node_secs):
     if not key_file or not key_file.startswith("/"):
         raise sec.error("missing, or not an absolute path", "key_file")
     vip_interface = sec.take("vip_interface")
-    if not vip_interface or len(vip_interface) > 15:
+    if not vip_interface or not _IFNAME.match(vip_interface):
         raise sec.error("missing, or not an interface name", "vip_interface")
     kw = {}
     kw["port"] = _int(sec, "port", 1, 65535, 694)
@@ -904,6 +908,8 @@ def _heartbeat(sec, services, nodes, node_secs):
     kw["arp_repeat"] = _duration(sec, "arp_repeat", 0, 60, 2.0)
     kw["release_wait"] = _duration(sec, "release_wait", 0, 60, 2.0)
     kw["sync_interface"] = sec.take("sync_interface", "") or ""
+    if kw["sync_interface"] and not _IFNAME.match(kw["sync_interface"]):
+        raise sec.error(f"{kw['sync_interface']!r} is not an interface name", "sync_interface")
     kw["syncid"] = _int(sec, "syncid", 0, 255, 0)
     for key in ("on_acquire", "on_release", "monitor_start", "monitor_stop"):
         kw[key] = _hook_command(sec, key)
