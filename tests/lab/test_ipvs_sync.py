@@ -76,6 +76,63 @@ def test_foreign_entries_survive_hand_changes_are_repaired(netns, tmp_path):
     assert table == SEED_TABLE
 
 
+def test_an_emptied_or_cut_config_leaves_the_kernel_as_it_was(netns, tmp_path):
+    cfg = seed_config(tmp_path)
+    assert script(netns.run, "ipvs-sync", "-c", cfg).returncode == 0
+    before = netns.run(["ipvsadm", "-Sn"]).stdout
+    for text, words in (("", "no [service] section"),
+                        (SEED.split("[service ssh]")[0], "refusing to delete 2 of the 3 services")):
+        seed_config(tmp_path, text)
+        r = script(netns.run, "ipvs-sync", "-c", cfg)
+        assert r.returncode == 6 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert netns.run(["ipvsadm", "-Sn"]).stdout == before
+    r = script(netns.run, "ipvs-sync", "-c", cfg, "--force")       # the deliberate act
+    assert r.returncode == 0 and list(ipvsadm_ln(netns.run)) == [f"TCP {VIP}:80"]
+
+
+def many_services(tmp_path, n, extra=""):
+    path = tmp_path / "many.ini"
+    path.write_text(f"[global]\nstate_dir = {tmp_path}/state\nrun_dir = {tmp_path}/run\n{extra}" + "".join(
+        f"[service s{i}]\naddress = 10.7.{i // 250}.{i % 250 + 1}\nport = 80\n"
+        + "".join(f"real.10.8.0.{j} = weight=1\n" for j in range(1, 11)) for i in range(n)))
+    return str(path)
+
+
+def test_a_load_killed_midway_leaves_no_orphan(netns, tmp_path):
+    """SIGKILL while the kernel fills; then a smaller config: exactly its services remain."""
+    import signal
+    import subprocess
+    cfg = many_services(tmp_path, 1000)
+    load = subprocess.Popen(["ip", "netns", "exec", netns.name, "/usr/bin/python3",
+                             os.path.join(ROOT, "bin", "ipvs-sync"), "-c", cfg],
+                            env={**os.environ, "LVSKIT_NO_SYSLOG": "1"})
+    try:
+        ip_vs = f"/proc/{load.pid}/net/ip_vs"      # the namespace's table, as the loader sees it
+        inside = f"net:[{os.stat(f'/run/netns/{netns.name}').st_ino}]"
+        count = 0
+        while load.poll() is None and count == 0:
+            try:
+                if os.readlink(f"/proc/{load.pid}/ns/net") != inside:   # not yet in the namespace
+                    continue
+                with open(ip_vs) as f:
+                    count = sum(1 for line in f if line.startswith(("TCP", "UDP")))
+            except OSError:
+                pass
+        load.send_signal(signal.SIGKILL)
+    finally:
+        load.wait()
+    loaded = len(ipvsadm_ln(netns.run))
+    assert 0 < loaded < 1000, "the kill came too late to test anything"
+    cfg = many_services(tmp_path, 10)
+    r = script(netns.run, "ipvs-sync", "-c", cfg)
+    assert r.returncode == 6 and "refusing to delete" in r.stderr       # most of the table: not without --force
+    r = script(netns.run, "ipvs-sync", "-c", cfg, "--force")
+    assert r.returncode == 0, r.stderr
+    assert sorted(ipvsadm_ln(netns.run)) == sorted(f"TCP 10.7.0.{i + 1}:80" for i in range(10))
+    check = script(netns.run, "ipvs-sync", "-c", cfg, "--check")
+    assert check.returncode == 0 and check.stdout.startswith("IPVS_SYNC OK"), check.stdout
+
+
 REFUSED = """
 [global]
 state_dir = {state}
