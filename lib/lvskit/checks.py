@@ -3,7 +3,12 @@
 A round lasts about one timeout, not the sum of them (ldirectord and mon
 check one server after the other): socket probes (tcp, ssh, udp, xdmcp,
 ping) are non-blocking sockets in one selector loop; http/https and external
-programs, which block, run in a thread pool alongside.
+programs, which block, each run on a thread of their own alongside
+(deadline.py).  Every probe has a deadline for its whole exchange: the
+round's start plus its check_timeout, whatever the server does (trickles its
+answer, accepts and says nothing, never accepts); what is still running then
+is a timeout, cut off (its sockets shut down, its process group killed), and
+the round ends with its last deadline.
 
 A Probe is the question asked of one endpoint; two services that ask the same
 question of the same server share one Probe (it is hashable), so each
@@ -17,15 +22,16 @@ import selectors
 import socket
 import struct
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from . import xdmcp
+from . import deadline, xdmcp
 from .health import DOWN, UNKNOWN, UP, WARNING, Result
 
 SOCKET_KINDS = ("tcp", "ssh", "udp", "xdmcp", "ping")
 THREAD_KINDS = ("http", "https", "external")
-MAX_THREADS = 128
+# descriptors a probe holds at once: a socket; a socket and the duplicate that
+# cuts it; a process's pipes and terminal
+_FILES = {"http": 2, "https": 2, "external": 4}
 _BANNER_MAX = 512
 
 
@@ -54,24 +60,21 @@ def probe_for(check, dest):
 
 
 def run(probes):
-    """{Probe: health.Result} for every probe, run concurrently."""
+    """{Probe: health.Result} for every probe, run concurrently; returns by the last deadline."""
     probes = list(dict.fromkeys(probes))
-    _enough_files(len(probes))
-    threaded = [p for p in probes if p.kind in THREAD_KINDS]
-    results = {}
-    pool = None
-    futures = {}
-    if threaded:
-        pool = ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(threaded)))
-        futures = {p: pool.submit(_threaded, p) for p in threaded}
-    results.update(_socket_round([p for p in probes if p.kind in SOCKET_KINDS]))
-    for p, fut in futures.items():
-        try:
-            results[p] = fut.result()
-        except Exception as e:      # a bug in one probe must not lose the round
-            results[p] = Result(UNKNOWN, f"check failed: {e.__class__.__name__}: {e}")
-    if pool:
-        pool.shutdown(wait=True)
+    _enough_files(sum(_FILES.get(p.kind, 1) for p in probes))
+    if any(p.kind in ("http", "https") for p in probes):
+        from . import httpcheck  # noqa: F401 (the only module that imports requests: before any clock)
+    start = time.monotonic()
+    threaded = deadline.Batch({p: (start + p.timeout, lambda exchange, p=p: _threaded(p, exchange))
+                               for p in probes if p.kind in THREAD_KINDS})
+    results = _socket_round([p for p in probes if p.kind in SOCKET_KINDS], start)
+    for p, r in threaded.wait().items():
+        if isinstance(r, TimeoutError):
+            r = Result(DOWN, _late(p), p.timeout)
+        elif isinstance(r, Exception):      # a bug in one probe must not lose the round
+            r = Result(UNKNOWN, f"check failed: {r.__class__.__name__}: {r}")
+        results[p] = r
     return results
 
 
@@ -84,14 +87,20 @@ def _enough_files(n):
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
-def _threaded(p):
+def _threaded(p, exchange):
     start = time.monotonic()
     if p.kind == "external":
-        r = _external(p)
+        r = _external(p, exchange)
     else:
-        from . import httpcheck     # the only module that imports requests
+        from . import httpcheck
         r = httpcheck.probe(p)
     return replace(r, elapsed=time.monotonic() - start)
+
+
+def _late(p):
+    if p.kind == "external":
+        return f"{os.path.basename(command_line(p)[0])} killed after {p.timeout:g}s"
+    return f"timeout after {p.timeout:g}s"
 
 
 # --- external programs: the monitoring-plugins contract ------------------------
@@ -101,14 +110,14 @@ def command_line(p):
     return [w.replace("{address}", p.address).replace("{port}", str(p.port)) for w in p.check.command]
 
 
-def _external(p):
+def _external(p, exchange):
     from . import run as runner
     argv = command_line(p)
     env = dict(os.environ, LVSKIT_ADDRESS=p.address, LVSKIT_PORT=str(p.port))
-    r = runner.run(argv, timeout=p.timeout, env=env)
+    r = runner.run(argv, timeout=exchange.left(), env=env)
     first = (r.stdout.strip().splitlines() or r.stderr.strip().splitlines() or [""])[0][:200]
     if r.timed_out:
-        return Result(DOWN, f"{os.path.basename(argv[0])} killed after {p.timeout:g}s")
+        return Result(DOWN, _late(p))
     status = {0: UP, 1: WARNING, 2: DOWN}.get(r.code, UNKNOWN)
     reason = first or f"{os.path.basename(argv[0])} exit {r.code}"
     if r.code not in (0, 1, 2, 3):
@@ -220,11 +229,10 @@ def _ms(start):
     return f"{(time.monotonic() - start) * 1000:.0f}ms"
 
 
-def _socket_round(probes):
+def _socket_round(probes, start):
     if not probes:
         return {}
     sel = selectors.DefaultSelector()
-    start = time.monotonic()
     pending, results = [], {}
     pinger = _Pinger(sel) if any(p.kind == "ping" for p in probes) else None
     for p in probes:

@@ -6,16 +6,23 @@ Asks the real server itself (its address, not the VIP) for the check's path,
 with the check's Host header; up when the status is in the wanted ranges and
 the body matches the pattern.  https verifies the certificate by default,
 against check_host when given (sent as SNI too), else against the address.
-Every probe asks for a fresh connection (Connection: close): a kept-alive one
-would hide a listener that died.  Sessions are reused per thread, which halves
-the CPU of a round of 1,000 probes.
+Every probe asks for a fresh connection (Connection: close) on a session of
+its own: a kept-alive one would hide a listener that died.
+
+Every exchange runs under a deadline.Exchange: requests' timeouts bound the
+connect and each read, and the connection's socket is registered with the
+exchange, which shuts it down at the deadline, so a server that trickles its
+headers, its TLS handshake or its body cannot stretch the exchange.
 """
 import re
-import threading
+import time
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from . import deadline
 from .health import DOWN, UP, Result
 
 BODY_MAX = 65536
@@ -23,7 +30,42 @@ BODY_MAX = 65536
 requests.packages.urllib3.disable_warnings(requests.packages.urllib3.exceptions.InsecureRequestWarning)
 
 
-class _NamedHost(HTTPAdapter):
+class _Watched:
+    """A urllib3 connection whose socket the calling thread's Exchange shuts down at its deadline."""
+
+    def _new_conn(self):
+        sock = super()._new_conn()
+        exchange = deadline.current()
+        if exchange is not None:
+            exchange.watch(sock)
+        return sock
+
+
+class _Conn(_Watched, HTTPConnection):
+    pass
+
+
+class _TLSConn(_Watched, HTTPSConnection):
+    pass
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _Conn
+
+
+class _TLSPool(HTTPSConnectionPool):
+    ConnectionCls = _TLSConn
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter with watched connections."""
+
+    def init_poolmanager(self, *args, **kw):
+        super().init_poolmanager(*args, **kw)
+        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
+
+
+class _NamedHost(_Adapter):
     """Connect to an address but speak TLS to a name (SNI and certificate check)."""
 
     def __init__(self, name, **kw):
@@ -41,33 +83,33 @@ def url(p):
     return f"{p.kind}://{host}:{p.port}{p.check.path}"
 
 
-_local = threading.local()
+def _session(tls_name=""):
+    """A session of one exchange: nothing pooled outlives it."""
+    s = requests.Session()
+    s.trust_env = False     # no proxies from the environment: we ask the real server itself
+    s.mount("http://", _Adapter())
+    s.mount("https://", _NamedHost(tls_name) if tls_name else _Adapter())
+    return s
 
 
-def _session(p):
-    """This thread's session for this TLS name (the adapter is per name)."""
-    name = p.check.host if p.kind == "https" and p.check.host and p.check.verify else ""
-    sessions = getattr(_local, "sessions", None)
-    if sessions is None:
-        sessions = _local.sessions = {}
-    if name not in sessions:
-        s = requests.Session()
-        s.trust_env = False     # no proxies from the environment: we ask the real server itself
-        if name:
-            s.mount("https://", _NamedHost(name))
-        sessions[name] = s
-    return sessions[name]
+def _left(timeout):
+    """requests' connect and read timeouts: what is left of the exchange (timeout outside one)."""
+    exchange = deadline.current()
+    left = exchange.left() if exchange is not None else timeout
+    return max(left, 0.001)
 
 
 def probe(p):
+    """check-real's probe; run it in a deadline.Exchange (checks.run does)."""
     c = p.check
     headers = {"Connection": "close", "User-Agent": "lvskit-check-real"}
     if c.host:
         headers["Host"] = c.host
     verify = (c.ca or True) if c.verify else False
-    session = _session(p)
+    left = _left(c.timeout)
+    session = _session(c.host if p.kind == "https" and c.host and c.verify else "")
     try:
-        with session.get(url(p), headers=headers, timeout=(c.timeout, c.timeout), verify=verify,
+        with session.get(url(p), headers=headers, timeout=(left, left), verify=verify,
                          allow_redirects=False, stream=True) as r:
             body = r.raw.read(BODY_MAX, decode_content=True) if c.body else b""
             status = r.status_code
@@ -79,6 +121,8 @@ def probe(p):
         return Result(DOWN, _short(e))
     except (requests.exceptions.RequestException, OSError) as e:
         return Result(DOWN, _short(e))
+    finally:
+        session.close()
     if not any(lo <= status <= hi for lo, hi in c.status):
         return Result(DOWN, f"HTTP {status}, want {_ranges(c.status)}")
     if c.body and not re.search(c.body, body.decode("utf-8", "replace")):
@@ -106,45 +150,31 @@ def _short(e):
 
 # --- reweight's load answers -------------------------------------------------------
 
-def _get_load(url, timeout, max_line):
+def _get_load(url, max_line):
     """The first line of a load URL's body (agent protocol), or why there is none."""
-    sessions = getattr(_local, "sessions", None)
-    if sessions is None:
-        sessions = _local.sessions = {}
-    session = sessions.get("") or sessions.setdefault("", requests.Session())
-    session.trust_env = False
+    left = _left(1.0)
+    session = _session()
     try:
-        r = session.get(url, timeout=timeout, stream=True, allow_redirects=False)
-        try:
+        with session.get(url, timeout=(left, left), stream=True, allow_redirects=False) as r:
             if r.status_code != 200:
                 return f"HTTP {r.status_code}"
             return r.raw.read(max_line + 1, decode_content=True)
-        finally:
-            r.close()
     except requests.Timeout:
         return "timeout"
     except requests.RequestException as e:
         return f"HTTP error: {type(e).__name__}"
+    finally:
+        session.close()
 
 
-def poll_load(urls, max_line, timeout=1.0, workers=32):
+def poll_load(urls, max_line, timeout=1.0):
     """{key: url} -> {key: body bytes or an error string}, all asked at once.
 
-    The round ends at its deadline: answers still running then are counted
-    as timeouts and left to finish in the background, never waited for.
+    Each answer has until the round's deadline, timeout seconds from now;
+    one still coming then is a timeout, and its connection is shut down.
     """
-    from concurrent.futures import ThreadPoolExecutor, wait
-    results = {}
-    if not urls:
-        return results
-    pool = ThreadPoolExecutor(min(workers, len(urls)))
-    try:
-        futures = {pool.submit(_get_load, url, timeout, max_line): key for key, url in urls.items()}
-        done, late = wait(futures, timeout=timeout + 0.5)
-        for f in done:
-            results[futures[f]] = f.result()
-        for f in late:
-            results[futures[f]] = "timeout"
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    return results
+    end = time.monotonic() + timeout
+    replies = deadline.run_all({key: (end, lambda _, u=u: _get_load(u, max_line)) for key, u in urls.items()})
+    return {key: "timeout" if isinstance(r, TimeoutError) else
+            r if isinstance(r, (bytes, str)) else f"HTTP error: {type(r).__name__}"
+            for key, r in replies.items()}

@@ -122,9 +122,12 @@ def test_script_listen_mode_answers_each_connection(tmp_path):
     root = fake_proc(tmp_path / "p", load="3.00", cpus=4)
     cfg = tmp_path / "agent.ini"
     cfg.write_text(f"[agent]\nmemory = off\nstate_file = {tmp_path}/state\nutmp = {tmp_path}/utmp\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    # The port stays ours: bound with SO_REUSEADDR and never listening, it lets the agent
+    # (which binds with SO_REUSEADDR too) listen there, and nobody else bind it.
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
     env = dict(os.environ, LVSKIT_NO_SYSLOG="1")
     proc = subprocess.Popen([sys.executable, AGENT, "-c", str(cfg), "--proc-root", root,
                              "--listen", f"127.0.0.1:{port}"], env=env)
@@ -136,7 +139,7 @@ def test_script_listen_mode_answers_each_connection(tmp_path):
                 with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
                     answers.append(c.makefile("rb").readline())
             except ConnectionRefusedError:
-                time.sleep(0.05)
+                time.sleep(0.05)        # poll: the agent is not listening yet
             if len(answers) == 1:
                 (tmp_path / "p" / "loadavg").write_text("1.00 0 0 1/1 1\n")
         assert [parse(a).capacity for a in answers] == [pytest.approx(0.25), pytest.approx(0.75),
@@ -144,6 +147,7 @@ def test_script_listen_mode_answers_each_connection(tmp_path):
     finally:
         proc.terminate()
         proc.wait(5)
+        holder.close()
 
 
 # --- [agent] cgroup: a cgroup v2's CPU time instead of the machine's loadavg

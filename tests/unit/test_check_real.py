@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import loopback
 from lvskit import checkreal, config, health, overlay, sync
 from lvskit.errors import CHECK_CRITICAL, CHECK_OK, CHECK_WARNING
 from lvskit.memtable import MemoryTable
@@ -18,27 +19,22 @@ SEED = os.path.join(ROOT, "conf", "lvskit.ini")
 
 
 class Listeners:
-    """TCP listeners on 127.0.0.N:port that a test can stop and start."""
+    """TCP listeners on 127.0.0.N:port that a test can stop and start; the port stays
+    ours on every address meanwhile (a stopped one refuses)."""
 
     def __init__(self):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = s.getsockname()[1]
-        s.close()
+        self.holder = loopback.shared_port()
+        self.port = self.holder.getsockname()[1]
         self.socks = {}
 
     def start(self, n):
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((f"127.0.0.{n}", self.port))
-        s.listen(64)
-        self.socks[n] = s
+        self.socks[n] = loopback.on_port(f"127.0.0.{n}", self.port)
 
     def stop(self, n):
         self.socks.pop(n).close()
 
     def close(self):
-        for s in self.socks.values():
+        for s in list(self.socks.values()) + [self.holder]:
             s.close()
 
 

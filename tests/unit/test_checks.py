@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+import loopback
 from lvskit import checks, xdmcp
 from lvskit.config import Check
 from lvskit.health import DOWN, UNKNOWN, UP, WARNING
@@ -26,12 +27,11 @@ def one(p):
     return checks.run([p])[p]
 
 
-def free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind((LO, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+def refused_port(socks, kind=socket.SOCK_STREAM):
+    """A port that refuses, held by a socket for the test's life."""
+    s = loopback.refused(LO, kind)
+    socks.append(s)
+    return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -64,23 +64,15 @@ def test_tcp_up_refused_and_timeout(serve):
     _, port = tcp_listener(socks)
     r = one(probe("tcp", port))
     assert r.status == UP and r.reason.startswith("connected")
-    r = one(probe("tcp", free_port()))
+    r = one(probe("tcp", refused_port(socks)))
     assert (r.status, r.reason) == (DOWN, "connection refused")
     # a listener whose accept queue is full drops SYNs: the connect hangs
-    full, port = tcp_listener(socks, backlog=0)
-    fillers = []
-    for _ in range(3):
-        c = socket.socket()
-        c.setblocking(False)
-        c.connect_ex((LO, port))
-        fillers.append(c)
-    time.sleep(0.2)
+    full, fillers = loopback.never_accepting(LO)
+    socks += [full] + fillers
     t0 = time.monotonic()
-    r = one(probe("tcp", port, timeout=0.5))
+    r = one(probe("tcp", full.getsockname()[1], timeout=0.5))
     assert r.status == DOWN and "timeout" in r.reason
     assert 0.4 < time.monotonic() - t0 < 1.5
-    for c in fillers:
-        c.close()
 
 
 def banner_server(stop, sock, text):
@@ -120,9 +112,9 @@ def udp_server(stop, sock, reply):
             sock.sendto(out, peer)
 
 
-def udp_socket(socks):
+def udp_socket(socks, address=LO):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((LO, 0))
+    s.bind((address, 0))
     socks.append(s)
     return s, s.getsockname()[1]
 
@@ -139,7 +131,7 @@ def test_udp_echo_no_reply_and_refused(serve):
     assert one(probe("udp", eport, send=b"pong!", expect="^pong")).status == UP
     r = one(probe("udp", mport, send=b"x", timeout=0.3))
     assert r.status == DOWN and "timeout" in r.reason
-    r = one(probe("udp", free_port(socket.SOCK_DGRAM), send=b"x"))
+    r = one(probe("udp", refused_port(socks, socket.SOCK_DGRAM), send=b"x"))
     assert (r.status, r.reason) == (DOWN, "connection refused")
 
 
@@ -195,7 +187,8 @@ def httpd():
         s.server_close()
 
 
-def test_http_status_range_host_and_body(httpd):
+def test_http_status_range_host_and_body(httpd, serve):
+    _, socks = serve
     port = httpd()
     assert one(probe("http", port)).status == UP
     r = one(probe("http", port, path="/503"))
@@ -206,7 +199,7 @@ def test_http_status_range_host_and_body(httpd):
     assert r.status == UP, r.reason
     r = one(probe("http", port, body="^nothing like this"))
     assert r.status == DOWN and "body does not match" in r.reason
-    r = one(probe("http", free_port()))
+    r = one(probe("http", refused_port(socks)))
     assert (r.status, r.reason) == (DOWN, "connection refused")
 
 
@@ -276,7 +269,7 @@ def test_ping_loopback():
 
 def test_a_round_lasts_one_timeout_not_the_sum(serve):
     start, socks = serve
-    mute, mport = udp_socket(socks)
+    mute, mport = udp_socket(socks, "0.0.0.0")      # every loopback address: all ours
     start(udp_server, mute, lambda d: None)
     # 40 probes that all time out after 0.5 s, on 40 loopback addresses
     ps = [checks.probe_for(Check(kind="udp", send=b"x", timeout=0.5), Dest(f"127.0.0.{i}", mport))
@@ -284,7 +277,7 @@ def test_a_round_lasts_one_timeout_not_the_sum(serve):
     t0 = time.monotonic()
     results = checks.run(ps)
     took = time.monotonic() - t0
-    assert len(results) == 40 and all(r.status == DOWN for r in results.values())
+    assert len(results) == 40 and all(r.reason == "timeout after 0.5s" for r in results.values())
     assert took < 1.5, took
 
 

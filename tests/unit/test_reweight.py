@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import loopback
 from lvskit import agentpoll, config, reweight, sync
 from lvskit.memtable import MemoryTable as FakeKernel
 from lvskit.plan import EDIT_DEST
@@ -20,21 +21,17 @@ class Agents:
     """TCP listeners on 127.0.0.x:port, each answering what self.say[addr] holds.
 
     None means accept and never answer (a hung agent); a missing address has
-    no listener at all (connection refused).
+    no listener at all (connection refused: the port stays ours on every address).
     """
 
     def __init__(self, addrs):
         self.say = {}
         self.socks = {}
         self.stop = False
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.holder = loopback.shared_port()
+        self.port = self.holder.getsockname()[1]
         for a in addrs:
-            srv = socket.socket()
-            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            srv.bind((a, self.port))
-            srv.listen(64)
+            srv = loopback.on_port(a, self.port)
             srv.settimeout(0.1)
             self.socks[a] = srv
             threading.Thread(target=self._serve, args=(a, srv), daemon=True).start()
@@ -55,7 +52,7 @@ class Agents:
 
     def close(self):
         self.stop = True
-        for s in list(self.socks.values()) + self.hung:
+        for s in list(self.socks.values()) + self.hung + [self.holder]:
             s.close()
 
 
@@ -112,12 +109,9 @@ def saved(tmp_path):
 
 def test_poll_tells_answers_refusals_and_silence_apart(agents):
     agents.say = {"127.0.0.2": b"up 40%\n", "127.0.0.3": None}
-    with socket.socket() as s:
-        s.bind(("127.0.0.5", 0))
-        free_port = s.getsockname()[1]
     t0 = time.monotonic()
     got = agentpoll.poll({"a": ("127.0.0.2", agents.port), "b": ("127.0.0.3", agents.port),
-                          "c": ("127.0.0.5", free_port)}, timeout=0.3)
+                          "c": ("127.0.0.5", agents.port)}, timeout=0.3)
     assert time.monotonic() - t0 < 1.0
     assert got == {"a": b"up 40%\n", "b": "timeout", "c": "connection refused"}
 
@@ -202,11 +196,16 @@ def test_http_and_external_methods(tmp_path, agents):
 
         def log_message(self, *a):
             pass
-    srv = HTTPServer(("127.0.0.2", 0), H)
+    # on a port that is ours on 127.0.0.3 too, where nothing listens
+    holder = loopback.shared_port()
+    port = holder.getsockname()[1]
+    srv = HTTPServer(("127.0.0.2", port), H, bind_and_activate=False)
+    srv.socket.close()
+    srv.socket = loopback.on_port("127.0.0.2", port)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         text = CFG.replace("reweight = agent", "reweight = http").replace(
-            "slow_start = 0", f"slow_start = 0\nalpha = 1\nmax_step = 1\nhttp_url = http://{{{{address}}}}:{srv.server_port}/load")
+            "slow_start = 0", f"slow_start = 0\nalpha = 1\nmax_step = 1\nhttp_url = http://{{{{address}}}}:{port}/load")
         cfg, k = make(tmp_path, agents, text)
         for i in range(2):
             reweight.round_(cfg, k, now=i)
@@ -217,6 +216,7 @@ def test_http_and_external_methods(tmp_path, agents):
     finally:
         srv.shutdown()
         srv.server_close()
+        holder.close()
     text = CFG.replace("reweight = agent", "reweight = external").replace(
         "slow_start = 0", "slow_start = 0\nalpha = 1\nmax_step = 1\ncommand = sh -c 'case {{address}} in *.2) echo up 25%;; "
                           "*.3) echo garbage;; *) exit 3;; esac'")
