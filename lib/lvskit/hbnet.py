@@ -30,6 +30,8 @@ LOOK_EVERY = 0.25       # seconds between looks at the role file (a `takeover` b
 PUBLISH_EVERY = 1.0     # seconds between rewrites of the peers view when nothing changed
 GATHER = 0.05           # seconds hb-listen lets heartbeats queue between reads (see Listener.run)
 AHEAD = 50              # beats hb-send signs in one go (see Sender)
+READ_AT_ONCE = 64       # datagrams hb-listen reads from one socket before it looks at the others
+FLOORS_FILE = "hb-replay.json"      # in STATE_DIR: see load_floors
 
 # Linux's SO_TIMESTAMPNS (also its SCM_ type): Python 3.11's socket module does not name it.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -314,7 +316,15 @@ def send_loop(cfg, sender, interval, count=None, fallback=None):
 # --- listening -------------------------------------------------------------------
 
 def listen_sockets(cfg, me, inetd=False):
-    """The listening sockets, and a Joins that keeps trying the multicast groups not joined yet."""
+    """The listening sockets, and a Joins that keeps trying the multicast groups not joined yet.
+
+    One socket per path, bound to this node's address on it, and with
+    multicast one more per path, bound to the group and hearing only the
+    datagrams that came through the interface where it joined: every path
+    has its own receive queue, so a flood on one path fills that queue alone
+    and the others' heartbeats still arrive.  inetd hands over one socket for
+    all paths (its own, on stdin): no such separation there.
+    """
     hb = cfg.heartbeat
     joins = Joins(hb.multicast)
     if inetd:
@@ -327,26 +337,60 @@ def listen_sockets(cfg, me, inetd=False):
             raise Fatal("--inetd: stdin is not a datagram socket (inetd.conf: dgram udp wait)", USAGE)
         s.setblocking(False)
         return [s], joins
-    families = {":" in a for a in me.paths.values()}
     out = []
-    for v6 in sorted(families):
-        af = socket.AF_INET6 if v6 else socket.AF_INET
-        s = socket.socket(af, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if v6:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            s.bind(("::" if v6 else "0.0.0.0", hb.port))
-        except OSError as e:
-            raise Fatal(f"cannot listen on UDP port {hb.port}: {e.strerror}") from None
-        if hb.multicast and (":" in hb.multicast) == v6:
-            for name, local in sorted(me.paths.items()):
-                if (":" in local) == v6:
-                    joins.add(s, name, local)
-        s.setblocking(False)
-        out.append(s)
+    try:
+        for name, local in sorted(me.paths.items()):
+            out.append(_path_socket(name, local, hb.port))
+            if hb.multicast and (":" in hb.multicast) == (":" in local):
+                out.append(_path_socket(name, local, hb.port, hb.multicast))
+                joins.add(out[-1], name, local)
+    except BaseException:
+        for s in out:
+            s.close()
+        raise
     joins.retry()
     return out, joins
+
+
+IP_FREEBIND = 15            # Linux's numbers: Python 3.11's socket module names none of these
+IP_MULTICAST_ALL = 49
+IPV6_MULTICAST_ALL = 29
+
+
+def _path_socket(name, local, port, group=None):
+    """A socket bound to (local, port), or to (group, port) hearing only local's interface.
+
+    IP_FREEBIND: a path whose address is not there yet (IPv6 still
+    tentative, the cable's address missing) is bound all the same, and heard
+    from once the address comes; the other paths never wait for it.
+    """
+    v6 = ":" in local
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    where = (group or local, port)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        # Several paths' sockets share the group: each must hear only what
+        # came through its own path's interface.  IPv4 checks the interface
+        # of the membership (IP_MULTICAST_ALL off); IPv6 checks only the
+        # group, so its socket is bound to the interface (a link-local group
+        # needs that as its scope anyway).
+        if group and v6:
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+            index = _index_of(local)
+            if index:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, socket.if_indextoname(index).encode())
+                where = (group, port, 0, index)
+            else:           # the address is not there at all yet: its interface is unknown
+                where = ("::", port)
+        elif group:
+            s.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        s.bind(where)
+    except OSError as e:
+        s.close()
+        raise Fatal(f"path {name}: cannot listen on {where[0]} UDP port {port}: {e.strerror}") from None
+    s.setblocking(False)
+    return s
 
 
 class Joins:
@@ -507,6 +551,30 @@ def _first(item):
     return item[0]
 
 
+def load_floors(path, peers):
+    """The replay floors hb-listen left in path: {peer: (generation, seq)}.
+
+    No beat of an older generation, or of that one numbered seq or less, is
+    accepted after a restart.  Written by ``Listener`` at every half span of
+    beats (seq reserved ahead, so a crash leaves it beyond every beat that
+    was accepted) and at a clean exit (seq exact).  A file of any other
+    shape than {name: {"generation": N, "seq": N}}, N in 0..2**64-1, is
+    treated as absent, with one warning: it is state, deletable (deleted,
+    beats captured before the restart are accepted once each again).
+    """
+    data = state.load(path, {})
+    if isinstance(data, dict) and all(isinstance(v, dict) and _u64(v.get("generation")) and _u64(v.get("seq"))
+                                      for v in data.values()):
+        return {name: (v["generation"], v["seq"]) for name, v in data.items() if name in peers}
+    log.warning(f"{path}: ignoring state of the wrong shape (want {{peer: {{generation, seq}}}}); "
+                "heartbeats captured before this start may be accepted once")
+    return {}
+
+
+def _u64(value):
+    return type(value) is int and 0 <= value < 1 << 64
+
+
 class Listener:
     """The listen loop: hears heartbeats, tracks peers and paths, has the worker act.
 
@@ -536,9 +604,13 @@ class Listener:
             self.gather = 0.0
         self.joins = joins
         peers = {n.name: dict(n.paths) for n in cfg.nodes if n.name != me.name}
-        self.generations_path = os.path.join(cfg.state_dir, "hb-peer-generations.json")
-        known = state.load(self.generations_path, {})
-        self.receiver = Receiver(key, peers, me.name, known if isinstance(known, dict) else {})
+        self.floors_path = os.path.join(cfg.state_dir, FLOORS_FILE)
+        self.kept = load_floors(self.floors_path, peers)       # what the file holds
+        self.receiver = Receiver(key, peers, me.name, self.kept)
+        # How far beyond a peer's newest beat the file reserves (see _keep_floors):
+        # after a crash, a live peer stays unheard for up to that long.
+        self.span = max(1, round(min(max(hb.initdead / 2, 0.5), 10.0) / hb.interval))
+        self.keep_retry = -1e9
         self.policy = Policy(hb.deadtime, hb.initdead, hb.auto_failback, hb.failback_delay)
         self.clock = clock
         self.started = clock()
@@ -549,6 +621,7 @@ class Listener:
         self.published = None
         self.published_at = -1e9
         self.limited = _Limited()
+        self.buffer = bytearray(512)
         self.last_try = {}
         self.role_file = RoleFile(cfg)
         self.role_file.role = worker.role
@@ -606,29 +679,39 @@ class Listener:
         return max(0.0, wake - now + 0.0002)
 
     def _read(self, s, ready, now, wall, batch):
-        """Append (arrival, data, source) of every datagram queued on s to batch.
+        """Append (arrival, data, source) of the datagrams queued on s to batch.
 
-        ready: select() said so, and a datagram of 0 bytes (FIONREAD says 0)
-        must then be read, or select() would wake for it again at once.
+        At most READ_AT_ONCE: a path flooded faster than we read must not
+        keep us from the other paths' sockets (select() wakes us again at
+        once for the rest).  ready: select() said so, and a datagram of 0
+        bytes (FIONREAD says 0) must then be read, or select() would wake for
+        it again at once.  True when a datagram too big to be a heartbeat was
+        dropped (logged here with its real size: MSG_TRUNC gives it).
         """
         if not ready and not _queued(s):
-            return
-        floor = self.read_at
-        while True:
+            return False
+        floor, oversized = self.read_at, False
+        for _ in range(READ_AT_ONCE):
             try:
-                data, ancillary, _, source = s.recvmsg(512, _ANCILLARY)
+                size, ancillary, _, source = s.recvmsg_into([self.buffer], _ANCILLARY, socket.MSG_TRUNC)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as e:
                 self.limited("recv", log.warning, f"receiving: {e.strerror}")
-                return
-            at = now
-            for level, kind, raw in ancillary:
-                if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET and len(raw) == _TIMESPEC.size:
-                    at = arrival(_TIMESPEC.unpack(raw), now, wall, floor)
-            batch.append((at, data, source[0]))
+                break
+            if size > len(self.buffer):
+                oversized = True
+                self.limited(("bad", "oversized"), log.warning,
+                             f"from {source[0]}: oversized datagram ({size} bytes)")
+            else:
+                at = now
+                for level, kind, raw in ancillary:
+                    if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET and len(raw) == _TIMESPEC.size:
+                        at = arrival(_TIMESPEC.unpack(raw), now, wall, floor)
+                batch.append((at, bytes(self.buffer[:size]), source[0]))
             if not _queued(s):
-                return
+                break
+        return oversized
 
     def _receive(self, ready, now):
         """Read every socket's queue; True when a datagram changed what we know.
@@ -638,13 +721,13 @@ class Listener:
         the moment it arrived, so gathering never makes a dead peer look alive
         longer, nor a live one silent.
         """
-        batch, wall = [], self.wall()
+        batch, wall, bad = [], self.wall(), False
         for fd, s in self.by_fd.items():
-            self._read(s, fd in ready, now, wall, batch)
+            bad |= self._read(s, fd in ready, now, wall, batch)
         self.read_at = now
         if len(self.sockets) > 1:
-            batch.sort(key=_first)      # v4 and v6 sockets: in the order they arrived
-        changed = bad = False
+            batch.sort(key=_first)      # one socket per path: in the order they arrived
+        changed = False
         for at, data, source in batch:
             try:
                 changed |= self.heard(self.receiver.accept(data, source), at)
@@ -655,7 +738,8 @@ class Listener:
         # spell the first datagram is heard at once, and a flood of bad ones is
         # read as it comes (a full receive buffer would drop good beats).
         self.quiet_until = now + self.gather if batch and not bad else now
-        return changed
+        # A peer's newest beat near what the file reserves: step now, and write.
+        return changed or self._floors_due(now)
 
     def heard(self, beat, now):
         """Record a verified beat; True when the peer is new, back, or changed role or priority."""
@@ -697,7 +781,7 @@ class Listener:
         self._act(now)
         self._report(now)
         self._publish(now)
-        self._save_generations()
+        self._keep_floors(now)
         if self.joins is not None:
             self.joins.retry(now)
 
@@ -771,15 +855,41 @@ class Listener:
         else:
             log.error(f"takeover: {text}")
 
-    def _save_generations(self):
-        """Each peer's newest generation, on disk: written only when one grows (a peer's hb-send start)."""
-        if not self.receiver.changed:
-            return
-        self.receiver.changed = False
+    def _floors_due(self, now):
+        """True when a peer's newest beat came within half a span of what the file reserves."""
+        if now < self.keep_retry:
+            return False
+        for name, (generation, seq) in self.receiver.tops.items():
+            kept = self.kept.get(name)
+            if kept is None or kept[0] != generation or seq + self.span // 2 > kept[1]:
+                return True
+        return False
+
+    def _keep_floors(self, now):
+        """Reserve the next span of every heard peer's numbers in STATE_DIR, ahead of the beats.
+
+        Written every half span, after acting, so the file always names a
+        number beyond every beat accepted (the half span's margin covers the
+        write's delay): a restart after a crash refuses every beat accepted
+        before it, and a live peer's next beats are heard within a span.
+        """
+        if self._floors_due(now):
+            ahead = {n: (g, seq + self.span) for n, (g, seq) in self.receiver.tops.items()}
+            self._save_floors({**self.kept, **ahead}, now)
+
+    def close(self):
+        """At a clean exit: the exact newest beats, so that the next start hears the peers at once."""
+        self._save_floors({**self.receiver.floors, **self.receiver.tops}, self.clock())
+
+    def _save_floors(self, floors, now):
         try:
-            state.save(self.generations_path, dict(self.receiver.generations))
+            state.save(self.floors_path, {n: {"generation": g, "seq": seq} for n, (g, seq) in floors.items()})
         except OSError as e:
-            self.limited("generations", log.warning, f"{self.generations_path}: {e.strerror}")
+            self.keep_retry = now + 1.0
+            self.limited("floors", log.warning, f"{self.floors_path}: {e.strerror or e}: a restart after a "
+                         "crash may accept heartbeats captured before it")
+            return
+        self.kept = floors
 
     def _publish(self, now):
         """RUN_DIR/hb-peers.json: each peer's state, and when it was last heard on each path.
