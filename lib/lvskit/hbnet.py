@@ -31,6 +31,7 @@ PUBLISH_EVERY = 1.0     # seconds between rewrites of the peers view when nothin
 GATHER = 0.05           # seconds hb-listen lets heartbeats queue between reads (see Listener.run)
 AHEAD = 50              # beats hb-send signs in one go (see Sender)
 READ_AT_ONCE = 64       # datagrams hb-listen reads from one socket before it looks at the others
+PAUSE = 0.01            # seconds a socket that gave READ_AT_ONCE bad datagrams is left unread
 FLOORS_FILE = "hb-replay.json"      # in STATE_DIR: see load_floors
 
 # Linux's SO_TIMESTAMPNS (also its SCM_ type): Python 3.11's socket module does not name it.
@@ -340,9 +341,10 @@ def listen_sockets(cfg, me, inetd=False):
     out = []
     try:
         for name, local in sorted(me.paths.items()):
-            out.append(_path_socket(name, local, hb.port))
+            peers = [n.paths[name] for n in cfg.nodes if n.name != me.name and name in n.paths]
+            out.append(_path_socket(name, local, hb.port, peers))
             if hb.multicast and (":" in hb.multicast) == (":" in local):
-                out.append(_path_socket(name, local, hb.port, hb.multicast))
+                out.append(_path_socket(name, local, hb.port, peers, hb.multicast))
                 joins.add(out[-1], name, local)
     except BaseException:
         for s in out:
@@ -357,12 +359,52 @@ IP_MULTICAST_ALL = 49
 IPV6_MULTICAST_ALL = 29
 
 
-def _path_socket(name, local, port, group=None):
+SO_ATTACH_FILTER = 26
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
+_SKF_NET_OFF = -0x100000        # classic BPF: offsets from the IP header
+
+
+def _only_from(sock, sources):
+    """Have the kernel drop every datagram to sock whose IP source is not in sources.
+
+    The Receiver checks the source too; this is the same check made before
+    the datagram is queued: a flood from elsewhere neither fills the path's
+    queue (crowding out its heartbeats) nor wakes hb-listen, which runs at
+    real-time priority and would otherwise spend a CPU reading it, starving
+    the kernel's own packet work on that CPU and delaying every path's beats.
+    A classic BPF program: compare the source address word by word, accept
+    at the first match.
+    """
+    v6 = sock.family == socket.AF_INET6
+    at, words = (8, 4) if v6 else (12, 1)
+    blocks = []
+    for address in sources:
+        raw = socket.inet_pton(sock.family, address)
+        blocks.append(struct.unpack(f"!{words}I", raw))
+    program = []                # (code, jt, jf, k); jumps are relative to the next instruction
+    for b, block in enumerate(blocks):
+        left = len(blocks) - b - 1          # the blocks after this one: 2 * words instructions each
+        for w, word in enumerate(block):
+            program.append((_BPF_LD_W_ABS, 0, 0, (_SKF_NET_OFF + at + 4 * w) & 0xFFFFFFFF))
+            rest = 2 * (words - w - 1)      # this block's instructions after this jump
+            accept = rest + 2 * words * left + 1        # past the other blocks and the drop
+            # mismatch: skip the rest of this block, to the next block or the drop
+            program.append((_BPF_JEQ_K, accept if w == words - 1 else 0, rest, word))
+    program += [(_BPF_RET_K, 0, 0, 0), (_BPF_RET_K, 0, 0, 0xFFFFFFFF)]
+    code = b"".join(struct.pack("=HBBI", *insn) for insn in program)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                    struct.pack("@HP", len(program), ctypes.addressof(buffer)))
+
+
+def _path_socket(name, local, port, peers, group=None):
     """A socket bound to (local, port), or to (group, port) hearing only local's interface.
 
     IP_FREEBIND: a path whose address is not there yet (IPv6 still
     tentative, the cable's address missing) is bound all the same, and heard
-    from once the address comes; the other paths never wait for it.
+    from once the address comes; the other paths never wait for it.  The
+    kernel queues only datagrams from the peers' addresses on the path (see
+    _only_from).
     """
     v6 = ":" in local
     s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
@@ -385,6 +427,7 @@ def _path_socket(name, local, port, group=None):
                 where = ("::", port)
         elif group:
             s.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        _only_from(s, peers)
         s.bind(where)
     except OSError as e:
         s.close()
@@ -622,6 +665,7 @@ class Listener:
         self.published_at = -1e9
         self.limited = _Limited()
         self.buffer = bytearray(512)
+        self.paused = {}        # fd -> until when a flooded socket is not read
         self.last_try = {}
         self.role_file = RoleFile(cfg)
         self.role_file.role = worker.role
@@ -642,6 +686,10 @@ class Listener:
                 # Gathering: heartbeats queue with their kernel times; only the
                 # worker, a deadline or the end of the gathering wakes us.
                 ready, _, _ = select.select([worker], [], [], min(timeout, self.quiet_until - now))
+            elif self.paused:
+                listened = [fd for fd in fds if self.paused.get(fd, now) <= now]
+                timeout = min([timeout] + [t - now for t in self.paused.values() if t > now])
+                ready, _, _ = select.select(listened + [worker], [], [], timeout)
             else:
                 ready, _, _ = select.select(fds + [worker], [], [], timeout)
             changed = False
@@ -678,20 +726,21 @@ class Listener:
         self.wake = wake
         return max(0.0, wake - now + 0.0002)
 
-    def _read(self, s, ready, now, wall, batch):
-        """Append (arrival, data, source) of the datagrams queued on s to batch.
+    def _read(self, s, fd, ready, now, wall, batch):
+        """Append (arrival, data, source, fd) of the datagrams queued on s to batch.
 
         At most READ_AT_ONCE: a path flooded faster than we read must not
         keep us from the other paths' sockets (select() wakes us again at
         once for the rest).  ready: select() said so, and a datagram of 0
         bytes (FIONREAD says 0) must then be read, or select() would wake for
-        it again at once.  True when a datagram too big to be a heartbeat was
-        dropped (logged here with its real size: MSG_TRUNC gives it).
+        it again at once.  Returns how many were read, and True when one too
+        big to be a heartbeat was dropped (logged here with its real size:
+        MSG_TRUNC gives it).
         """
         if not ready and not _queued(s):
-            return False
-        floor, oversized = self.read_at, False
-        for _ in range(READ_AT_ONCE):
+            return 0, False
+        floor, oversized, read = self.read_at, False, 0
+        for read in range(1, READ_AT_ONCE + 1):
             try:
                 size, ancillary, _, source = s.recvmsg_into([self.buffer], _ANCILLARY, socket.MSG_TRUNC)
             except (BlockingIOError, InterruptedError):
@@ -708,10 +757,10 @@ class Listener:
                 for level, kind, raw in ancillary:
                     if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET and len(raw) == _TIMESPEC.size:
                         at = arrival(_TIMESPEC.unpack(raw), now, wall, floor)
-                batch.append((at, bytes(self.buffer[:size]), source[0]))
+                batch.append((at, bytes(self.buffer[:size]), source[0], fd))
             if not _queued(s):
                 break
-        return oversized
+        return read, oversized
 
     def _receive(self, ready, now):
         """Read every socket's queue; True when a datagram changed what we know.
@@ -721,19 +770,35 @@ class Listener:
         the moment it arrived, so gathering never makes a dead peer look alive
         longer, nor a live one silent.
         """
-        batch, wall, bad = [], self.wall(), False
+        batch, wall, bad, full = [], self.wall(), False, []
         for fd, s in self.by_fd.items():
-            bad |= self._read(s, fd in ready, now, wall, batch)
+            if self.paused.get(fd, now) > now:
+                continue
+            read, oversized = self._read(s, fd, fd in ready, now, wall, batch)
+            bad |= oversized
+            if read == READ_AT_ONCE:
+                full.append(fd)
         self.read_at = now
         if len(self.sockets) > 1:
             batch.sort(key=_first)      # one socket per path: in the order they arrived
-        changed = False
-        for at, data, source in batch:
+        changed, good = False, set()
+        for at, data, source, fd in batch:
             try:
                 changed |= self.heard(self.receiver.accept(data, source), at)
+                good.add(fd)
             except BadBeat as e:
                 bad = True
                 self.limited(("bad", str(e).split(" ")[0]), log.warning, f"from {source}: {e}")
+        # A socket that gave a full read without one good beat is flooded
+        # (from a peer's forged address: others never reach the queue, see
+        # _only_from).  Read as fast as it comes, it would keep hb-listen, at
+        # real-time priority, on the CPU the kernel needs to deliver every
+        # path's beats; it is read again after PAUSE.
+        for fd in full:
+            if fd not in good:
+                self.paused[fd] = now + PAUSE
+                self.limited(("flood", fd), log.warning, f"a flood of bad datagrams to "
+                             f"{self.by_fd[fd].getsockname()[0]}: reading {READ_AT_ONCE} every {PAUSE * 1000:g} ms")
         # Gather only while nothing but good heartbeats arrives: after a quiet
         # spell the first datagram is heard at once, and a flood of bad ones is
         # read as it comes (a full receive buffer would drop good beats).

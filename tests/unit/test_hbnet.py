@@ -433,7 +433,7 @@ def test_an_oversized_datagram_is_logged_with_its_real_size_once(cfg, capsys):
     assert err.count("from 127.0.0.2: oversized datagram (65000 bytes)") == 1, err
 
 
-def test_a_flooded_socket_does_not_keep_the_loop_from_the_others(cfg):
+def test_a_flooded_socket_does_not_keep_the_loop_from_the_others(cfg, capsys):
     from lvskit.heartbeat import Encoder
     flooded, tx = _pair()
     rx, _tx = _pair()
@@ -445,7 +445,47 @@ def test_a_flooded_socket_does_not_keep_the_loop_from_the_others(cfg):
         tx.sendto(Encoder("b", 100, "lo", 1, KEY)(STANDBY, 1), rx.getsockname())
         li._receive([flooded.fileno(), rx.fileno()], 5.0)
         assert "b" in li.peers                              # read in the same wake
-        assert hbnet._queued(flooded)                       # the rest: at the next one
+        assert hbnet._queued(flooded)                       # the rest: later
+        # a full read and not one good beat: left unread for a while, the others read meanwhile
+        assert li.paused == {flooded.fileno(): 5.0 + hbnet.PAUSE}
+        tx.sendto(Encoder("b", 100, "lo", 1, KEY)(ACTIVE, 2), rx.getsockname())
+        li._receive([], 5.0 + hbnet.PAUSE / 2)
+        assert li.peers["b"].state == ACTIVE and hbnet._queued(flooded)
+        li._receive([], 5.0 + hbnet.PAUSE)
+        assert not hbnet._queued(flooded)
+    assert capsys.readouterr().err.count("a flood of bad datagrams to 127.0.0.1") == 1
+
+
+def test_a_full_read_with_a_good_beat_in_it_is_no_flood(cfg):
+    from lvskit.heartbeat import Encoder
+    rx, tx = _pair()
+    with rx, tx:
+        li = hbnet.Listener(cfg, cfg.node("a"), KEY, [rx], FakeWorker(STANDBY), clock=lambda: 5.0)
+        tx.sendto(Encoder("b", 100, "lo", 1, KEY)(STANDBY, 1), rx.getsockname())
+        for _ in range(hbnet.READ_AT_ONCE):
+            tx.sendto(b"garbage", rx.getsockname())
+        li._receive([rx.fileno()], 5.0)
+        assert li.paused == {} and "b" in li.peers
+
+
+@pytest.mark.parametrize("family, me, peers, strangers", [
+    (socket.AF_INET, "127.0.0.1", ["127.0.0.2", "127.0.0.4"], ["127.0.0.3", "127.0.0.5"]),
+    (socket.AF_INET6, "::1", ["::2", "::1"], []),
+    (socket.AF_INET6, "::1", ["::2", "::3"], ["::1"]),
+], ids=["v4", "v6-peer", "v6-stranger"])
+def test_the_kernel_queues_only_the_peers_datagrams(family, me, peers, strangers):
+    with socket.socket(family, socket.SOCK_DGRAM) as rx:
+        hbnet._only_from(rx, peers)
+        rx.bind((me, 0))
+        rx.setblocking(False)
+        for source in [a for a in peers if family == socket.AF_INET or a == "::1"] + strangers:
+            with socket.socket(family, socket.SOCK_DGRAM) as tx:
+                tx.bind((source, 0))
+                tx.sendto(source.encode(), rx.getsockname()[:2])
+        got = []
+        while hbnet._queued(rx):
+            got.append(rx.recv(100).decode())
+    assert got == [a for a in peers if family == socket.AF_INET or a == "::1"]
 
 
 def test_arrival_is_the_kernel_stamp_on_the_monotonic_clock_clamped_to_the_read_window():
