@@ -377,6 +377,8 @@ def _only_from(sock, sources):
     """
     v6 = sock.family == socket.AF_INET6
     at, words = (8, 4) if v6 else (12, 1)
+    if 2 * words * len(sources) + 1 > 255:
+        return          # beyond the 8-bit jumps (30 IPv6 peers on one path): the Receiver's check alone
     blocks = []
     for address in sources:
         raw = socket.inet_pton(sock.family, address)

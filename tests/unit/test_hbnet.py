@@ -488,6 +488,16 @@ def test_the_kernel_queues_only_the_peers_datagrams(family, me, peers, strangers
     assert got == [a for a in peers if family == socket.AF_INET or a == "::1"]
 
 
+def test_too_many_peers_for_the_filter_leave_the_socket_unfiltered():
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as rx:
+        hbnet._only_from(rx, [f"fd00::{i}" for i in range(1, 40)])      # no struct.error
+        rx.bind(("::1", 0))
+        rx.setblocking(False)
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as tx:
+            tx.sendto(b"x", rx.getsockname()[:2])
+        assert rx.recv(10) == b"x"
+
+
 def test_arrival_is_the_kernel_stamp_on_the_monotonic_clock_clamped_to_the_read_window():
     # stamped 0.6 s before the wall clock was read: 0.6 s before now
     assert hbnet.arrival((100, 400_000_000), 50.0, 101.0, 40.0) == pytest.approx(49.4)
