@@ -30,6 +30,9 @@ LOOK_EVERY = 0.25       # seconds between looks at the role file (a `takeover` b
 PUBLISH_EVERY = 1.0     # seconds between rewrites of the peers view when nothing changed
 GATHER = 0.05           # seconds hb-listen lets heartbeats queue between reads (see Listener.run)
 AHEAD = 50              # beats hb-send signs in one go (see Sender)
+READ_AT_ONCE = 64       # datagrams hb-listen reads from one socket before it looks at the others
+PAUSE = 0.01            # seconds a socket that gave READ_AT_ONCE bad datagrams is left unread
+FLOORS_FILE = "hb-replay.json"      # in STATE_DIR: see load_floors
 
 # Linux's SO_TIMESTAMPNS (also its SCM_ type): Python 3.11's socket module does not name it.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -314,7 +317,15 @@ def send_loop(cfg, sender, interval, count=None, fallback=None):
 # --- listening -------------------------------------------------------------------
 
 def listen_sockets(cfg, me, inetd=False):
-    """The listening sockets, and a Joins that keeps trying the multicast groups not joined yet."""
+    """The listening sockets, and a Joins that keeps trying the multicast groups not joined yet.
+
+    One socket per path, bound to this node's address on it, and with
+    multicast one more per path, bound to the group and hearing only the
+    datagrams that came through the interface where it joined: every path
+    has its own receive queue, so a flood on one path fills that queue alone
+    and the others' heartbeats still arrive.  inetd hands over one socket for
+    all paths (its own, on stdin): no such separation there.
+    """
     hb = cfg.heartbeat
     joins = Joins(hb.multicast)
     if inetd:
@@ -327,26 +338,104 @@ def listen_sockets(cfg, me, inetd=False):
             raise Fatal("--inetd: stdin is not a datagram socket (inetd.conf: dgram udp wait)", USAGE)
         s.setblocking(False)
         return [s], joins
-    families = {":" in a for a in me.paths.values()}
     out = []
-    for v6 in sorted(families):
-        af = socket.AF_INET6 if v6 else socket.AF_INET
-        s = socket.socket(af, socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if v6:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            s.bind(("::" if v6 else "0.0.0.0", hb.port))
-        except OSError as e:
-            raise Fatal(f"cannot listen on UDP port {hb.port}: {e.strerror}") from None
-        if hb.multicast and (":" in hb.multicast) == v6:
-            for name, local in sorted(me.paths.items()):
-                if (":" in local) == v6:
-                    joins.add(s, name, local)
-        s.setblocking(False)
-        out.append(s)
+    try:
+        for name, local in sorted(me.paths.items()):
+            peers = [n.paths[name] for n in cfg.nodes if n.name != me.name and name in n.paths]
+            out.append(_path_socket(name, local, hb.port, peers))
+            if hb.multicast and (":" in hb.multicast) == (":" in local):
+                out.append(_path_socket(name, local, hb.port, peers, hb.multicast))
+                joins.add(out[-1], name, local)
+    except BaseException:
+        for s in out:
+            s.close()
+        raise
     joins.retry()
     return out, joins
+
+
+IP_FREEBIND = 15            # Linux's numbers: Python 3.11's socket module names none of these
+IP_MULTICAST_ALL = 49
+IPV6_MULTICAST_ALL = 29
+
+
+SO_ATTACH_FILTER = 26
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_RET_K = 0x20, 0x15, 0x06
+_SKF_NET_OFF = -0x100000        # classic BPF: offsets from the IP header
+
+
+def _only_from(sock, sources):
+    """Have the kernel drop every datagram to sock whose IP source is not in sources.
+
+    The Receiver checks the source too; this is the same check made before
+    the datagram is queued: a flood from elsewhere neither fills the path's
+    queue (crowding out its heartbeats) nor wakes hb-listen, which runs at
+    real-time priority and would otherwise spend a CPU reading it, starving
+    the kernel's own packet work on that CPU and delaying every path's beats.
+    A classic BPF program: compare the source address word by word, accept
+    at the first match.
+    """
+    v6 = sock.family == socket.AF_INET6
+    at, words = (8, 4) if v6 else (12, 1)
+    if 2 * words * len(sources) + 1 > 255:
+        return          # beyond the 8-bit jumps (30 IPv6 peers on one path): the Receiver's check alone
+    blocks = []
+    for address in sources:
+        raw = socket.inet_pton(sock.family, address)
+        blocks.append(struct.unpack(f"!{words}I", raw))
+    program = []                # (code, jt, jf, k); jumps are relative to the next instruction
+    for b, block in enumerate(blocks):
+        left = len(blocks) - b - 1          # the blocks after this one: 2 * words instructions each
+        for w, word in enumerate(block):
+            program.append((_BPF_LD_W_ABS, 0, 0, (_SKF_NET_OFF + at + 4 * w) & 0xFFFFFFFF))
+            rest = 2 * (words - w - 1)      # this block's instructions after this jump
+            accept = rest + 2 * words * left + 1        # past the other blocks and the drop
+            # mismatch: skip the rest of this block, to the next block or the drop
+            program.append((_BPF_JEQ_K, accept if w == words - 1 else 0, rest, word))
+    program += [(_BPF_RET_K, 0, 0, 0), (_BPF_RET_K, 0, 0, 0xFFFFFFFF)]
+    code = b"".join(struct.pack("=HBBI", *insn) for insn in program)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                    struct.pack("@HP", len(program), ctypes.addressof(buffer)))
+
+
+def _path_socket(name, local, port, peers, group=None):
+    """A socket bound to (local, port), or to (group, port) hearing only local's interface.
+
+    IP_FREEBIND: a path whose address is not there yet (IPv6 still
+    tentative, the cable's address missing) is bound all the same, and heard
+    from once the address comes; the other paths never wait for it.  The
+    kernel queues only datagrams from the peers' addresses on the path (see
+    _only_from).
+    """
+    v6 = ":" in local
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+    where = (group or local, port)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        # Several paths' sockets share the group: each must hear only what
+        # came through its own path's interface.  IPv4 checks the interface
+        # of the membership (IP_MULTICAST_ALL off); IPv6 checks only the
+        # group, so its socket is bound to the interface (a link-local group
+        # needs that as its scope anyway).
+        if group and v6:
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+            index = _index_of(local)
+            if index:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, socket.if_indextoname(index).encode())
+                where = (group, port, 0, index)
+            else:           # the address is not there at all yet: its interface is unknown
+                where = ("::", port)
+        elif group:
+            s.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        _only_from(s, peers)
+        s.bind(where)
+    except OSError as e:
+        s.close()
+        raise Fatal(f"path {name}: cannot listen on {where[0]} UDP port {port}: {e.strerror}") from None
+    s.setblocking(False)
+    return s
 
 
 class Joins:
@@ -507,6 +596,30 @@ def _first(item):
     return item[0]
 
 
+def load_floors(path, peers):
+    """The replay floors hb-listen left in path: {peer: (generation, seq)}.
+
+    No beat of an older generation, or of that one numbered seq or less, is
+    accepted after a restart.  Written by ``Listener`` at every half span of
+    beats (seq reserved ahead, so a crash leaves it beyond every beat that
+    was accepted) and at a clean exit (seq exact).  A file of any other
+    shape than {name: {"generation": N, "seq": N}}, N in 0..2**64-1, is
+    treated as absent, with one warning: it is state, deletable (deleted,
+    beats captured before the restart are accepted once each again).
+    """
+    data = state.load(path, {})
+    if isinstance(data, dict) and all(isinstance(v, dict) and _u64(v.get("generation")) and _u64(v.get("seq"))
+                                      for v in data.values()):
+        return {name: (v["generation"], v["seq"]) for name, v in data.items() if name in peers}
+    log.warning(f"{path}: ignoring state of the wrong shape (want {{peer: {{generation, seq}}}}); "
+                "heartbeats captured before this start may be accepted once")
+    return {}
+
+
+def _u64(value):
+    return type(value) is int and 0 <= value < 1 << 64
+
+
 class Listener:
     """The listen loop: hears heartbeats, tracks peers and paths, has the worker act.
 
@@ -536,9 +649,13 @@ class Listener:
             self.gather = 0.0
         self.joins = joins
         peers = {n.name: dict(n.paths) for n in cfg.nodes if n.name != me.name}
-        self.generations_path = os.path.join(cfg.state_dir, "hb-peer-generations.json")
-        known = state.load(self.generations_path, {})
-        self.receiver = Receiver(key, peers, me.name, known if isinstance(known, dict) else {})
+        self.floors_path = os.path.join(cfg.state_dir, FLOORS_FILE)
+        self.kept = load_floors(self.floors_path, peers)       # what the file holds
+        self.receiver = Receiver(key, peers, me.name, self.kept)
+        # How far beyond a peer's newest beat the file reserves (see _keep_floors):
+        # after a crash, a live peer stays unheard for up to that long.
+        self.span = max(1, round(min(max(hb.initdead / 2, 0.5), 10.0) / hb.interval))
+        self.keep_retry = -1e9
         self.policy = Policy(hb.deadtime, hb.initdead, hb.auto_failback, hb.failback_delay)
         self.clock = clock
         self.started = clock()
@@ -549,6 +666,8 @@ class Listener:
         self.published = None
         self.published_at = -1e9
         self.limited = _Limited()
+        self.buffer = bytearray(512)
+        self.paused = {}        # fd -> until when a flooded socket is not read
         self.last_try = {}
         self.role_file = RoleFile(cfg)
         self.role_file.role = worker.role
@@ -569,6 +688,10 @@ class Listener:
                 # Gathering: heartbeats queue with their kernel times; only the
                 # worker, a deadline or the end of the gathering wakes us.
                 ready, _, _ = select.select([worker], [], [], min(timeout, self.quiet_until - now))
+            elif self.paused:
+                listened = [fd for fd in fds if self.paused.get(fd, now) <= now]
+                timeout = min([timeout] + [t - now for t in self.paused.values() if t > now])
+                ready, _, _ = select.select(listened + [worker], [], [], timeout)
             else:
                 ready, _, _ = select.select(fds + [worker], [], [], timeout)
             changed = False
@@ -605,30 +728,41 @@ class Listener:
         self.wake = wake
         return max(0.0, wake - now + 0.0002)
 
-    def _read(self, s, ready, now, wall, batch):
-        """Append (arrival, data, source) of every datagram queued on s to batch.
+    def _read(self, s, fd, ready, now, wall, batch):
+        """Append (arrival, data, source, fd) of the datagrams queued on s to batch.
 
-        ready: select() said so, and a datagram of 0 bytes (FIONREAD says 0)
-        must then be read, or select() would wake for it again at once.
+        At most READ_AT_ONCE: a path flooded faster than we read must not
+        keep us from the other paths' sockets (select() wakes us again at
+        once for the rest).  ready: select() said so, and a datagram of 0
+        bytes (FIONREAD says 0) must then be read, or select() would wake for
+        it again at once.  Returns how many were read, and True when one too
+        big to be a heartbeat was dropped (logged here with its real size:
+        MSG_TRUNC gives it).
         """
         if not ready and not _queued(s):
-            return
-        floor = self.read_at
-        while True:
+            return 0, False
+        floor, oversized, read = self.read_at, False, 0
+        for read in range(1, READ_AT_ONCE + 1):
             try:
-                data, ancillary, _, source = s.recvmsg(512, _ANCILLARY)
+                size, ancillary, _, source = s.recvmsg_into([self.buffer], _ANCILLARY, socket.MSG_TRUNC)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as e:
                 self.limited("recv", log.warning, f"receiving: {e.strerror}")
-                return
-            at = now
-            for level, kind, raw in ancillary:
-                if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET and len(raw) == _TIMESPEC.size:
-                    at = arrival(_TIMESPEC.unpack(raw), now, wall, floor)
-            batch.append((at, data, source[0]))
+                break
+            if size > len(self.buffer):
+                oversized = True
+                self.limited(("bad", "oversized"), log.warning,
+                             f"from {source[0]}: oversized datagram ({size} bytes)")
+            else:
+                at = now
+                for level, kind, raw in ancillary:
+                    if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET and len(raw) == _TIMESPEC.size:
+                        at = arrival(_TIMESPEC.unpack(raw), now, wall, floor)
+                batch.append((at, bytes(self.buffer[:size]), source[0], fd))
             if not _queued(s):
-                return
+                break
+        return read, oversized
 
     def _receive(self, ready, now):
         """Read every socket's queue; True when a datagram changed what we know.
@@ -638,24 +772,41 @@ class Listener:
         the moment it arrived, so gathering never makes a dead peer look alive
         longer, nor a live one silent.
         """
-        batch, wall = [], self.wall()
+        batch, wall, bad, full = [], self.wall(), False, []
         for fd, s in self.by_fd.items():
-            self._read(s, fd in ready, now, wall, batch)
+            if self.paused.get(fd, now) > now:
+                continue
+            read, oversized = self._read(s, fd, fd in ready, now, wall, batch)
+            bad |= oversized
+            if read == READ_AT_ONCE:
+                full.append(fd)
         self.read_at = now
         if len(self.sockets) > 1:
-            batch.sort(key=_first)      # v4 and v6 sockets: in the order they arrived
-        changed = bad = False
-        for at, data, source in batch:
+            batch.sort(key=_first)      # one socket per path: in the order they arrived
+        changed, good = False, set()
+        for at, data, source, fd in batch:
             try:
                 changed |= self.heard(self.receiver.accept(data, source), at)
+                good.add(fd)
             except BadBeat as e:
                 bad = True
                 self.limited(("bad", str(e).split(" ")[0]), log.warning, f"from {source}: {e}")
+        # A socket that gave a full read without one good beat is flooded
+        # (from a peer's forged address: others never reach the queue, see
+        # _only_from).  Read as fast as it comes, it would keep hb-listen, at
+        # real-time priority, on the CPU the kernel needs to deliver every
+        # path's beats; it is read again after PAUSE.
+        for fd in full:
+            if fd not in good:
+                self.paused[fd] = now + PAUSE
+                self.limited(("flood", fd), log.warning, f"a flood of bad datagrams to "
+                             f"{self.by_fd[fd].getsockname()[0]}: reading {READ_AT_ONCE} every {PAUSE * 1000:g} ms")
         # Gather only while nothing but good heartbeats arrives: after a quiet
         # spell the first datagram is heard at once, and a flood of bad ones is
         # read as it comes (a full receive buffer would drop good beats).
         self.quiet_until = now + self.gather if batch and not bad else now
-        return changed
+        # A peer's newest beat near what the file reserves: step now, and write.
+        return changed or self._floors_due(now)
 
     def heard(self, beat, now):
         """Record a verified beat; True when the peer is new, back, or changed role or priority."""
@@ -697,7 +848,7 @@ class Listener:
         self._act(now)
         self._report(now)
         self._publish(now)
-        self._save_generations()
+        self._keep_floors(now)
         if self.joins is not None:
             self.joins.retry(now)
 
@@ -771,15 +922,41 @@ class Listener:
         else:
             log.error(f"takeover: {text}")
 
-    def _save_generations(self):
-        """Each peer's newest generation, on disk: written only when one grows (a peer's hb-send start)."""
-        if not self.receiver.changed:
-            return
-        self.receiver.changed = False
+    def _floors_due(self, now):
+        """True when a peer's newest beat came within half a span of what the file reserves."""
+        if now < self.keep_retry:
+            return False
+        for name, (generation, seq) in self.receiver.tops.items():
+            kept = self.kept.get(name)
+            if kept is None or kept[0] != generation or seq + self.span // 2 > kept[1]:
+                return True
+        return False
+
+    def _keep_floors(self, now):
+        """Reserve the next span of every heard peer's numbers in STATE_DIR, ahead of the beats.
+
+        Written every half span, after acting, so the file always names a
+        number beyond every beat accepted (the half span's margin covers the
+        write's delay): a restart after a crash refuses every beat accepted
+        before it, and a live peer's next beats are heard within a span.
+        """
+        if self._floors_due(now):
+            ahead = {n: (g, seq + self.span) for n, (g, seq) in self.receiver.tops.items()}
+            self._save_floors({**self.kept, **ahead}, now)
+
+    def close(self):
+        """At a clean exit: the exact newest beats, so that the next start hears the peers at once."""
+        self._save_floors({**self.receiver.floors, **self.receiver.tops}, self.clock())
+
+    def _save_floors(self, floors, now):
         try:
-            state.save(self.generations_path, dict(self.receiver.generations))
+            state.save(self.floors_path, {n: {"generation": g, "seq": seq} for n, (g, seq) in floors.items()})
         except OSError as e:
-            self.limited("generations", log.warning, f"{self.generations_path}: {e.strerror}")
+            self.keep_retry = now + 1.0
+            self.limited("floors", log.warning, f"{self.floors_path}: {e.strerror or e}: a restart after a "
+                         "crash may accept heartbeats captured before it")
+            return
+        self.kept = floors
 
     def _publish(self, now):
         """RUN_DIR/hb-peers.json: each peer's state, and when it was last heard on each path.

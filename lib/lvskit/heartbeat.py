@@ -20,12 +20,11 @@ datagrams (seq) within a generation that grows at every start of hb-send (see
 generation and a 64-wide window of sequence numbers, as IPsec does; a datagram
 from an older generation, or a number already seen or too old, is dropped.
 
-hb-listen keeps each peer's newest generation in STATE_DIR
-(hb-peer-generations.json), so that after its restart captured datagrams of
-an older generation stay refused.  What that does not cover: datagrams of
-the peer's current generation are accepted once each again (the sequence
-windows live in memory), and with the file deleted, older generations too
-(the behaviour before the file existed).
+A restarted receiver starts from floors: per peer, a (generation, seq) that
+no beat it accepts may be at or below (see ``Receiver``).  hb-listen keeps
+them in STATE_DIR (see ``hbnet.Listener``), so that after its restart or
+crash captured datagrams stay refused, those of the peer's current generation
+included.
 """
 import functools
 import hashlib
@@ -150,12 +149,16 @@ def _decode(data, mac):
 
 
 class ReplayWindow:
-    """Newest generation and a sliding bitmap of seen sequence numbers."""
+    """Newest generation and a sliding bitmap of seen sequence numbers.
 
-    def __init__(self, generation=-1):
+    newest: every number of `generation` up to it counts as seen (a floor
+    kept across a restart).
+    """
+
+    def __init__(self, generation=-1, newest=-1):
         self.generation = generation
-        self.top = -1
-        self.bits = 0       # bit i set: seq top-i was seen
+        self.top = newest
+        self.bits = (1 << WINDOW) - 1 if newest >= 0 else 0     # bit i set: seq top-i was seen
 
     def accept(self, generation, seq):
         """Record (generation, seq); BadBeat when it is a replay or too old."""
@@ -181,17 +184,18 @@ class Receiver:
     """Verifies datagrams against the configured nodes and drops replays.
 
     nodes: {name: {path name: address}} of the peers (not this node).
-    generations: {name: newest generation seen}, kept by the caller across
-    restarts (hb-listen: STATE_DIR); `changed` is set when one grows.
+    floors: {name: (generation, seq)} kept by the caller across restarts
+    (hb-listen: STATE_DIR): a beat of an older generation, or of that
+    generation numbered seq or less, is refused on every path.  `tops` holds
+    each peer's newest (generation, seq) accepted since: the floors to keep.
     """
 
-    def __init__(self, key, nodes, me, generations=None):
+    def __init__(self, key, nodes, me, floors=None):
         self.key, self.nodes, self.me = key, nodes, me
         self.mac = _keyed(key)
         self.windows = {}   # (name, path) -> ReplayWindow
-        self.generations = {n: g for n, g in (generations or {}).items()
-                            if n in nodes and isinstance(g, int) and not isinstance(g, bool)}
-        self.changed = False
+        self.floors = {n: f for n, f in (floors or {}).items() if n in nodes}
+        self.tops = {}
         self.sources = {a for paths in nodes.values() for a in paths.values()}
 
     def accept(self, data, source):
@@ -212,16 +216,15 @@ class Receiver:
         if plain != paths[beat.path]:
             raise BadBeat(f"{beat.name} path {beat.path} from {source}, expected {paths[beat.path]}")
         # Only a verified datagram may move the window, or forged ones could push it.
-        floor = self.generations.get(beat.name, -1)
-        if beat.generation < floor:
-            raise BadBeat(f"old generation {beat.generation} (now {floor})")
+        top = self.tops.get(beat.name) or self.floors.get(beat.name)
+        if top is not None and beat.generation < top[0]:
+            raise BadBeat(f"old generation {beat.generation} (now {top[0]})")
         window = self.windows.get((beat.name, beat.path))
         if window is None:
-            window = self.windows[beat.name, beat.path] = ReplayWindow(floor)
+            window = self.windows[beat.name, beat.path] = ReplayWindow(*self.floors.get(beat.name, (-1, -1)))
         window.accept(beat.generation, beat.seq)
-        if beat.generation > floor:
-            self.generations[beat.name] = beat.generation
-            self.changed = True
+        if beat.name not in self.tops or (beat.generation, beat.seq) > top:
+            self.tops[beat.name] = (beat.generation, beat.seq)
         return beat
 
 

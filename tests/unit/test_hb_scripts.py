@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from lvskit import heartbeat
+from lvskit import config, heartbeat, takeover
 from lvskit.errors import NOT_CONFIGURED, OK, PERMISSION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -18,18 +18,21 @@ def run(name, *args):
                           env=dict(os.environ, LVSKIT_NO_SYSLOG="1"))
 
 
-def free_port():
+@pytest.fixture
+def peer_b():
+    """Node b's heartbeat socket, bound (port chosen by the kernel) for the whole test."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.bind(("127.0.0.2", 0))
+        s.settimeout(5)
+        yield s
 
 
 @pytest.fixture
-def conf(tmp_path):
+def conf(tmp_path, peer_b):
     key = tmp_path / "hb.key"
     key.write_bytes(KEY)
     os.chmod(key, 0o600)
-    port = free_port()
+    port = peer_b.getsockname()[1]
     path = tmp_path / "lvskit.ini"
     path.write_text(f"""
 [global]
@@ -48,7 +51,7 @@ path.lo = 127.0.0.1
 [node b]
 path.lo = 127.0.0.2
 """)
-    return path, key, port
+    return path, key, peer_b
 
 
 @pytest.mark.parametrize("name", ["hb-send", "hb-listen", "takeover"])
@@ -93,22 +96,18 @@ def test_takeover_dry_run_prints_the_plan_in_order(conf):
 
 
 def test_hb_send_datagrams_verify_and_carry_the_role(conf):
-    path, _, port = conf
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.2", port))
-        s.settimeout(5)
-        r = run("hb-send", "-c", str(path), "--node", "a", "--count", "3", "--interval", "0.01")
-        assert r.returncode == OK, r.stderr
-        rx = heartbeat.Receiver(KEY, {"a": {"lo": "127.0.0.1"}}, "b")
-        beats = [rx.accept(*_recv(s)) for _ in range(3)]
+    path, _, s = conf
+    # the role from the role file, not from whether this host's lo happens to hold 127.0.0.99
+    takeover.write_role(config.load(str(path)), "standby")
+    r = run("hb-send", "-c", str(path), "--node", "a", "--count", "3", "--interval", "0.01")
+    assert r.returncode == OK, r.stderr
+    rx = heartbeat.Receiver(KEY, {"a": {"lo": "127.0.0.1"}}, "b")
+    beats = [rx.accept(*_recv(s)) for _ in range(3)]
     assert [b.seq for b in beats] == [1, 2, 3]
     assert {(b.name, b.state, b.priority) for b in beats} == {("a", "standby", 200)}
     # a second run is a new generation, so its seq 1 is no replay
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.2", port))
-        s.settimeout(5)
-        run("hb-send", "-c", str(path), "--node", "a", "--count", "1")
-        again = rx.accept(*_recv(s))
+    run("hb-send", "-c", str(path), "--node", "a", "--count", "1")
+    again = rx.accept(*_recv(s))
     assert again.seq == 1 and again.generation > beats[0].generation
 
 
@@ -146,18 +145,15 @@ def test_key_file_that_is_a_directory_is_one_line(conf, tmp_path, name):
 
 
 def test_state_dir_that_cannot_be_written_is_one_line_and_beats_go_on(conf, tmp_path):
-    path, _, port = conf
+    path, _, s = conf
     (tmp_path / "plainfile").write_text("")
     text = path.read_text().replace(f"state_dir = {tmp_path}/state", f"state_dir = {tmp_path}/plainfile/state")
     path.write_text(text)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.2", port))
-        s.settimeout(5)
-        r = run("hb-send", "-c", str(path), "--node", "a", "--count", "1")
-        assert r.returncode == OK and "hb-generation.json: cannot save" in r.stderr
-        # the failed read is a line of its own; no traceback
-        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
-        assert _recv(s)
+    r = run("hb-send", "-c", str(path), "--node", "a", "--count", "1")
+    assert r.returncode == OK and "hb-generation.json: cannot save" in r.stderr
+    # the failed read is a line of its own; no traceback
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
+    assert _recv(s)
 
 
 def test_run_dir_that_cannot_be_written_is_one_line(conf, tmp_path):

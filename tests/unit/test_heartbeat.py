@@ -186,3 +186,18 @@ def test_encoder_makes_the_bytes_encode_makes():
             assert enc(state, seq) == hb.encode(beat(seq=seq, state=state), KEY)
     with pytest.raises(ValueError):
         hb.Encoder("midas", 200, "cåble", 7, KEY)
+
+
+def test_floors_refuse_every_beat_up_to_them_on_every_path():
+    r = Receiver(KEY, PEERS, "estepe", floors={"midas": (7, 500), "nobody": (1, 1)})
+    assert r.floors == {"midas": (7, 500)}             # peers not configured are dropped
+    for seq, path, source in [(500, "lan", "10.0.0.1"), (1, "lan", "10.0.0.1"), (437, "cross", "10.9.0.1"),
+                              (400, "cross", "10.9.0.1")]:    # 400: older than the 64-wide window
+        with pytest.raises(BadBeat, match="replayed|too old"):
+            r.accept(hb.encode(beat(seq=seq, generation=7, path=path), KEY), source)
+    with pytest.raises(BadBeat, match="old generation 6"):
+        r.accept(hb.encode(beat(seq=10 ** 6, generation=6), KEY), "10.0.0.1")
+    assert r.tops == {}
+    assert r.accept(hb.encode(beat(seq=501, generation=7), KEY), "10.0.0.1").seq == 501
+    assert r.accept(hb.encode(beat(seq=1, generation=8, path="cross"), KEY), "10.9.0.1").seq == 1
+    assert r.tops == {"midas": (8, 1)}
