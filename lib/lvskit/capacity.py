@@ -25,6 +25,7 @@ controller enabled).  Its pressure (cpu.pressure) is no substitute: tasks
 that fill every CPU without waiting for one show none.
 """
 import os
+import stat
 import struct
 import time
 from dataclasses import dataclass
@@ -194,13 +195,46 @@ def measure(knobs, proc_root="/proc", utmp=None, meter=None):
     return Reading(min(cpu, memory, session), cpu, memory, session, load, cpus, n, knobs.cgroup)
 
 
+ADMIN_STATES = ("up", "drain", "maint", "down")
+_warned = {}    # path -> the version of the file last warned about
+
+
 def admin_state(path):
-    """up/drain/maint/down from the admin's state file; up when there is none."""
+    """up/drain/maint/down: the first word of the admin's state file.
+
+    Up when there is none; also up, with one warning naming the file (once
+    per version of it), when it is not a regular file, cannot be read, is
+    not ASCII, or its first word is none of those.
+    """
     if not path:
         return "up"
+    version, why = None, None
     try:
-        words = _read(path).split()
-    except OSError:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)     # a FIFO must not hang us
+    except FileNotFoundError:
         return "up"
-    word = words[0].lower() if words else "up"
-    return word if word in ("up", "drain", "maint", "down") else "up"
+    except OSError as e:
+        why = e.strerror or str(e)
+    else:
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            version = (st.st_mtime_ns, st.st_size, st.st_ino)
+            try:
+                data = f.read(4096) if stat.S_ISREG(st.st_mode) else None
+            except OSError as e:
+                data, why = None, e.strerror or str(e)
+        if data is None:
+            why = why or "not a regular file"
+        elif not data.isascii():
+            why = "not ASCII text"
+        else:
+            words = data.decode("ascii").split()
+            word = words[0].lower() if words else "up"
+            if word in ADMIN_STATES:
+                return word
+            why = f"{word[:20]!r} is none of {', '.join(ADMIN_STATES)}"
+    if _warned.get(path, False) != version:
+        _warned[path] = version
+        from . import log
+        log.warning(f"{path}: ignoring this state file ({why}): saying up")
+    return "up"

@@ -154,7 +154,7 @@ def test_state_dir_that_cannot_be_written_is_one_line_and_beats_go_on(conf, tmp_
         s.bind(("127.0.0.2", port))
         s.settimeout(5)
         r = run("hb-send", "-c", str(path), "--node", "a", "--count", "1")
-        assert r.returncode == OK and "hb-generation.json: cannot save" in r.stderr
+        assert r.returncode == OK and "hb-generation.json: cannot write it" in r.stderr
         # the failed read is a line of its own; no traceback
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
         assert _recv(s)
