@@ -25,10 +25,11 @@ controller enabled).  Its pressure (cpu.pressure) is no substitute: tasks
 that fill every CPU without waiting for one show none.
 """
 import os
-import stat
 import struct
 import time
 from dataclasses import dataclass
+
+from . import state
 
 # struct utmp on Linux (glibc, 64-bit and 32-bit alike since ut_tv is int32 pairs).
 _UTMP = struct.Struct("<hxxi32s4s32s256shhiii4i20x")
@@ -208,31 +209,23 @@ def admin_state(path):
     """
     if not path:
         return "up"
-    version, why = None, None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)     # a FIFO must not hang us
+        data, version = state.read_regular(fd, 4096)
     except FileNotFoundError:
         return "up"
     except OSError as e:
-        why = e.strerror or str(e)
-    else:
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            version = (st.st_mtime_ns, st.st_size, st.st_ino)
-            try:
-                data = f.read(4096) if stat.S_ISREG(st.st_mode) else None
-            except OSError as e:
-                data, why = None, e.strerror or str(e)
-        if data is None:
-            why = why or "not a regular file"
-        elif not data.isascii():
-            why = "not ASCII text"
-        else:
-            words = data.decode("ascii").split()
-            word = words[0].lower() if words else "up"
-            if word in ADMIN_STATES:
-                return word
-            why = f"{word[:20]!r} is none of {', '.join(ADMIN_STATES)}"
+        return _ignore(path, getattr(e, "version", None), e.strerror or str(e))
+    if not data.isascii():
+        return _ignore(path, version, "not ASCII text")
+    words = data.decode("ascii").split()
+    word = words[0].lower() if words else "up"
+    if word not in ADMIN_STATES:
+        return _ignore(path, version, f"{word[:20]!r} is none of {', '.join(ADMIN_STATES)}")
+    return word
+
+
+def _ignore(path, version, why):
     if _warned.get(path, False) != version:
         _warned[path] = version
         from . import log

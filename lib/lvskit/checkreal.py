@@ -12,7 +12,6 @@ STATE_DIR) costs one error line naming it, never the kernel's update.
 """
 import os
 import shlex
-import stat
 import time
 from dataclasses import dataclass, field
 
@@ -76,8 +75,7 @@ def maintenance(cfg, dest):
         except OSError as e:
             return f"maintenance ({name}: unreadable: {e.strerror})"
         try:
-            with os.fdopen(fd, "rb") as f:
-                head = f.read(MAX_FLAG_TEXT * 4) if stat.S_ISREG(os.fstat(f.fileno()).st_mode) else b""
+            head, _ = state.read_regular(fd, MAX_FLAG_TEXT * 4)
         except OSError as e:
             return f"maintenance ({name}: unreadable: {e.strerror})"
         return f"maintenance ({name}{': ' + _flag_text(head) if _flag_text(head) else ''})"

@@ -50,15 +50,10 @@ def load(path, default=None, shape=None):
         return default
     except OSError as e:
         return _ignore(path, None, e.strerror or str(e), default)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        version = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if not stat.S_ISREG(st.st_mode):
-            return _ignore(path, version, "not a regular file", default)
-        try:
-            raw = f.read(MAX_SIZE + 1)
-        except OSError as e:
-            return _ignore(path, version, e.strerror or str(e), default)
+    try:
+        raw, version = read_regular(fd, MAX_SIZE + 1)
+    except OSError as e:
+        return _ignore(path, getattr(e, "version", None), e.strerror or str(e), default)
     if len(raw) > MAX_SIZE:
         return _ignore(path, version, f"larger than {MAX_SIZE >> 20} MB", default)
     try:
@@ -75,6 +70,30 @@ def load(path, default=None, shape=None):
         return _ignore(path, version, str(e), default)
     except RecursionError:
         return _ignore(path, version, "nested too deeply", default)
+
+
+def read_regular(fd, limit):
+    """(up to limit bytes, the file's version) of the open fd, which this closes;
+    OSError (with .version) when it is no regular file or cannot be read."""
+    try:
+        st = os.fstat(fd)
+        version = (st.st_mtime_ns, st.st_size, st.st_ino)
+        try:
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(0, "not a regular file")
+            chunks, left = [], limit
+            while left > 0:
+                chunk = os.read(fd, min(left, 1 << 20))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+        except OSError as e:
+            e.version = version
+            raise
+        return b"".join(chunks), version
+    finally:
+        os.close(fd)
 
 
 def _no_constant(word):
