@@ -29,6 +29,8 @@ import struct
 import time
 from dataclasses import dataclass
 
+from . import state
+
 # struct utmp on Linux (glibc, 64-bit and 32-bit alike since ut_tv is int32 pairs).
 _UTMP = struct.Struct("<hxxi32s4s32s256shhiii4i20x")
 USER_PROCESS = 7
@@ -194,13 +196,38 @@ def measure(knobs, proc_root="/proc", utmp=None, meter=None):
     return Reading(min(cpu, memory, session), cpu, memory, session, load, cpus, n, knobs.cgroup)
 
 
+ADMIN_STATES = ("up", "drain", "maint", "down")
+_warned = {}    # path -> the version of the file last warned about
+
+
 def admin_state(path):
-    """up/drain/maint/down from the admin's state file; up when there is none."""
+    """up/drain/maint/down: the first word of the admin's state file.
+
+    Up when there is none; also up, with one warning naming the file (once
+    per version of it), when it is not a regular file, cannot be read, is
+    not ASCII, or its first word is none of those.
+    """
     if not path:
         return "up"
     try:
-        words = _read(path).split()
-    except OSError:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)     # a FIFO must not hang us
+        data, version = state.read_regular(fd, 4096)
+    except FileNotFoundError:
         return "up"
+    except OSError as e:
+        return _ignore(path, getattr(e, "version", None), e.strerror or str(e))
+    if not data.isascii():
+        return _ignore(path, version, "not ASCII text")
+    words = data.decode("ascii").split()
     word = words[0].lower() if words else "up"
-    return word if word in ("up", "drain", "maint", "down") else "up"
+    if word not in ADMIN_STATES:
+        return _ignore(path, version, f"{word[:20]!r} is none of {', '.join(ADMIN_STATES)}")
+    return word
+
+
+def _ignore(path, version, why):
+    if _warned.get(path, False) != version:
+        _warned[path] = version
+        from . import log
+        log.warning(f"{path}: ignoring this state file ({why}): saying up")
+    return "up"

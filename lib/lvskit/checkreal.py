@@ -1,18 +1,21 @@
 """check-real's work: one round of checks, the state it leaves, the table it asks for.
 
-A round: read the state file, probe every real server of every due service
-(once per distinct endpoint, all at once: checks.run), advance each server's
-state machine (health.advance), never empty a service silently
-(health.keep_last_healthy), write the state file, then for every change one
-syslog line and the hook, and the kernel through sync.reconcile: the same
-planner ipvs-sync uses, with overlay.py turning health into weights.
+A round: probe every real server of every due service (once per distinct
+endpoint, all at once: checks.run), advance each server's state machine
+(health.advance), never empty a service silently (health.keep_last_healthy),
+then the kernel through sync.reconcile (the same planner ipvs-sync uses, with
+overlay.py turning the health in memory into weights), then the state file,
+then for every change one syslog line and the hook.  The health lives in
+memory between rounds; the state file only carries it to the next run and to
+ipvs-sync, so a state file that cannot be written (read-only or full
+STATE_DIR) costs one error line naming it, never the kernel's update.
 """
 import os
 import shlex
 import time
 from dataclasses import dataclass, field
 
-from . import checks, health, log, overlay, sync
+from . import checks, health, log, overlay, state, sync
 from .errors import CHECK_CRITICAL, CHECK_OK, CHECK_UNKNOWN, CHECK_WARNING
 from .model import hostport
 
@@ -48,24 +51,41 @@ class Round:
     probes: int = 0
     kernel: object = None       # sync.Outcome
     kernel_error: str = ""
+    state_error: str = ""       # a state file that could not be written: its name and why
 
     def changes(self):
         return [r for r in self.rows if r.changed]
 
 
+MAX_FLAG_TEXT = 80     # characters of a flag's first line kept: it goes into one plugin line
+
+
 def maintenance(cfg, dest):
-    """The reason a maintenance flag gives, or None: MAINT/ADDRESS or MAINT/ADDRESS:PORT."""
+    """The reason a maintenance flag gives, or None: MAINT/ADDRESS or MAINT/ADDRESS:PORT.
+
+    The reason is the flag's first line, cut to MAX_FLAG_TEXT printable
+    characters; a flag that is no regular file (a FIFO) is not read.
+    """
     for name in (hostport(dest.address, dest.port), f"{dest.address}:{dest.port}", dest.address):
         path = os.path.join(cfg.maint_path, name)
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                text = f.readline().strip()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             continue
         except OSError as e:
-            text = f"(unreadable: {e.strerror})"
-        return f"maintenance ({name}{': ' + text if text else ''})"
+            return f"maintenance ({name}: unreadable: {e.strerror})"
+        try:
+            head, _ = state.read_regular(fd, MAX_FLAG_TEXT * 4)
+        except OSError as e:
+            return f"maintenance ({name}: unreadable: {e.strerror})"
+        return f"maintenance ({name}{': ' + _flag_text(head) if _flag_text(head) else ''})"
     return None
+
+
+def _flag_text(head):
+    line = head.split(b"\n", 1)[0].decode("utf-8", "replace")
+    line = "".join(c if c.isprintable() else "?" for c in line).strip()
+    return line if len(line) <= MAX_FLAG_TEXT else line[:MAX_FLAG_TEXT - 3] + "..."
 
 
 def _due(vs, checked, now, all_due):
@@ -129,6 +149,7 @@ def _extra(vs, t):
 
 
 def save(cfg, tracks, checked):
+    """Write health.json; state.WriteError (naming it) when that fails."""
     extra = {vs.name: {e: _extra(vs, t) for e, t in tracks.get(vs.name, {}).items()}
              for vs in cfg.services}
     health.save(overlay.health_path(cfg), tracks, checked, extra)
@@ -171,13 +192,28 @@ def _all_down_text(vs, rnd):
 
 
 def update_kernel(cfg, kernel, tracks, dry_run=False, full=True):
-    """The same planner as ipvs-sync: sync.reconcile, or its Follower in a loop
-    (which plans against its memory of the table, reading it back when full)."""
-    if isinstance(kernel, sync.Follower) and not dry_run:
-        return kernel.step(cfg, full=full)      # reads the health.json just saved
+    """The same planner as ipvs-sync, sync.reconcile, with the health in memory (not
+    the state file, which may be unwritable); in a loop after a sync.Follower's
+    manner: planned against its memory of the table, read back when full."""
     from .overlay import adjuster
     desired = sync.desired_table(cfg, adjuster(cfg, health=health_data(cfg, tracks)))
+    if isinstance(kernel, sync.Follower) and not dry_run:
+        return _follow(cfg, kernel, desired, full)
     return sync.reconcile(cfg, getattr(kernel, "kernel", kernel), desired=desired, dry_run=dry_run)
+
+
+def _follow(cfg, follower, desired, full):
+    """sync.Follower.step for a desired table of our own."""
+    from .memtable import MemoryTable
+    current = None if full or follower.memory is None else follower.memory.read()
+    follower.memory = None      # until we know what the kernel holds (a raise below)
+    out = sync.reconcile(cfg, follower.kernel, desired=desired, current=current)
+    if out.failed and current is not None:
+        return _follow(cfg, follower, desired, True)
+    if not out.failed:
+        follower.memory = MemoryTable(out.current)
+        follower.memory.execute(out.ops)
+    return out
 
 
 # --- the monitoring-plugins line ------------------------------------------------
@@ -195,7 +231,7 @@ def report(rnd):
     kernel_failed = (rnd.kernel.failed if rnd.kernel else []) or rnd.kernel_error
     if down or dead:
         code, word = CHECK_CRITICAL, "CRITICAL"
-    elif kernel_failed or unknown:
+    elif kernel_failed or unknown or rnd.state_error:
         code, word = CHECK_UNKNOWN, "UNKNOWN"
     elif maint or warn:
         code, word = CHECK_WARNING, "WARNING"
@@ -214,6 +250,8 @@ def report(rnd):
     elif rnd.kernel and rnd.kernel.failed:
         op, msg = rnd.kernel.failed[0]
         parts.append(f"kernel: {len(rnd.kernel.failed)} changes failed, first: {op.ipvsadm()}: {msg}")
+    if rnd.state_error:
+        parts.append(f"state: {rnd.state_error}")
     head = f"{len(down)}/{n} down" if down else f"{ups}/{n} up"
     text = "; ".join([head] + parts).replace("|", "/")
     perf = (f"up={ups};;;0;{n} down={len(down)};;;0;{n} maint={len(maint)};;;0;{n} "
@@ -238,19 +276,34 @@ def table(rnd):
 
 def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
     """One round with its consequences; returns (Round, tracks, checked).
-    kernel: an ipvs.Kernel (or a MemoryTable in tests), a sync.Follower, or None."""
+    kernel: an ipvs.Kernel (or a MemoryTable in tests), a sync.Follower, or None.
+
+    The kernel first, from the health in memory: neither a state file that
+    cannot be written nor a slow or hanging hook may delay taking a dead
+    server out.  A state file that cannot be written is one error line naming
+    it (rnd.state_error); the next round tries again.
+    """
     rnd, tracks, checked = run_round(cfg, tracks, checked, all_due=all_due)
-    if not dry_run:
-        save(cfg, tracks, checked)
-    # the kernel first: a slow or hanging hook must never delay taking a dead server out
     if kernel is not None:
         try:
             rnd.kernel = update_kernel(cfg, kernel, tracks, dry_run, full)
+        except state.WriteError as e:      # reconcile's own record (ipvs-sync.json), after the kernel
+            _state_failed(rnd, e)
         except OSError as e:
             rnd.kernel_error = e.strerror or str(e)
             log.error(f"kernel: {rnd.kernel_error}")
+    if not dry_run:
+        try:
+            save(cfg, tracks, checked)
+        except state.WriteError as e:
+            _state_failed(rnd, e)
     announce(cfg, rnd, dry_run)
     return rnd, tracks, checked
+
+
+def _state_failed(rnd, e):
+    log.error(str(e))
+    rnd.state_error = "; ".join(filter(None, [rnd.state_error, str(e)]))
 
 
 def _stop(*_):

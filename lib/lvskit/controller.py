@@ -21,8 +21,12 @@ State per server is a plain dict (it lives in weights.json):
   smooth   float or None, the EWMA of capacity
   since    float or None, when the server came back (slow start)
   out      bool, check-real or the agent took it out last round
+(reweight adds "error" and "answer", the last answer's problem or text).
+check_state is that dict's shape, for whoever reads weights.json.
 """
 from dataclasses import dataclass
+
+from . import state
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,24 @@ class Params:
     ceiling: float = 1.0        # fraction of full weight
     scale: int = 100
     slow_start: float = 60.0    # seconds; 0 = off
+
+
+def check_state(s, where):
+    """A server's state dict read from weights.json, checked key by key (state.Shape if bad).
+
+    smooth is an EWMA of fractions, so 0..1; a time out of range or not finite
+    would overflow the slow-start arithmetic.
+    """
+    state.obj(s, where)
+    for key, check in (("weight", lambda v, w: state.integer(v, w, 0, 65535)),
+                       ("smooth", lambda v, w: state.number(v, w, 0, 1)),
+                       ("since", state.timestamp),
+                       ("out", state.boolean),
+                       ("error", state.text),
+                       ("answer", state.text)):
+        if s.get(key) is not None:
+            check(s[key], f"{where}.{key}")
+    return s
 
 
 def full_weight(base, p):

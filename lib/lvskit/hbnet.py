@@ -100,7 +100,8 @@ _UNREAD = object()
 class RoleFile:
     """The advertised role, re-read only when the file changes.
 
-    A missing or unreadable file is no news: the role last read stays.  Were
+    A missing file, or one not of its shape (read_role: one warning), is no
+    news: the role last read stays.  Were
     it read as "standby", an active node whose file was deleted would say
     standby while it holds the VIPs, a higher-ranked peer would take them, and
     neither would let go.  `lost` tells hb-listen to have the worker rewrite

@@ -20,6 +20,8 @@ first definite result).
 """
 from dataclasses import asdict, dataclass, field, replace
 
+from . import state
+
 UP, DOWN, WARNING, UNKNOWN, MAINT = "up", "down", "warning", "unknown", "maint"
 HELD = "held"
 
@@ -140,22 +142,64 @@ def keep_last_healthy(before, after):
 
 # --- the state file: STATE_DIR/health.json, shared with overlay.py -----------
 
+STATES = (UP, DOWN, WARNING, UNKNOWN, MAINT, HELD)
+MAX_CHANGES = 1000      # flap times kept per server; check_flap_changes is far below
+
+
+# what each key of an entry may hold
+_ENTRY_CHECKS = {
+    "state": lambda v, w: state.one_of(v, w, STATES),
+    "last": lambda v, w: state.one_of(v, w, STATES + ("",)),
+    "ok": lambda v, w: state.integer(v, w, 0, 2**31),
+    "bad": lambda v, w: state.integer(v, w, 0, 2**31),
+    "reason": state.text,
+    "since": state.timestamp,
+    "held_until": state.timestamp,
+    "kept": state.boolean,
+    "up": lambda v, w: v is None or state.boolean(v, w),
+    "weight_percent": lambda v, w: state.integer(v, w, 0, 100),
+}
+
+
+def check_entry(d, where):
+    """One server's entry as save writes it (overlay reads "up", "kept",
+    "weight_percent"); a key may be absent, never of another type."""
+    state.obj(d, where)
+    for key, check in _ENTRY_CHECKS.items():
+        if key in d:
+            check(d[key], f"{where}.{key}")
+    changes = d.get("changes", [])
+    if not isinstance(changes, list) or len(changes) > MAX_CHANGES:
+        raise state.Shape(f"{where}.changes: want a list of at most {MAX_CHANGES} times")
+    for x in changes:
+        state.timestamp(x, f"{where}.changes")
+    return d
+
+
+def check_file(data):
+    """health.json's shape: {"services": {SERVICE: {"ADDR:PORT": entry}},
+    "checked": {SERVICE: time}}; for state.load."""
+    state.obj(data, "the file")
+    services = state.obj(data.get("services", {}), "services")
+    for name, entries in services.items():
+        for e, d in state.obj(entries, f"services.{name}").items():
+            check_entry(d, f"services.{name}.{e}")
+    for name, t in state.obj(data.get("checked", {}), "checked").items():
+        state.timestamp(t, f"checked.{name}")
+    return data
+
+
 def load(path):
-    """({service: {entry: Track}}, {service: last checked time})."""
-    from . import state
-    data = state.load(path, {}) or {}
-    if not isinstance(data, dict):
-        data = {}
-    services = data.get("services") if isinstance(data.get("services"), dict) else {}
+    """({service: {entry: Track}}, {service: last checked time}); empty when
+    the file is missing or not of its shape (one warning)."""
+    data = state.load(path, {}, check_file)
     tracks = {name: {e: Track.from_json(d) for e, d in entries.items()}
-              for name, entries in services.items() if isinstance(entries, dict)}
-    checked = data.get("checked") if isinstance(data.get("checked"), dict) else {}
-    return tracks, {k: v for k, v in checked.items() if isinstance(v, (int, float))}
+              for name, entries in data.get("services", {}).items()}
+    return tracks, dict(data.get("checked", {}))
 
 
 def save(path, tracks, checked, extra=None):
     """extra: {service: {entry: {key: value}}} merged into entries (e.g. weight_percent)."""
-    from . import state
     extra = extra or {}
     services = {}
     for name, entries in tracks.items():

@@ -234,23 +234,31 @@ def _plain(address):
     return address[7:] if address.startswith("::ffff:") and "." in address else address
 
 
+MAX_GENERATION = 2**64 - 1     # the wire's generation is an unsigned 64-bit number (_HEAD)
+
+
 def next_generation(path, now_seconds):
     """A generation larger than every earlier one of this node: stored counter + 1.
 
     The wall clock is only a floor for when the state file was deleted (it is
     state, deletable); its going backwards never makes a generation repeat as
-    long as the file is kept, and its jumping forwards is harmless.
+    long as the file is kept, and its jumping forwards is harmless.  A file
+    not of its shape ({"generation": N}, N + 1 within the wire's 64 bits) is
+    taken as deleted, with one warning.
     """
     from . import log, state
-    data = state.load(path, {}) or {}
-    stored = data.get("generation", 0) if isinstance(data, dict) else 0
-    stored = stored if isinstance(stored, int) else 0
+    stored = state.load(path, 0, _check_generation_file)
     generation = max(stored + 1, int(now_seconds))
     try:
         state.save(path, {"generation": generation})
     except OSError as e:    # as if deleted: the clock stays the floor; no reason to stop beating
-        log.warning(f"{path}: cannot save ({e.strerror}); the next start relies on the clock")
+        log.warning(f"{e}; the next start relies on the clock")
     return generation
+
+
+def _check_generation_file(data):
+    from . import state
+    return state.integer(state.obj(data, "the file").get("generation"), "generation", 0, MAX_GENERATION - 1)
 
 
 def check_key_file(path, st=None):

@@ -4,7 +4,9 @@ check-real keeps each real server's health in STATE_DIR/health.json and
 reweight keeps load-based weights in STATE_DIR/weights.json.  Every program
 that plans the table (ipvs-sync included) applies both, so a cron run of
 ipvs-sync never puts back a server that check-real took out.  Either file
-may be deleted at any time: the config alone is then the answer.
+may be deleted at any time: the config alone is then the answer; so is a
+file not of the shape below (health.check_file, check_weights), with one
+warning.
 
 health.json:  {"services": {SERVICE: {"ADDR:PORT": {"up": bool, ...}}}}
               optional per entry: "kept": true (down, but the service's last
@@ -17,7 +19,7 @@ weights.json: {"services": {SERVICE: {"ADDR:PORT": {"weight": int, ...}}}}
 """
 import os
 
-from . import log, state
+from . import controller, health, state
 
 
 def health_path(cfg):
@@ -28,32 +30,24 @@ def weights_path(cfg):
     return os.path.join(cfg.state_dir, "weights.json")
 
 
-def services(path):
-    """{SERVICE: {"ADDR:PORT": {...}}} of a state file; anything of another shape is dropped.
+def check_weights(data):
+    """weights.json's shape, for state.load: {"services": {SERVICE: {"ADDR:PORT":
+    the controller's state of that server}}}."""
+    state.obj(data, "the file")
+    for name, entries in state.obj(data.get("services", {}), "services").items():
+        for e, s in state.obj(entries, f"services.{name}").items():
+            controller.check_state(s, f"services.{name}.{e}")
+    return data
 
-    A hand-edited or half-understood file must never stop a cron run: what
-    does not have the documented shape is ignored, with one warning.
-    """
-    data = state.load(path, {}) or {}
-    found = data.get("services") if isinstance(data, dict) else None
-    if not isinstance(found, dict):
-        if data:
-            log.warning(f"{path}: ignoring it, no \"services\" object")
-        return {}
-    out, dropped = {}, 0
-    for name, entries in found.items():
-        if not isinstance(entries, dict):
-            dropped += 1
-            continue
-        out[name] = {e: v for e, v in entries.items() if isinstance(v, dict)}
-        dropped += len(entries) - len(out[name])
-    if dropped:
-        log.warning(f"{path}: ignoring {dropped} entries of the wrong shape")
-    return out
+
+def load_health(cfg):
+    """health.json's "services", or {} when it is missing or not of its shape (one warning)."""
+    return state.load(health_path(cfg), {}, health.check_file).get("services", {})
 
 
 def load_weights(cfg):
-    return services(weights_path(cfg))
+    """weights.json's "services", or {} when it is missing or not of its shape (one warning)."""
+    return state.load(weights_path(cfg), {}, check_weights).get("services", {})
 
 
 class Adjuster:
@@ -80,8 +74,8 @@ class Adjuster:
 
 def adjuster(cfg, health=None, weights=None):
     """The Adjuster of the state files (or of the given health and weights)."""
-    health = services(health_path(cfg)) if health is None else health
-    weights = services(weights_path(cfg)) if weights is None else weights
+    health = load_health(cfg) if health is None else health
+    weights = load_weights(cfg) if weights is None else weights
     return Adjuster(health, weights)
 
 

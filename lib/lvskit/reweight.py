@@ -122,26 +122,38 @@ def _weight_edit(reweighted):
     return select
 
 
-def round_(cfg, kernel, dry_run=False, now=None):
-    """Ask, decide, save, apply; returns the sync Outcome."""
+def round_(cfg, kernel, dry_run=False, now=None, unsaved=None):
+    """Ask, decide, apply, save; returns the sync Outcome.
+
+    The kernel first, from the weights in memory; then weights.json, whose
+    failure raises state.WriteError (naming it) after the kernel has them.
+    unsaved: a dict a loop keeps between rounds; weights that could not be
+    saved wait there as the next round's state (which tries to save again).
+    """
     now = time.time() if now is None else now
     queries = {_query(cfg, vs, real) for vs in cfg.services if vs.reweight != "none" for real in vs.reals}
     replies = ask(queries, cfg.reweight.timeout)
-    old = overlay.load_weights(cfg)
-    health = overlay.services(overlay.health_path(cfg))
+    old = overlay.load_weights(cfg) if not unsaved else unsaved.pop("services")
+    health = overlay.load_health(cfg)
     services, notes = decide(cfg, replies, old, health, now)
     for note in notes:
         log.warning(note)
     for name, states in services.items():
         for entry, s in states.items():
             log.debug(f"{name} {entry}: {s.get('answer') or s.get('error', '-')} -> weight {s['weight']}")
-    # unchanged state is not rewritten: ipvs-sync --every wakes on every write
-    if not dry_run and services != old:
-        state.save(overlay.weights_path(cfg), {"services": services})
     desired = desired_table(cfg, overlay.adjuster(cfg, health=health, weights=services))
     reweighted = {vs.key for vs in cfg.services if vs.reweight != "none"}
     # dests that are in the kernel and wanted: we edit their weight, never add or remove
-    return reconcile(cfg, kernel, desired, dry_run=dry_run, select=_weight_edit(reweighted))
+    out = reconcile(cfg, kernel, desired, dry_run=dry_run, select=_weight_edit(reweighted))
+    # unchanged state is not rewritten: ipvs-sync --every wakes on every write
+    if not dry_run and services != old:
+        try:
+            state.save(overlay.weights_path(cfg), {"services": services})
+        except state.WriteError:
+            if unsaved is not None:
+                unsaved["services"] = services
+            raise
+    return out
 
 
 def run(cfg, path, dry_run=False, every=None, kernel=None):
@@ -160,13 +172,20 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
     kernel = kernel or open_kernel()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     memo = {}      # sections built before: a reload re-validates only what changed
+    unsaved = {}
     while True:
         start = time.monotonic()
-        out = round_(cfg, kernel, dry_run=dry_run)
+        try:
+            out = round_(cfg, kernel, dry_run=dry_run, unsaved=unsaved)
+        except state.WriteError as e:   # the kernel has the weights; a one-shot run exits ERROR
+            if every is None:
+                raise
+            log.error(str(e))
+            out = None
         if dry_run:
             for op in out.ops:
                 print(op.ipvsadm())
-        code = ERROR if out.failed else OK
+        code = ERROR if out is None or out.failed else OK
         if every is None:
             return code
         time.sleep(max(0.0, every - (time.monotonic() - start)))

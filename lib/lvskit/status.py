@@ -12,7 +12,8 @@
                                   when it was last heard on each path
 
 A missing file or a kernel without IPVS leaves its part empty and says so;
-the rest is still shown.
+the rest is still shown.  A state file not of its shape is taken as missing,
+with one warning naming it (state.load).
 
 JSON schema (``"schema": 1``; keys are only ever added):
 
@@ -43,6 +44,7 @@ import os
 import time
 
 from . import errors, log, overlay, state
+from .health import check_file as check_health
 from .model import FORWARD_NAMES, PROTOCOL_NAMES, hostport
 from .sync import desired_table
 
@@ -87,17 +89,16 @@ def _node(cfg, node_name):
 
 
 def _peers(cfg, node, now):
-    from .takeover import peers_path, read_peers
-    data = state.load(peers_path(cfg), {}) or {}
-    written = data.get("written") if isinstance(data, dict) else None
-    heard = read_peers(cfg)
+    from .takeover import load_peers
+    data = load_peers(cfg)
+    written, heard = data.get("written"), data.get("peers", {})
     me = node["name"] if node else None
     out = []
     for n in cfg.nodes:
         if n.name == me:
             continue
         p = heard.get(n.name, {})
-        paths = p.get("paths") if isinstance(p.get("paths"), dict) else {}
+        paths = p.get("paths", {})
         out.append({"name": n.name, "state": p.get("state"), "alive": p.get("alive") is True,
                     "priority": n.priority, "heard_age": _age(now, p.get("heard")),
                     "paths": {path: _age(now, paths.get(path)) for path in sorted(n.paths)}})
@@ -129,10 +130,8 @@ def gather(cfg, kernel=None, node_name=None, now=None):
     """(status dict, exit code): 0, or the code of why the kernel could not be read."""
     now = time.time() if now is None else now
     table, error, code = _read_kernel(kernel)
-    health_data = state.load(overlay.health_path(cfg), {}) or {}
-    health = overlay.services(overlay.health_path(cfg))
-    checked = health_data.get("checked") if isinstance(health_data, dict) else {}
-    checked = checked if isinstance(checked, dict) else {}
+    health_data = state.load(overlay.health_path(cfg), {}, check_health)
+    health, checked = health_data.get("services", {}), health_data.get("checked", {})
     loads = overlay.load_weights(cfg)
     desired = desired_table(cfg, overlay.adjuster(cfg, health=health, weights=loads))
     node = _node(cfg, node_name)

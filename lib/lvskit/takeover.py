@@ -31,6 +31,35 @@ def peers_path(cfg):
     return os.path.join(cfg.run_dir, "hb-peers.json")
 
 
+ROLES = (ACTIVE, STANDBY, HELD)
+
+
+def check_peers(data):
+    """hb-peers.json's shape (hbnet.Listener._publish writes it), for state.load."""
+    state.obj(data, "the file")
+    if "written" in data:
+        state.timestamp(data["written"], "written")
+    for name, p in state.obj(data.get("peers", {}), "peers").items():
+        where = f"peers.{name}"
+        state.obj(p, where)
+        if p.get("state") is not None:
+            state.one_of(p["state"], f"{where}.state", ROLES)
+        if "alive" in p:
+            state.boolean(p["alive"], f"{where}.alive")
+        if "priority" in p:
+            state.integer(p["priority"], f"{where}.priority", 0, 65535)
+        if "heard" in p:
+            state.timestamp(p["heard"], f"{where}.heard")
+        for path, t in state.obj(p.get("paths", {}), f"{where}.paths").items():
+            state.timestamp(t, f"{where}.paths.{path}")
+    return data
+
+
+def load_peers(cfg):
+    """hb-peers.json as it is, {} when missing or not of its shape (one warning)."""
+    return state.load(peers_path(cfg), {}, check_peers)
+
+
 def read_peers(cfg, max_age=None):
     """{peer: {"state", "alive", "priority", "heard", "paths": {path: time}}} of hb-peers.json.
 
@@ -38,25 +67,30 @@ def read_peers(cfg, max_age=None):
     (its "written" time), or is missing: hb-listen is dead or stuck, and what
     the file says about the peers is history.
     """
-    data = state.load(peers_path(cfg), {}) or {}
+    data = load_peers(cfg)
     if max_age is not None:
-        written = data.get("written") if isinstance(data, dict) else None
-        if not isinstance(written, (int, float)) or abs(time.time() - written) > max_age:
+        written = data.get("written")
+        if written is None or abs(time.time() - written) > max_age:
             return None
-    peers = data.get("peers") if isinstance(data, dict) else None
-    return {n: p for n, p in peers.items() if isinstance(p, dict)} if isinstance(peers, dict) else {}
+    return data.get("peers", {})
+
+
+def check_role(data):
+    """takeover.json's shape: {"role": "active"|"standby"|"held"}; gives the role."""
+    return state.one_of(state.obj(data, "the file").get("role"), "role", ROLES)
 
 
 def read_role(cfg):
-    role = (state.load(role_path(cfg), {}) or {}).get("role")
-    return role if role in (ACTIVE, STANDBY, HELD) else None
+    """The role file's role, or None: missing, or not of its shape (one warning)."""
+    return state.load(role_path(cfg), None, check_role)
 
 
 def write_role(cfg, role):
     try:
         state.save(role_path(cfg), {"role": role})
-    except OSError as e:
-        raise Fatal(f"{role_path(cfg)}: cannot write the role ({e.strerror})", errors.PERMISSION) from None
+    except state.WriteError as e:
+        raise Fatal(f"{role_path(cfg)}: cannot write the role ({e.step}): {e.reason}",
+                    errors.PERMISSION) from None
 
 
 def _normal_priority():

@@ -171,6 +171,22 @@ def test_maintenance_flag_and_hook(tmp_path, lis):
     assert calls[-1].startswith("127.0.0.1 web maint up")
 
 
+def test_maintenance_flag_text_is_one_short_printable_line(tmp_path):
+    cfg = make_cfg(tmp_path, 80)
+    os.makedirs(cfg.maint_path)
+    dest = cfg.services[0].reals[0].dest
+    flag = os.path.join(cfg.maint_path, "127.0.0.1")
+    open(flag, "wb").write(b"disk\x1b[2J swap " + b"x" * 100_000 + b"\nsecond line\n")
+    reason = checkreal.maintenance(cfg, dest)
+    assert reason == f"maintenance (127.0.0.1: disk?[2J swap {'x' * (checkreal.MAX_FLAG_TEXT - 17)}...)"
+    os.unlink(flag)
+    os.mkfifo(flag)     # no writer: reading it must not wait for one
+    assert checkreal.maintenance(cfg, dest) == "maintenance (127.0.0.1: unreadable: not a regular file)"
+    os.unlink(flag)
+    os.mkdir(flag)
+    assert checkreal.maintenance(cfg, dest) == "maintenance (127.0.0.1: unreadable: not a regular file)"
+
+
 def test_warning_from_external_reduces_weight(tmp_path):
     script = tmp_path / "check_load"
     script.write_text("#!/bin/sh\n[ \"$1\" = 127.0.0.2 ] && { echo 'LOAD WARNING - 9.1'; exit 1; }\necho OK\n")

@@ -150,7 +150,7 @@ def test_state_dir_that_cannot_be_written_is_one_line_and_beats_go_on(conf, tmp_
     text = path.read_text().replace(f"state_dir = {tmp_path}/state", f"state_dir = {tmp_path}/plainfile/state")
     path.write_text(text)
     r = run("hb-send", "-c", str(path), "--node", "a", "--count", "1")
-    assert r.returncode == OK and "hb-generation.json: cannot save" in r.stderr
+    assert r.returncode == OK and "hb-generation.json: cannot write it" in r.stderr
     # the failed read is a line of its own; no traceback
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
     assert _recv(s)

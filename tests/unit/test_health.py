@@ -88,7 +88,7 @@ def test_keep_last_healthy_set():
     assert not any(t.kept for t in back.values())
 
 
-def test_state_file_round_trip_and_garbage(tmp_path):
+def test_state_file_round_trip_and_garbage(tmp_path, capsys):
     path = str(tmp_path / "health.json")
     t = Track(state=HELD, ok=0, bad=2, reason="x", changes=(1.0, 2.0), held_until=9.0)
     health.save(path, {"web": {"10.0.0.1:80": t}}, {"web": 5.0}, {"web": {"10.0.0.1:80": {"weight_percent": 50}}})
@@ -97,9 +97,14 @@ def test_state_file_round_trip_and_garbage(tmp_path):
     assert data["services"]["web"]["10.0.0.1:80"]["weight_percent"] == 50
     tracks, checked = health.load(path)
     assert tracks["web"]["10.0.0.1:80"] == t and checked == {"web": 5.0}
+    capsys.readouterr()
+    # a file not of its shape is no file at all, with one warning that says where
     open(path, "w").write('{"services": {"web": {"a": {"state": "bogus"}, "b": 7, "c": {"ok": "x"}}}}')
-    tracks, _ = health.load(path)
-    assert all(tr == Track() for tr in tracks["web"].values())
+    assert health.load(path) == ({}, {})
+    assert health.load(path) == ({}, {})
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"{__import__('lvskit').log.program()}: {path}: ignoring this state file: "
+                   "services.web.a.state: want one of up, down, warning, unknown, maint, held, not 'bogus'"]
     open(path, "w").write("not json")
     assert health.load(path) == ({}, {})
     assert health.load(str(tmp_path / "missing.json")) == ({}, {})

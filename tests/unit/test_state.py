@@ -31,3 +31,25 @@ def test_unreadable_state_is_the_default(tmp_path):
     path.write_text("{torn")
     assert state.load(str(path), {"d": 1}) == {"d": 1}
     assert state.load(str(tmp_path / "absent")) is None
+
+
+def test_a_file_of_the_wrong_shape_is_the_default_with_one_warning_per_version(tmp_path, capsys):
+    path = str(tmp_path / "s.json")
+
+    def shape(data):
+        return state.integer(state.obj(data, "the file").get("n"), "n", 0, 10)
+    capsys.readouterr()
+    for text in ('{"n": 11}', '{"n": NaN}', "[" * 100_000, '{"n": 1e400}'):
+        with open(path, "w") as f:
+            f.write(text)
+        assert state.load(path, -1, shape) == -1
+        assert state.load(path, -1, shape) == -1        # a poll: the same version, no second warning
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and f"{path}: ignoring this state file: " in err[0], err
+    with open(path, "w") as f:
+        f.write('{"n": 3}')
+    assert state.load(path, -1, shape) == 3
+    os.unlink(path)
+    os.mkfifo(path)     # no writer: must not wait for one
+    assert state.load(path, -1, shape) == -1
+    assert "ignoring this state file: not a regular file" in capsys.readouterr().err
