@@ -8,7 +8,7 @@ import sys
 
 from . import log, state
 from .errors import NOT_CONFIGURED, Fatal
-from .model import ServiceKey
+from .model import AF_INET, AF_INET6, ServiceKey
 from .nogc import nogc
 from .plan import ADD_SERVICE, DEL_SERVICE, plan_changes
 
@@ -17,21 +17,30 @@ def owned_path(cfg):
     return os.path.join(cfg.state_dir, "ipvs-sync.json")
 
 
+def check_owned(data):
+    """ipvs-sync.json's shape: {"services": [[af, protocol, address, port, fwmark], ...]}; gives the keys."""
+    items = state.obj(data, "the file").get("services")
+    if not isinstance(items, list):
+        raise state.Shape(f"services: want a list, not {type(items).__name__}")
+    keys = set()
+    for i, item in enumerate(items):
+        where = f"services[{i}]"
+        if not isinstance(item, list) or len(item) != 5:
+            raise state.Shape(f"{where}: want [af, protocol, address, port, fwmark]")
+        af, protocol, address, port, fwmark = item
+        if af not in (AF_INET, AF_INET6) or isinstance(af, bool):
+            raise state.Shape(f"{where} af: want 2 (IPv4) or 10 (IPv6)")
+        keys.add(ServiceKey(af,
+                            state.integer(protocol, f"{where} protocol", 0, 255),
+                            state.text(address, f"{where} address", 64),
+                            state.integer(port, f"{where} port", 0, 65535),
+                            state.integer(fwmark, f"{where} fwmark", 0, 0xFFFFFFFF)))
+    return keys
+
+
 def load_owned(cfg):
     """Keys of the services a previous run put in the kernel."""
-    data = state.load(owned_path(cfg), {})
-    items = data.get("services") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        if data:
-            log.warning(f"{owned_path(cfg)}: ignoring it, not a list of services")
-        return set()
-    keys = set()
-    for item in items:
-        try:
-            keys.add(ServiceKey(*item))
-        except TypeError:
-            log.warning(f"{owned_path(cfg)}: ignoring bad entry {item!r}")
-    return keys
+    return state.load(owned_path(cfg), set(), check_owned)
 
 
 def save_owned(cfg, keys):

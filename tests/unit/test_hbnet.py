@@ -377,10 +377,7 @@ WRONG_SHAPES = ["", "null", "5", '"x"', "true", "[1]", "[]", "{", '{"b": 5}', '{
                 '{"b": {"generation": 1, "seq": ' + "9" * 5000 + '}}', '{"b": {"generation": [[[[1]]]], "seq": 1}}',
                 '{"b": {"generation": 1, "seq": 2}, "zz": 7}', '{"b": {"generation": 1, "seq": 2}',
                 "\x00\xff\xfe binary", "\xef\xbb\xbf{}x",
-                pytest.param("[" * 100_000, marks=pytest.mark.xfail(
-                    raises=RecursionError, strict=False, reason="state.load's own fix: another change")),
-                pytest.param('{"b": ' + "[" * 100_000 + "]" * 100_000 + "}", marks=pytest.mark.xfail(
-                    raises=RecursionError, strict=False, reason="state.load's own fix: another change"))]
+                "[" * 100_000, '{"b": ' + "[" * 100_000 + "]" * 100_000 + "}"]
 
 
 @pytest.mark.parametrize("text", WRONG_SHAPES)
