@@ -23,7 +23,7 @@ def _log_state():
     """A test that points lvskit.log at a socket of its own leaves the module as it found it
     (else later tests would log to the host's /dev/log, LVSKIT_NO_SYSLOG or not)."""
     from lvskit import log
-    names = ("_prog", "_verbose", "_use_syslog", "_sock", "SYSLOG_PATH")
+    names = ("_prog", "_verbose", "_use_syslog", "_to_stderr", "_sock", "SYSLOG_PATH")
     saved, prefixes = {n: getattr(log, n) for n in names}, dict(log._prefixes)
     yield
     for n, v in saved.items():

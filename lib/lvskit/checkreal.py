@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from . import checks, health, log, overlay, state, sync
 from .errors import CHECK_CRITICAL, CHECK_OK, CHECK_UNKNOWN, CHECK_WARNING
 from .model import hostport
+from .plan import DEL_SERVICE
 
 MAX_LISTED = 8
 FULL_READ_EVERY = 30.0      # seconds between full reads of the kernel table in a loop
@@ -198,22 +199,14 @@ def update_kernel(cfg, kernel, tracks, dry_run=False, full=True):
     from .overlay import adjuster
     desired = sync.desired_table(cfg, adjuster(cfg, health=health_data(cfg, tracks)))
     if isinstance(kernel, sync.Follower) and not dry_run:
-        return _follow(cfg, kernel, desired, full)
-    return sync.reconcile(cfg, getattr(kernel, "kernel", kernel), desired=desired, dry_run=dry_run)
+        return kernel.step(cfg, full, desired=desired, select=_not_deleting_services)
+    return sync.reconcile(cfg, getattr(kernel, "kernel", kernel), desired=desired, dry_run=dry_run,
+                          select=_not_deleting_services)
 
 
-def _follow(cfg, follower, desired, full):
-    """sync.Follower.step for a desired table of our own."""
-    from .memtable import MemoryTable
-    current = None if full or follower.memory is None else follower.memory.read()
-    follower.memory = None      # until we know what the kernel holds (a raise below)
-    out = sync.reconcile(cfg, follower.kernel, desired=desired, current=current)
-    if out.failed and current is not None:
-        return _follow(cfg, follower, desired, True)
-    if not out.failed:
-        follower.memory = MemoryTable(out.current)
-        follower.memory.execute(out.ops)
-    return out
+def _not_deleting_services(op):
+    """Services that left the config are ipvs-sync's to delete, past its guard: not ours."""
+    return op.kind != DEL_SERVICE
 
 
 # --- the monitoring-plugins line ------------------------------------------------
@@ -287,8 +280,8 @@ def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
     if kernel is not None:
         try:
             rnd.kernel = update_kernel(cfg, kernel, tracks, dry_run, full)
-        except state.WriteError as e:      # reconcile's own record (ipvs-sync.json), after the kernel
-            _state_failed(rnd, e)
+            if rnd.kernel.unrecorded:      # reconcile's own record (ipvs-sync.json), logged there
+                rnd.state_error = rnd.kernel.unrecorded
         except OSError as e:
             rnd.kernel_error = e.strerror or str(e)
             log.error(f"kernel: {rnd.kernel_error}")

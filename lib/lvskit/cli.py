@@ -83,7 +83,7 @@ def run(main, argv=None):
         code = e.code
     except OSError as e:
         # the environment, not a bug: a directory that cannot be written, a full disk
-        log.error(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}")
+        log.error(f"{str(e.filename) + ': ' if e.filename is not None else ''}{e.strerror or e}")
         code = errors.ERROR
     except KeyboardInterrupt:
         code = errors.INTERRUPTED

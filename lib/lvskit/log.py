@@ -12,17 +12,22 @@ import syslog     # only for its priority and facility numbers
 _prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "lvskit"
 _verbose = False
 _use_syslog = True
+_to_stderr = True   # False under inetd, where stderr is the client's socket
 SYSLOG_PATH = "/dev/log"
 _sock = None        # our datagram socket to SYSLOG_PATH; False once it proved absent
 
 
-def setup(prog=None, verbose=False, use_syslog=None):
-    """Name the program, choose verbosity; LVSKIT_NO_SYSLOG=1 keeps tests off syslog."""
-    global _prog, _verbose, _use_syslog
+def setup(prog=None, verbose=False, use_syslog=None, stderr=True):
+    """Name the program, choose verbosity; LVSKIT_NO_SYSLOG=1 keeps tests off syslog.
+
+    stderr=False: nothing goes to stderr (a program whose stderr is a client's
+    socket, as under inetd, must write it only its answer)."""
+    global _prog, _verbose, _use_syslog, _to_stderr
     if prog:
         _prog = prog
         _prefixes.clear()
-    _verbose = verbose or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    _to_stderr = stderr
+    _verbose = stderr and (verbose or (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()))
     if use_syslog is None:
         use_syslog = os.environ.get("LVSKIT_NO_SYSLOG", "") in ("", "0")
     _use_syslog = use_syslog
@@ -105,6 +110,8 @@ def heard():
 
 
 def _stderr(message):
+    if not _to_stderr:
+        return
     try:
         print(f"{_prog}: {message}", file=sys.stderr, flush=True)
     except (OSError, ValueError):

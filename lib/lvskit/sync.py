@@ -44,7 +44,7 @@ def load_owned(cfg):
 
 
 def save_owned(cfg, keys):
-    """Record the services ipvs-sync made; False (and one error line) when the file cannot be written.
+    """Record the services ipvs-sync made; the error line (logged) when the file cannot be written.
 
     The table is still made right when the record cannot be: a full disk must
     not stop a director from serving.
@@ -53,10 +53,10 @@ def save_owned(cfg, keys):
         state.save(owned_path(cfg), {"services": sorted(
             [k.af, k.protocol, k.address, k.port, k.fwmark] for k in keys)}, indent=None)
     except OSError as e:
-        log.error(f"{owned_path(cfg)}: cannot record the services ipvs-sync made: "
-                  f"{e.strerror or e}")
-        return False
-    return True
+        why = f"{owned_path(cfg)}: cannot record the services ipvs-sync made: {e.strerror or e}"
+        log.error(why)
+        return why
+    return None
 
 
 class Refused(Fatal):
@@ -113,7 +113,7 @@ class Outcome:
         self.ops = ops
         self.failed = []            # [(op, message)]
         self.current = current      # the table the plan was made against
-        self.unrecorded = False     # ipvs-sync.json could not be written
+        self.unrecorded = None      # why ipvs-sync.json could not be written
 
 
 TABLE_LOCK_WAIT = 30.0     # seconds a writer waits for another one's plan and writes
@@ -124,7 +124,8 @@ def reconcile(cfg, kernel, desired=None, dry_run=False, current=None, select=Non
 
     current: the table as we believe it is (ipvs-sync --every's memory);
     read from the kernel when None.  select(op) -> bool keeps only some
-    operations (reweight: weight edits of real servers already there).
+    operations (reweight: weight edits of real servers already there;
+    check-real: all but service deletions, which are ipvs-sync's to decide).
     A plan that deletes too many services raises Refused (see guard)
     unless force.  Writers hold the shared ``ipvs-table`` lock from reading
     state to the last write.
@@ -155,19 +156,19 @@ def _reconcile(cfg, kernel, desired, dry_run, current, select, force):
         return out
     # recorded before they are made: a run killed mid-load leaves no service nobody owns
     added = {op.service.key for op in ops if op.kind == ADD_SERVICE}
-    if select is None and not added <= owned:
+    if not added <= owned:
         owned = owned | added
-        out.unrecorded = not save_owned(cfg, owned)
+        out.unrecorded = save_owned(cfg, owned)
     out.failed = kernel.execute(out.ops) if out.ops else []
     bad = {id(op) for op, _ in out.failed}
     log.infos(op.ipvsadm() for op in out.ops if id(op) not in bad)   # formatted if anyone hears
     for op, message in out.failed:
         log.error(f"{op.ipvsadm()}: {message}")
-    # a partial run (select) did not add or delete services: ownership is ipvs-sync's to record;
-    # a service whose deletion failed stays ours, so the next run deletes it
+    # A whole run owns what the config wants, and a service whose deletion failed
+    # (the next run deletes it); a partial run (select) only adds to the record.
     keep = set(desired) | {op.service.key for op, _ in out.failed if op.kind == DEL_SERVICE}
     if select is None and owned != keep:
-        out.unrecorded = not save_owned(cfg, keep) or out.unrecorded
+        out.unrecorded = save_owned(cfg, keep) or out.unrecorded
     return out
 
 
@@ -184,12 +185,14 @@ class Follower:
         self.kernel = kernel
         self.memory = None      # MemoryTable of what we believe the kernel holds
 
-    def step(self, cfg, full=True, force=False):
+    def step(self, cfg, full=True, force=False, desired=None, select=None):
+        """reconcile (its desired, select and force), planned against the memory unless full."""
         from .memtable import MemoryTable
         current = None if full or self.memory is None else self.memory.read()
-        out = reconcile(cfg, self.kernel, current=current, force=force)
+        self.memory = None      # until we know what the kernel holds (reconcile may raise)
+        out = reconcile(cfg, self.kernel, desired=desired, current=current, select=select, force=force)
         if out.failed and current is not None:
-            return self.step(cfg, full=True, force=force)
+            return self.step(cfg, True, force, desired, select)
         self.memory = MemoryTable(out.current)
         bad = {id(op) for op, _ in out.failed}
         self.memory.execute([op for op in out.ops if id(op) not in bad])

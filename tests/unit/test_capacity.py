@@ -104,6 +104,27 @@ def test_script_inetd_mode_writes_one_line(tmp_path):
     assert run_agent("--proc-root", root, cfg=str(cfg)).stdout == "drain 75%\n"
 
 
+def test_under_inetd_the_client_gets_only_the_answer(tmp_path):
+    """stdin, stdout and stderr one socket, as inetd gives them: warnings and errors go to syslog."""
+    import socket
+    root = fake_proc(tmp_path / "p", load="1.00", cpus=4)
+    cfg = tmp_path / "agent.ini"
+    cfg.write_text(f"[agent]\nmemory = off\nstate_file = {tmp_path}/state\nutmp = {tmp_path}/utmp\n")
+    (tmp_path / "state").write_bytes(b"\xff\xfe not a state\n")      # warned about: not to the client
+    for args, want, code in ((["--proc-root", root], b"up 75%\n", 0),
+                             (["--proc-root", str(tmp_path / "missing")], b"", 1)):
+        client, server = socket.socketpair()
+        with client, server:
+            p = subprocess.run([sys.executable, AGENT, "-c", str(cfg)] + args, stdin=server, stdout=server,
+                               stderr=server, env=dict(os.environ, LVSKIT_NO_SYSLOG="1"), timeout=20)
+            server.close()
+            client.settimeout(10)
+            got = b"".join(iter(lambda: client.recv(4096), b""))
+        assert (p.returncode, got) == (code, want)
+    r = run_agent("--proc-root", str(tmp_path / "missing"), cfg=str(cfg))   # not under inetd: said
+    assert r.returncode == 1 and "cannot measure load" in r.stderr
+
+
 def test_script_errors(tmp_path):
     (tmp_path / "empty.ini").write_text("")
     r = run_agent("--proc-root", str(tmp_path / "missing"), cfg=str(tmp_path / "empty.ini"))

@@ -240,3 +240,16 @@ def test_every_keeps_the_previous_config_when_the_new_one_is_refused(tmp_path):
         loop.send_signal(signal.SIGTERM)
         out, _ = loop.communicate(timeout=20)
     assert out == ""
+
+
+def test_check_real_never_deletes_a_service(tmp_path):
+    """Its config lost two of three services: check-real goes on with the rest, deleting none."""
+    from lvskit import checkreal
+    k = loaded(tmp_path, 3)
+    cfg = config.parse(table_text(1, tmp_path).replace("weight=2", "weight=4"))
+    out = checkreal.update_kernel(cfg, k, {})
+    assert [op.kind for op in out.ops] == [P.EDIT_DEST] and len(k.table) == 3
+    follower = sync.Follower(k)
+    for full in (True, False):
+        assert checkreal.update_kernel(cfg, follower, {}, full=full).ops == []
+    assert len(k.table) == 3
