@@ -604,21 +604,21 @@ def load_floors(path, peers):
     accepted after a restart.  Written by ``Listener`` at every half span of
     beats (seq reserved ahead, so a crash leaves it beyond every beat that
     was accepted) and at a clean exit (seq exact).  A file of any other
-    shape than {name: {"generation": N, "seq": N}}, N in 0..2**64-1, is
-    treated as absent, with one warning: it is state, deletable (deleted,
-    beats captured before the restart are accepted once each again).
+    shape is treated as absent, with one warning: it is state, deletable
+    (deleted, beats captured before the restart are accepted once each again).
     """
-    data = state.load(path, {})
-    if isinstance(data, dict) and all(isinstance(v, dict) and _u64(v.get("generation")) and _u64(v.get("seq"))
-                                      for v in data.values()):
-        return {name: (v["generation"], v["seq"]) for name, v in data.items() if name in peers}
-    log.warning(f"{path}: ignoring state of the wrong shape (want {{peer: {{generation, seq}}}}); "
-                "heartbeats captured before this start may be accepted once")
-    return {}
+    floors = state.load(path, {}, check_floors)
+    return {name: floor for name, floor in floors.items() if name in peers}
 
 
-def _u64(value):
-    return type(value) is int and 0 <= value < 1 << 64
+def check_floors(data):
+    """hb-replay.json's shape: {peer: {"generation": N, "seq": N}}, N in 0..2**64-1."""
+    out = {}
+    for name, v in state.obj(data, "the file").items():
+        v = state.obj(v, name)
+        out[name] = (state.integer(v.get("generation"), f"{name}.generation", 0, (1 << 64) - 1),
+                     state.integer(v.get("seq"), f"{name}.seq", 0, (1 << 64) - 1))
+    return out
 
 
 class Listener:
