@@ -10,7 +10,8 @@ listening socket gets one behaviour:
   good          an HTTP 200 with the body "ok", at once
   trickle-head  an HTTP status line, then one header byte per tick, never ending the headers
   trickle-body  whole headers (a long Content-Length), then one body byte per tick
-  trickle-line  an agent answer one byte per tick, never a newline
+  trickle-line  an agent answer (or an ssh banner) one byte per tick, never a newline
+  banner        an ssh server's banner line, at once
   silent        accepts and reads, never says a word
 
 serve() runs them in one selector loop (in a test's thread, or in a process of
@@ -25,7 +26,7 @@ import sys
 import time
 
 TICK = 0.1
-BEHAVIOURS = ("good", "trickle-head", "trickle-body", "trickle-line", "silent")
+BEHAVIOURS = ("good", "trickle-head", "trickle-body", "trickle-line", "silent", "banner")
 _OPENING = {
     "trickle-head": b"HTTP/1.1 200 OK\r\nX-Slow: ",
     "trickle-body": b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n",
@@ -94,6 +95,8 @@ def serve(listeners, stop=None):
                 sel.register(conn, selectors.EVENT_READ, ("conn", behaviour))
                 if behaviour == "good":
                     _send(conn, b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                elif behaviour == "banner":
+                    _send(conn, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
                 elif behaviour != "silent":
                     _send(conn, _OPENING[behaviour])
                     trickling[conn] = behaviour
