@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -185,6 +186,8 @@ def test_every_reads_an_edited_config_once_it_has_settled(tmp_path):
     path.write_text(full)
     loop = subprocess.Popen([sys.executable, "-c", HARNESS, os.path.join(ROOT, "lib"), str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(60, loop.kill)       # a loop that never answers fails the test, not hangs it
+    watchdog.start()
     try:
         def ops(n):
             got = [json.loads(loop.stdout.readline()) for _ in range(n)]
@@ -200,6 +203,7 @@ def test_every_reads_an_edited_config_once_it_has_settled(tmp_path):
                 time.sleep(0.02)                # a slow writer: far less than the settle time
         assert ops(3) == [[P.EDIT_DEST, "tcp 10.0.0.100:%d" % p, "10.0.1.2:%d" % p] for p in (1000, 1001, 1002)]
     finally:
+        watchdog.cancel()
         loop.send_signal(signal.SIGTERM)
         out, err = loop.communicate(timeout=20)
     assert out == ""            # nothing else reached the kernel: no piece of the file was applied
@@ -224,6 +228,8 @@ def test_every_keeps_the_previous_config_when_the_new_one_is_refused(tmp_path):
     path.write_text(table_text(3, tmp_path))
     loop = subprocess.Popen([sys.executable, "-c", HARNESS, os.path.join(ROOT, "lib"), str(path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(60, loop.kill)
+    watchdog.start()
     try:
         for _ in range(9):
             loop.stdout.readline()
@@ -237,6 +243,7 @@ def test_every_keeps_the_previous_config_when_the_new_one_is_refused(tmp_path):
         assert [json.loads(loop.stdout.readline())[0] for _ in range(4)] == \
             [P.ADD_SERVICE, P.ADD_DEST, P.ADD_DEST, P.DEL_SERVICE]
     finally:
+        watchdog.cancel()
         loop.send_signal(signal.SIGTERM)
         out, _ = loop.communicate(timeout=20)
     assert out == ""
