@@ -112,7 +112,9 @@ install: $(VENDOR)
 	install -d -m 0755 $(D)$(CONFDIR)
 	install -d -m 0700 $(D)$(LOCALSTATEDIR)/cache/lvskit
 	install -m 0755 $(addprefix bin/,$(SCRIPTS)) $(D)$(LIBDIR)/bin/
-	install -m 0644 lib/lvskit/*.py $(D)$(LIBDIR)/lib/lvskit/
+	@# the library is replaced whole: a module an older version had must not linger
+	rm -rf $(D)$(LIBDIR)/lib/lvskit
+	cd lib && find lvskit -name '*.py' -exec install -D -m 0644 {} $(D)$(LIBDIR)/lib/{} \;
 	rm -rf $(D)$(LIBDIR)/lib/vendor/pyroute2 $(D)$(LIBDIR)/lib/vendor/pyroute2-*.dist-info
 	cp -R lib/vendor/pyroute2 lib/vendor/pyroute2-$(PYROUTE2_VERSION).dist-info $(D)$(LIBDIR)/lib/vendor/
 	find $(D)$(LIBDIR)/lib/vendor -name __pycache__ -prune -exec rm -rf {} +

@@ -328,7 +328,6 @@ def run(cfg, path, dry_run=False, every=None, use_kernel=True, verbose=False, ke
     signal.signal(signal.SIGTERM, _stop)
     follower = sync.Follower(kernel) if use_kernel else None
     last_full = 0.0
-    memo = {}      # sections built before: a reload re-validates only what changed
     while True:
         start = time.monotonic()
         # Plan against our memory of the table; read it all back now and then,
@@ -341,7 +340,7 @@ def run(cfg, path, dry_run=False, every=None, use_kernel=True, verbose=False, ke
         if hup:
             hup.clear()
             try:
-                cfg = config_mod.load(path, memo)
+                cfg = config_mod.load(path)
                 log.info(f"reloaded {path}")
             except Fatal as e:
                 log.error(f"{e} (keeping the previous config)")

@@ -171,7 +171,6 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
     lock = None if dry_run else Lock(cfg.run_dir, "reweight")   # noqa: F841 (held until exit)
     kernel = kernel or open_kernel()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    memo = {}      # sections built before: a reload re-validates only what changed
     unsaved = {}
     while True:
         start = time.monotonic()
@@ -190,6 +189,6 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
             return code
         time.sleep(max(0.0, every - (time.monotonic() - start)))
         try:
-            cfg = config_mod.load(path, memo)
+            cfg = config_mod.load(path)
         except Fatal as e:
             log.error(f"{e} (keeping the previous config)")

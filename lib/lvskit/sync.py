@@ -304,8 +304,7 @@ def run(cfg, path, dry_run=False, every=None, kernel=None, force=False):
 
     last_state = state_stamp()
     follower, seen, full, code = Follower(kernel), stamp(), True, 0
-    memo = {}      # sections built before: an edit re-validates only what changed
-    cfg = config_mod.load(path, memo)      # one full parse fills it (the caller's load may be a cache hit)
+    cfg = config_mod.load(path)      # one full parse fills it (the caller's load may be a cache hit)
     good, refused = None, None     # the last config applied; the last refusal logged
     while True:
         try:
@@ -328,7 +327,7 @@ def run(cfg, path, dry_run=False, every=None, kernel=None, force=False):
         if settled():
             seen, changing[0] = changing[0], None
             try:
-                cfg = config_mod.load(path, memo)
+                cfg = config_mod.load(path)
             except Fatal as e:
                 log.error(f"{e} (keeping the previous config)")
     return code  # pragma: no cover  (the loop ends by a signal)

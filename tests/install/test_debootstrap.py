@@ -53,7 +53,7 @@ def test_check_config_in_the_chroot(root):
     for _ in range(2):      # a parse that fills the cache, then a run that reads it
         res = chroot(SBINDIR + "/ipvs-sync", "--check-config")
         assert (res.returncode, res.stdout, res.stderr) == (0, "", "")
-    assert os.listdir(cache) == ["config_etc_lvskit_lvskit.ini.marshal"]
+    assert os.listdir(cache) == ["config_etc_lvskit_lvskit.ini.pickle"]
     with open(os.path.join(root, "etc/lvskit/bad.ini"), "w") as f:
         f.write("[service www]\naddress = 192.168.45.26\nport = 80\nscheduler = fastest\n")
     res = chroot(SBINDIR + "/ipvs-sync", "--check-config", "-c", "/etc/lvskit/bad.ini")
