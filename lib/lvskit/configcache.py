@@ -1,4 +1,7 @@
-"""The last validated Config of a config file, kept between runs: load() wraps config.load.
+"""Validated configs kept for later, wrapping config.load from outside.
+
+load(path): for cron runs, the last Config of a file, kept on disk between runs.
+Resident(): for a program that stays (--every), the [service]s it built before.
 
 Why: ipvs-sync, check-real and reweight run from cron every minute and the
 config rarely changes, while validating a big one (thousands of real
@@ -98,3 +101,34 @@ def _put(where, head, cfg):
         state.replace(where, data, durable=False)   # a torn file is a miss
     except Exception:
         pass
+
+
+class Resident:
+    """config.load for a program that reloads its config (--every): only changed [service]s validated again.
+
+    A [service]'s record depends only on its own keys and values and on the
+    [server]s: one whose section has the same keys and values, in the same
+    order, as a section built by the last load that succeeded, while the
+    [server]s are the same, is that record again (line numbers aside: a
+    valid section raises no error).  Everything else is parsed and
+    validated as always.
+    """
+
+    def __init__(self):
+        self.servers, self.built = None, {}     # built: (name, ((key, value), ...)) -> VirtualService
+
+    def load(self, path):
+        fresh, servers_then = {}, []
+
+        def service(sec, servers):
+            if not servers_then:
+                servers_then.append(tuple(servers.items()))
+            sig = (sec.name, tuple((key, value) for key, (value, _) in sec.values.items()))
+            vs = self.built.get(sig) if servers_then[0] == self.servers else None
+            fresh[sig] = vs or config.service(sec, servers)
+            return fresh[sig]
+
+        text = ini.read_text(path)
+        cfg = config.build(ini.parse(text, path), path, service=service)
+        self.servers, self.built = (servers_then or [None])[0], fresh
+        return cfg

@@ -190,3 +190,56 @@ def test_no_directory_no_cache(env, monkeypatch, tmp_path):
 def test_a_missing_config_is_the_parser_s_error_even_with_a_cache(env, tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         configcache.load(tmp_path / "absent.ini")
+
+
+BIG = "[server a]\naddress = 10.0.1.1\n" + "".join(
+    f"\n[service s{i}]\naddress = 10.0.0.{i + 1}\nport = 80\nreal.a = weight={i + 1}\n"
+    f"real.10.0.2.{i + 1} = weight=2\n" for i in range(5))
+
+
+@pytest.fixture
+def validated(monkeypatch):
+    """The names of the [service]s validated into a record, in order."""
+    names = []
+    real = config.service
+    monkeypatch.setattr(config, "service", lambda sec, servers: names.append(sec.name) or real(sec, servers))
+    return names
+
+
+def test_resident_validates_only_the_edited_service_and_gives_what_load_gives(tmp_path, validated):
+    path = tmp_path / "lvskit.ini"
+    path.write_text(BIG)
+    resident = configcache.Resident()
+    assert resident.load(path) == config.load(path)
+    validated.clear()
+    text = "# a comment moves every line\n" + BIG.replace("real.a = weight=3", "real.a = weight=30")
+    path.write_text(text)
+    cfg = resident.load(path)
+    assert validated == ["s2"]
+    assert cfg == config.load(path) and cfg.service("s2").reals[0].dest.weight == 30
+    validated.clear()
+    path.write_text(text.replace("address = 10.0.1.1", "address = 10.0.1.9"))     # a [server] moved
+    cfg = resident.load(path)
+    assert validated == [f"s{i}" for i in range(5)]
+    assert {vs.reals[0].dest.address for vs in cfg.services} == {"10.0.1.9"}
+
+
+def test_resident_reports_errors_at_their_new_lines_and_keeps_its_memory(tmp_path, validated):
+    path = tmp_path / "lvskit.ini"
+    path.write_text(BIG)
+    resident = configcache.Resident()
+    resident.load(path)
+    bad = "# one\n# two\n" + BIG.replace("[service s4]", "[service s4]\nbogus = 1")
+    path.write_text(bad)
+    with pytest.raises(ConfigError) as e:
+        resident.load(path)
+    assert str(e.value).startswith(f"{path}:{bad.splitlines().index('bogus = 1') + 1}: [service s4] bogus")
+    again = BIG + BIG[BIG.index("[service s3]"):]         # a section given twice
+    path.write_text(again)
+    with pytest.raises(ConfigError, match=r"section \[service s3\] given twice"):
+        resident.load(path)
+    validated.clear()
+    path.write_text(BIG)
+    cfg = resident.load(path)
+    assert validated == []          # what the last good load built, kept through the failures
+    assert cfg == config.load(path)

@@ -18,8 +18,9 @@ One way through, top to bottom (load):
 
 Every problem raises ConfigError naming file, line, section and key (see
 values.py for the typed getters); the result is a tree of frozen records.
-A cron run may read a parse kept from an earlier run instead (configcache.py,
-which wraps load from outside).
+configcache.py wraps load from outside: a cron run may take the Config kept
+from an earlier run of the same text, and a resident one (--every) validates
+again only the [service]s whose keys and values changed.
 """
 from ..errors import ConfigError
 from ..model import Dest, Service, ServiceKey
@@ -87,8 +88,12 @@ def parse(text, path="<config>"):
 KINDS = ("global", "server", "service", "reweight", "agent", "heartbeat", "node")
 
 
-def build(sections, path):
-    """The Config of parsed sections, each validated by its family's module."""
+def build(sections, path, service=service):
+    """The Config of parsed sections, each validated by its family's module.
+
+    service(section, servers) -> VirtualService validates one [service]
+    section (a resident program may pass one that remembers, see configcache).
+    """
     by_kind = {kind: [] for kind in KINDS}
     for sec in sections:
         if sec.kind not in by_kind:
