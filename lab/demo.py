@@ -864,8 +864,8 @@ def bench_quote():
         text = open(os.path.join(ROOT, "bench", "README.md")).read()
     except OSError:
         return ""
-    m = re.search(r"^\| lvskit, interval 20 ms, deadtime 100 ms \| \**([\d.]+ s)\**\s*\| ([\d.]+ s) \| \**([\d.]+ s)\**", text, re.M)
-    return f"failover gap median {m.group(1)}, worst {m.group(3)}" if m else ""
+    m = re.search(r"^\|[^|\n]*\| \**failover gap\**:[^\n]*?\| \**median ([\d.]+ s)\**, max ([\d.]+ s)", text, re.M)
+    return f"failover gap median {m.group(1)}, worst {m.group(2)}" if m else ""
 
 
 # --- the picture ------------------------------------------------------------------------------------
