@@ -410,7 +410,7 @@ class Lab:
         request/reply datagrams (UDP), each from a new socket, to ADDR (default
         the VIP; pass lab.vip6 for IPv6) and PORT.  Returns a Counter of the
         names that answered; failures count under None.  One python process
-        for all N (each start costs ~0.4 s in the guest)."""
+        for all N (a process start is slow in the emulated guest)."""
         return collections.Counter(self.probe(port, n, proto, addr, timeout, node))
 
     def __repr__(self):

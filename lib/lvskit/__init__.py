@@ -8,11 +8,9 @@ wins over an older system copy.
 The scripts start with ``python3 -S``: site's work at start-up is mostly
 running the .pth files other packages installed (matplotlib's namespace
 hook, setuptools' distutils shim, ...): code we do not need, run as root on
-every cron run and every inetd-started agent.  Measured: a bare start 14 ->
-7.5 ms on the test host; in the lab guest 0.30 -> 0.15 s, and a no-op
-ipvs-sync of 1,000 x 10 1.66 -> 1.56 s.  The site-packages directories
-themselves are put back here, so the packages we use (requests, sh) are
-found as before.
+every cron run and every inetd-started agent.  The site-packages
+directories themselves are put back here, so the packages we use (requests,
+sh) are found as before.
 """
 import os
 import sys

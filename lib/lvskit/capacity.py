@@ -16,7 +16,7 @@ max_sessions) or memory = off leaves that resource out.
 
 Everything is read below ``proc_root`` (default /proc), ``utmp`` and the
 cgroup directory, so a test can point the agent at prepared files; each read
-is one small file, which keeps an answer well under a millisecond of CPU.
+is one small file, which keeps an answer cheap enough for every poll.
 
 Why a cgroup: the load average is one figure per kernel, whatever runs; the
 CPU time of a cgroup (user.slice: the desktops; a service's slice) is the

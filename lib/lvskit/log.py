@@ -45,8 +45,8 @@ def _syslog(priority, message):
     """One datagram to /dev/log, on one socket kept open.
 
     Not the syslog module: glibc's syslog() tries to connect again on every
-    call while no syslog daemon listens, which made an 11,000-change load
-    spend a third of its time failing to log.  Here a missing /dev/log is
+    call while no syslog daemon listens, so a load of thousands of changes
+    would spend much of its time failing to log.  Here a missing /dev/log is
     found once and logging to it stops; a daemon restart costs one reconnect.
     """
     global _sock
@@ -94,8 +94,8 @@ def heard():
     """Would an info() line reach anyone: stderr (verbose) or a syslog daemon?
 
     For a caller with thousands of lines to format (a cold load's 11,000
-    changes: 15 ms on the test host): when nobody listens it need not
-    format them.  Connects to /dev/log once to find out.
+    changes): when nobody listens it need not format them.  Connects to
+    /dev/log once to find out.
     """
     global _sock
     if _verbose:

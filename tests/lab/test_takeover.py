@@ -4,7 +4,7 @@ Director and spare (tests/netns/hbtopo.py) with one direct-routing real
 server r1 running a TCP line echo on VIP:80.  ipvs-sync runs on both
 directors through takeover (the standby loads the table too), and the IPVS
 connection-sync daemon is master on the active one, backup on the spare.
-Longer timings than on the host: everything in the guest is ~15x slower.
+Longer timings than on the host: the guest emulates its CPUs, far slower.
 """
 import os
 import subprocess

@@ -149,8 +149,8 @@ class Pair:
 
         Returns the monotonic time just before the links went down.  The links
         go down through a netlink socket opened in the node's namespace in
-        advance: an `ip` process takes 10-200 ms to start on a loaded machine,
-        during which the node would still be alive on one link.
+        advance: an `ip` process can be slow to start on a loaded machine,
+        and meanwhile the node would still be alive on one link.
         """
         sock, indexes = self._netlink(node)
         t = time.monotonic()

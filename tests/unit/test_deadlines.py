@@ -304,7 +304,7 @@ def test_a_thousand_servers_round_ends_by_its_deadline(tmp_path):
     and 150 slow ones, behind ssh 100 good and 200 slow (a banner trickled, or none), behind
     tcp 430 good and 10 never accepting, and 10 dead.
 
-    Each http(s) check is about a millisecond of the prober's CPU (requests), all on one
+    Each http(s) check costs the prober real CPU (requests), all on one
     interpreter: hundreds of them in one round spend much of a short timeout computing,
     which is a capacity to know (README), not a deadline to test here."""
     addresses = iter(f"127.0.{n // 250 + 1}.{n % 250 + 1}" for n in range(1000))
