@@ -60,21 +60,16 @@ class Track:
 
     @classmethod
     def from_json(cls, d):
-        """A Track from a state file entry; anything odd gives a fresh Track.
+        """A Track from a state file entry of check_entry's shape.
 
         An entry with no "state" takes it from "up" (a hand-written
         {"up": false} is a server down)."""
-        if not isinstance(d, dict):
-            return cls()
-        default = {True: UP, False: DOWN}.get(d.get("up"), UNKNOWN)
-        try:
-            t = cls(state=str(d.get("state", default)), ok=int(d.get("ok", 0)), bad=int(d.get("bad", 0)),
-                    reason=str(d.get("reason", "")), last=str(d.get("last", "")),
-                    since=float(d.get("since", 0)), changes=tuple(float(x) for x in d.get("changes", ())),
-                    held_until=float(d.get("held_until", 0)), kept=bool(d.get("kept", False)))
-        except (TypeError, ValueError):
-            return cls()
-        return t if t.state in (UP, DOWN, WARNING, UNKNOWN, MAINT, HELD) else cls()
+        kw = {k: d[k] for k in _PLAIN if k in d}
+        kw.setdefault("state", {True: UP, False: DOWN}.get(d.get("up"), UNKNOWN))
+        return cls(changes=tuple(d.get("changes", ())), **kw)
+
+
+_PLAIN = ("state", "ok", "bad", "reason", "last", "since", "held_until", "kept")
 
 
 def step(track, result, now, check):
