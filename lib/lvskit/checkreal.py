@@ -20,7 +20,7 @@ from .desired import all_down, desired_table
 from .errors import CHECK_CRITICAL, CHECK_OK, CHECK_UNKNOWN, CHECK_WARNING
 from .model import hostport
 from .plan import DEL_SERVICE
-from .pluginoutput import Output, worst
+from .pluginoutput import Output
 
 MAX_LISTED = 8
 FULL_READ_EVERY = 30.0      # seconds between full reads of the kernel table in a loop
@@ -133,11 +133,6 @@ def run_round(cfg, tracks, checked, now=None, all_due=True):
     return rnd, new_tracks, {k: v for k, v in new_checked.items() if k in new_tracks}
 
 
-def save(cfg, tracks, checked):
-    """Write health.json; state.WriteError (naming it) when that fails."""
-    health.save(cfg, health.View(tracks, checked))
-
-
 def announce(cfg, rnd, dry_run=False):
     """One syslog line per change, and the hook; loud when a service has nothing left."""
     for row in rnd.changes():
@@ -199,13 +194,11 @@ def report(rnd):
     for vs in {r.service.name: r.service for r in rows}.values():
         if all_down(vs, _tracks(rnd, vs)):
             out.add(CHECK_CRITICAL, _all_down_text(vs, rnd))
-    # down first, then maintenance, warning, and those a check could not tell
-    listed = sorted((r for r in rows if _listed(r) is not None), key=_listed)
-    for i, r in enumerate(listed):
-        out.add(_state(r), f"{r.service.name} {r.label()} {r.after.state}: {r.after.reason}"
-                if i < MAX_LISTED else "")
-    if len(listed) > MAX_LISTED:
-        out.add(CHECK_OK, f"and {len(listed) - MAX_LISTED} more")
+    named = sorted(((r, _sub_check(r)) for r in rows if _sub_check(r)), key=lambda x: x[1][0])
+    for i, (r, (_, code)) in enumerate(named):
+        out.add(code, f"{r.service.name} {r.label()} {r.after.state}: {r.after.reason}" if i < MAX_LISTED else "")
+    if len(named) > MAX_LISTED:
+        out.add(CHECK_OK, f"and {len(named) - MAX_LISTED} more")
     if rnd.kernel_error:
         out.add(CHECK_UNKNOWN, f"kernel: {rnd.kernel_error}")
     elif rnd.kernel and rnd.kernel.failed:
@@ -214,40 +207,28 @@ def report(rnd):
     if rnd.state_error:
         out.add(CHECK_UNKNOWN, f"state: {rnd.state_error}")
     n = len(rows)
-    count = {s: sum(1 for r in rows if r.after.state == s) for s in (health.MAINT, health.WARNING)}
-    down = sum(1 for r in rows if _down(r))
     ups = sum(1 for r in rows if r.after.up)
-    for label, value in (("up", ups), ("down", down), ("maint", count[health.MAINT]),
-                         ("warning", count[health.WARNING])):
-        out.metric(label, value, lo=0, hi=n)
+    down = sum(1 for _, (place, _) in named if place == 0)
+    out.metric("up", ups, lo=0, hi=n)
+    out.metric("down", down, lo=0, hi=n)
+    for word in (health.MAINT, health.WARNING):
+        out.metric(word, sum(1 for r in rows if r.after.state == word), lo=0, hi=n)
     out.metric("probes", rnd.probes, lo=0)
     out.metric("time", f"{rnd.elapsed:.3f}", "s", lo=0)
     return out.code, out.lines(f"{down}/{n} down" if down else f"{ups}/{n} up")
 
 
-def _down(r):
-    return r.after.up is False and r.after.state != health.MAINT
-
-
-def _unknown(r):
-    return r.after.up is None or (r.checked and r.after.last == health.UNKNOWN)
-
-
-def _listed(r):
-    """Where a server comes in the plugin line (None: not named)."""
-    if _down(r):
-        return 0
-    if r.after.state in (health.MAINT, health.WARNING):
-        return 1 if r.after.state == health.MAINT else 2
-    return 3 if _unknown(r) else None
-
-
-def _state(r):
-    """A server's sub-check state: down CRITICAL, could not tell UNKNOWN, maint or warning WARNING."""
-    if _down(r):
-        return CHECK_CRITICAL
-    return worst(CHECK_WARNING if r.after.state in (health.MAINT, health.WARNING) else CHECK_OK,
-                 CHECK_UNKNOWN if _unknown(r) else CHECK_OK)
+def _sub_check(r):
+    """(place in the line, state) of a server the line names, or None: down first
+    (CRITICAL), then maintenance and warning (WARNING), then those whose check
+    could not tell (UNKNOWN, also when in warning)."""
+    t = r.after
+    unknown = t.up is None or (r.checked and t.last == health.UNKNOWN)
+    if t.up is False and t.state != health.MAINT:
+        return 0, CHECK_CRITICAL
+    if t.state in (health.MAINT, health.WARNING):
+        return (1 if t.state == health.MAINT else 2), CHECK_UNKNOWN if unknown else CHECK_WARNING
+    return (3, CHECK_UNKNOWN) if unknown else None
 
 
 def table(rnd):
@@ -285,7 +266,7 @@ def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
             log.error(f"kernel: {rnd.kernel_error}")
     if not dry_run:
         try:
-            save(cfg, tracks, checked)
+            health.save(cfg, health.View(tracks, checked))
         except state.WriteError as e:
             _state_failed(rnd, e)
     announce(cfg, rnd, dry_run)
