@@ -731,7 +731,7 @@ STAGES = [
     ("  decode (every service; the first real server, to learn its shape)", "lvskit/ipvs.py", "decode"),
     ("  real servers decoded in runs (DestLayout.run)", "lvskit/ipvs.py", "run"),
     ("  generic walks (decode_service, decode_dest)", "lvskit/ipvs.py", "decode_"),
-    ("desired_table (config -> table)", "lvskit/sync.py", "desired_table"),
+    ("desired_table (config -> table)", "lvskit/desired.py", "desired_table"),
     ("plan_changes", "lvskit/plan.py", "plan_changes"),
     ("Kernel.execute (writes)", "lvskit/ipvs.py", "execute"),
     ("state load/save", "lvskit/state.py", "load"),

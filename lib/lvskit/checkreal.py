@@ -4,7 +4,7 @@ A round: probe every real server of every due service (once per distinct
 endpoint, all at once: checks.run), advance each server's state machine
 (health.advance), never empty a service silently (health.keep_last_healthy),
 then the kernel through sync.reconcile (the same planner ipvs-sync uses, with
-overlay.py turning the health in memory into weights), then the state file,
+desired.py turning the health in memory into weights), then the state file,
 then for every change one syslog line and the hook.  The health lives in
 memory between rounds; the state file only carries it to the next run and to
 ipvs-sync, so a state file that cannot be written (read-only or full
@@ -15,10 +15,12 @@ import shlex
 import time
 from dataclasses import dataclass, field
 
-from . import checks, health, log, overlay, state, sync
+from . import checks, health, log, state, sync
+from .desired import all_down, desired_table
 from .errors import CHECK_CRITICAL, CHECK_OK, CHECK_UNKNOWN, CHECK_WARNING
 from .model import hostport
 from .plan import DEL_SERVICE
+from .pluginoutput import Output
 
 MAX_LISTED = 8
 FULL_READ_EVERY = 30.0      # seconds between full reads of the kernel table in a loop
@@ -68,7 +70,7 @@ def maintenance(cfg, dest):
     characters; a flag that is no regular file (a FIFO) is not read.
     """
     for name in (hostport(dest.address, dest.port), f"{dest.address}:{dest.port}", dest.address):
-        path = os.path.join(cfg.maint_path, name)
+        path = os.path.join(state.maint_dir(cfg), name)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -131,31 +133,6 @@ def run_round(cfg, tracks, checked, now=None, all_due=True):
     return rnd, new_tracks, {k: v for k, v in new_checked.items() if k in new_tracks}
 
 
-def health_data(cfg, tracks):
-    """tracks as overlay reads them (what health.save writes)."""
-    out = {}
-    for vs in cfg.services:
-        if vs.name not in tracks:
-            continue
-        out[vs.name] = {}
-        for e, t in tracks[vs.name].items():
-            d = t.to_json()
-            d.update(_extra(vs, t))
-            out[vs.name][e] = d
-    return out
-
-
-def _extra(vs, t):
-    return {"weight_percent": vs.check.warning_weight} if t.state == health.WARNING else {}
-
-
-def save(cfg, tracks, checked):
-    """Write health.json; state.WriteError (naming it) when that fails."""
-    extra = {vs.name: {e: _extra(vs, t) for e, t in tracks.get(vs.name, {}).items()}
-             for vs in cfg.services}
-    health.save(overlay.health_path(cfg), tracks, checked, extra)
-
-
 def announce(cfg, rnd, dry_run=False):
     """One syslog line per change, and the hook; loud when a service has nothing left."""
     for row in rnd.changes():
@@ -164,12 +141,12 @@ def announce(cfg, rnd, dry_run=False):
         if cfg.check_hook and not dry_run:
             _hook(cfg, row)
     for vs in {row.service.name: row.service for row in rnd.changes()}.values():
-        if overlay.all_down(vs, {vs.name: _tracks_json(rnd, vs)}):
+        if all_down(vs, _tracks(rnd, vs)):
             log.warning(_all_down_text(vs, rnd))
 
 
-def _tracks_json(rnd, vs):
-    return {r.entry: r.after.to_json() for r in rnd.rows if r.service is vs}
+def _tracks(rnd, vs):
+    return {r.entry: r.after for r in rnd.rows if r.service is vs}
 
 
 def _hook(cfg, row):
@@ -196,8 +173,7 @@ def update_kernel(cfg, kernel, tracks, dry_run=False, full=True):
     """The same planner as ipvs-sync, sync.reconcile, with the health in memory (not
     the state file, which may be unwritable); in a loop after a sync.Follower's
     manner: planned against its memory of the table, read back when full."""
-    from .overlay import adjuster
-    desired = sync.desired_table(cfg, adjuster(cfg, health=health_data(cfg, tracks)))
+    desired = desired_table(cfg, health=health.View(tracks))
     if isinstance(kernel, sync.Follower) and not dry_run:
         return kernel.step(cfg, full, desired=desired, select=_not_deleting_services)
     return sync.reconcile(cfg, getattr(kernel, "kernel", kernel), desired=desired, dry_run=dry_run,
@@ -214,42 +190,45 @@ def _not_deleting_services(op):
 def report(rnd):
     """(exit code, the plugin's output lines): failed servers first, perfdata."""
     rows = rnd.rows
-    down = [r for r in rows if r.after.up is False and r.after.state != health.MAINT]
-    maint = [r for r in rows if r.after.state == health.MAINT]
-    warn = [r for r in rows if r.after.state == health.WARNING]
-    unknown = [r for r in rows if r.after.up is None or (r.checked and r.after.last == health.UNKNOWN)]
-    services = {r.service.name: r.service for r in rows}
-    dead = [vs for vs in services.values()
-            if overlay.all_down(vs, {vs.name: _tracks_json(rnd, vs)})]
-    kernel_failed = (rnd.kernel.failed if rnd.kernel else []) or rnd.kernel_error
-    if down or dead:
-        code, word = CHECK_CRITICAL, "CRITICAL"
-    elif kernel_failed or unknown or rnd.state_error:
-        code, word = CHECK_UNKNOWN, "UNKNOWN"
-    elif maint or warn:
-        code, word = CHECK_WARNING, "WARNING"
-    else:
-        code, word = CHECK_OK, "OK"
-    n = len(rows)
-    ups = sum(1 for r in rows if r.after.up)
-    parts = [_all_down_text(vs, rnd) for vs in dead]
-    listed = down + maint + warn + [r for r in unknown if r not in down]
-    for r in listed[:MAX_LISTED]:
-        parts.append(f"{r.service.name} {r.label()} {r.after.state}: {r.after.reason}")
-    if len(listed) > MAX_LISTED:
-        parts.append(f"and {len(listed) - MAX_LISTED} more")
+    out = Output("CHECK_REAL")
+    for vs in {r.service.name: r.service for r in rows}.values():
+        if all_down(vs, _tracks(rnd, vs)):
+            out.add(CHECK_CRITICAL, _all_down_text(vs, rnd))
+    named = sorted(((r, _sub_check(r)) for r in rows if _sub_check(r)), key=lambda x: x[1][0])
+    for i, (r, (_, code)) in enumerate(named):
+        out.add(code, f"{r.service.name} {r.label()} {r.after.state}: {r.after.reason}" if i < MAX_LISTED else "")
+    if len(named) > MAX_LISTED:
+        out.add(CHECK_OK, f"and {len(named) - MAX_LISTED} more")
     if rnd.kernel_error:
-        parts.append(f"kernel: {rnd.kernel_error}")
+        out.add(CHECK_UNKNOWN, f"kernel: {rnd.kernel_error}")
     elif rnd.kernel and rnd.kernel.failed:
         op, msg = rnd.kernel.failed[0]
-        parts.append(f"kernel: {len(rnd.kernel.failed)} changes failed, first: {op.ipvsadm()}: {msg}")
+        out.add(CHECK_UNKNOWN, f"kernel: {len(rnd.kernel.failed)} changes failed, first: {op.ipvsadm()}: {msg}")
     if rnd.state_error:
-        parts.append(f"state: {rnd.state_error}")
-    head = f"{len(down)}/{n} down" if down else f"{ups}/{n} up"
-    text = "; ".join([head] + parts).replace("|", "/")
-    perf = (f"up={ups};;;0;{n} down={len(down)};;;0;{n} maint={len(maint)};;;0;{n} "
-            f"warning={len(warn)};;;0;{n} probes={rnd.probes};;;0 time={rnd.elapsed:.3f}s;;;0")
-    return code, [f"CHECK_REAL {word} - {text} | {perf}"]
+        out.add(CHECK_UNKNOWN, f"state: {rnd.state_error}")
+    n = len(rows)
+    ups = sum(1 for r in rows if r.after.up)
+    down = sum(1 for _, (place, _) in named if place == 0)
+    out.metric("up", ups, lo=0, hi=n)
+    out.metric("down", down, lo=0, hi=n)
+    for word in (health.MAINT, health.WARNING):
+        out.metric(word, sum(1 for r in rows if r.after.state == word), lo=0, hi=n)
+    out.metric("probes", rnd.probes, lo=0)
+    out.metric("time", f"{rnd.elapsed:.3f}", "s", lo=0)
+    return out.code, out.lines(f"{down}/{n} down" if down else f"{ups}/{n} up")
+
+
+def _sub_check(r):
+    """(place in the line, state) of a server the line names, or None: down first
+    (CRITICAL), then maintenance and warning (WARNING), then those whose check
+    could not tell (UNKNOWN, also when in warning)."""
+    t = r.after
+    unknown = t.up is None or (r.checked and t.last == health.UNKNOWN)
+    if t.up is False and t.state != health.MAINT:
+        return 0, CHECK_CRITICAL
+    if t.state in (health.MAINT, health.WARNING):
+        return (1 if t.state == health.MAINT else 2), CHECK_UNKNOWN if unknown else CHECK_WARNING
+    return (3, CHECK_UNKNOWN) if unknown else None
 
 
 def table(rnd):
@@ -287,7 +266,7 @@ def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
             log.error(f"kernel: {rnd.kernel_error}")
     if not dry_run:
         try:
-            save(cfg, tracks, checked)
+            health.save(cfg, health.View(tracks, checked))
         except state.WriteError as e:
             _state_failed(rnd, e)
     announce(cfg, rnd, dry_run)
@@ -299,13 +278,9 @@ def _state_failed(rnd, e):
     rnd.state_error = "; ".join(filter(None, [rnd.state_error, str(e)]))
 
 
-def _stop(*_):
-    raise SystemExit(0)
-
-
 def run(cfg, path, dry_run=False, every=None, use_kernel=True, verbose=False, kernel=None, out=print):
-    import signal
-    from . import config as config_mod
+    """check-real's work: one round and its report, or rounds every `every` seconds (every.run)."""
+    from . import every as loop
     from .errors import Fatal, USAGE
     from .lock import Lock
     if every is not None and dry_run:
@@ -313,7 +288,8 @@ def run(cfg, path, dry_run=False, every=None, use_kernel=True, verbose=False, ke
     lock = None if dry_run else Lock(cfg.run_dir, "check-real")  # noqa: F841 (held until exit)
     if use_kernel and kernel is None:
         kernel = sync.open_kernel()
-    tracks, checked = health.load(overlay.health_path(cfg))
+    known = health.read(cfg)
+    tracks, checked = known.tracks, known.checked
     if every is None:
         rnd, _, _ = once(cfg, kernel if use_kernel else None, tracks, checked, dry_run)
         code, lines = report(rnd)
@@ -323,24 +299,15 @@ def run(cfg, path, dry_run=False, every=None, use_kernel=True, verbose=False, ke
             for op in rnd.kernel.ops:
                 out(op.ipvsadm())
         return code
-    hup = []
-    signal.signal(signal.SIGHUP, lambda *_: hup.append(1))
-    signal.signal(signal.SIGTERM, _stop)
     follower = sync.Follower(kernel) if use_kernel else None
     last_full = 0.0
-    while True:
-        start = time.monotonic()
+
+    def round_(cfg, timed):
         # Plan against our memory of the table; read it all back now and then,
         # which repairs hand-made drift (as ipvs-sync --every does).
+        nonlocal tracks, checked, last_full
+        start = time.monotonic()
         full = start - last_full >= FULL_READ_EVERY
         last_full = start if full else last_full
-        _, tracks, checked = once(cfg, follower, tracks, checked, dry_run, all_due=False, full=full)
-        while time.monotonic() - start < every and not hup:
-            time.sleep(min(0.05, max(0.0, every - (time.monotonic() - start))))
-        if hup:
-            hup.clear()
-            try:
-                cfg = config_mod.load(path)
-                log.info(f"reloaded {path}")
-            except Fatal as e:
-                log.error(f"{e} (keeping the previous config)")
+        _, tracks, checked = once(cfg, follower, tracks, checked, all_due=False, full=full)
+    return loop.run(path, cfg, every, round_)

@@ -60,17 +60,16 @@ class Track:
 
     @classmethod
     def from_json(cls, d):
-        """A Track from a state file entry; anything odd gives a fresh Track."""
-        if not isinstance(d, dict):
-            return cls()
-        try:
-            t = cls(state=str(d.get("state", UNKNOWN)), ok=int(d.get("ok", 0)), bad=int(d.get("bad", 0)),
-                    reason=str(d.get("reason", "")), last=str(d.get("last", "")),
-                    since=float(d.get("since", 0)), changes=tuple(float(x) for x in d.get("changes", ())),
-                    held_until=float(d.get("held_until", 0)), kept=bool(d.get("kept", False)))
-        except (TypeError, ValueError):
-            return cls()
-        return t if t.state in (UP, DOWN, WARNING, UNKNOWN, MAINT, HELD) else cls()
+        """A Track from a state file entry of check_entry's shape.
+
+        An entry with no "state" takes it from "up" (a hand-written
+        {"up": false} is a server down)."""
+        kw = {k: d[k] for k in _PLAIN if k in d}
+        kw.setdefault("state", {True: UP, False: DOWN}.get(d.get("up"), UNKNOWN))
+        return cls(changes=tuple(d.get("changes", ())), **kw)
+
+
+_PLAIN = ("state", "ok", "bad", "reason", "last", "since", "held_until", "kept")
 
 
 def step(track, result, now, check):
@@ -129,7 +128,7 @@ def _clock(ts):
 
 def keep_last_healthy(before, after):
     """Never empty a service silently: when no server of it is up any more,
-    mark the last healthy set ``kept`` (overlay leaves those in the table).
+    mark the last healthy set ``kept`` (desired.py leaves those in the table).
 
     before, after: {entry: Track} of one service.  Returns the new after.
     """
@@ -140,7 +139,8 @@ def keep_last_healthy(before, after):
     return {e: replace(t, kept=e in keep) for e, t in after.items()}
 
 
-# --- the state file: STATE_DIR/health.json, shared with overlay.py -----------
+# --- the state file: STATE_DIR/health.json -------------------------------------
+# Its one reader is read(); every other module asks the View it returns.
 
 STATES = (UP, DOWN, WARNING, UNKNOWN, MAINT, HELD)
 MAX_CHANGES = 1000      # flap times kept per server; check_flap_changes is far below
@@ -157,13 +157,12 @@ _ENTRY_CHECKS = {
     "held_until": state.timestamp,
     "kept": state.boolean,
     "up": lambda v, w: v is None or state.boolean(v, w),
-    "weight_percent": lambda v, w: state.integer(v, w, 0, 100),
+    "weight_percent": lambda v, w: state.integer(v, w, 0, 100),    # written by older versions
 }
 
 
 def check_entry(d, where):
-    """One server's entry as save writes it (overlay reads "up", "kept",
-    "weight_percent"); a key may be absent, never of another type."""
+    """One server's entry as save writes it; a key may be absent, never of another type."""
     state.obj(d, where)
     for key, check in _ENTRY_CHECKS.items():
         if key in d:
@@ -189,23 +188,30 @@ def check_file(data):
     return data
 
 
-def load(path):
-    """({service: {entry: Track}}, {service: last checked time}); empty when
-    the file is missing or not of its shape (one warning)."""
-    data = state.load(path, {}, check_file)
+@dataclass(frozen=True)
+class View:
+    """What check-real knows: each real server's Track and when each service was last checked."""
+    tracks: dict = field(default_factory=dict)     # {service: {"ADDR:PORT": Track}}
+    checked: dict = field(default_factory=dict)    # {service: epoch seconds}
+
+    def of(self, service):
+        """{"ADDR:PORT": Track} of one service ({} when check-real never spoke of it)."""
+        return self.tracks.get(service, {})
+
+    def track(self, service, entry):
+        """The Track of one server of a service, or None."""
+        return self.tracks.get(service, {}).get(entry)
+
+
+def read(cfg):
+    """The View in health.json; empty when the file is missing or not of its shape (one warning)."""
+    data = state.load(state.health_path(cfg), {}, check_file)
     tracks = {name: {e: Track.from_json(d) for e, d in entries.items()}
               for name, entries in data.get("services", {}).items()}
-    return tracks, dict(data.get("checked", {}))
+    return View(tracks, dict(data.get("checked", {})))
 
 
-def save(path, tracks, checked, extra=None):
-    """extra: {service: {entry: {key: value}}} merged into entries (e.g. weight_percent)."""
-    extra = extra or {}
-    services = {}
-    for name, entries in tracks.items():
-        services[name] = {}
-        for e, t in entries.items():
-            d = t.to_json()
-            d.update((extra.get(name) or {}).get(e, {}))
-            services[name][e] = d
-    state.save(path, {"services": services, "checked": checked})
+def save(cfg, view):
+    """Write the View to health.json; state.WriteError (naming it) when that fails."""
+    services = {name: {e: t.to_json() for e, t in entries.items()} for name, entries in view.tracks.items()}
+    state.save(state.health_path(cfg), {"services": services, "checked": view.checked})

@@ -2,17 +2,19 @@
 
 Only services with ``reweight = agent|http|external`` take part.  A server
 that serves several services is asked once per round.  The result goes to
-STATE_DIR/weights.json (which ipvs-sync's overlay applies too, so the two
-never fight), then the changed weights, and nothing else, go to the kernel
-through sync.reconcile.  check-real's verdicts win: a server it took out
-stays out (overlay.py), and is not counted when making sure a service keeps
-at least one server with weight.
+STATE_DIR/weights.json (which ipvs-sync's desired table applies too, so
+the two never fight), then the changed weights, and nothing else, go to the
+kernel through sync.reconcile.  check-real's verdicts win: a server it took
+out stays out (desired.py), and is not counted when making sure a service
+keeps at least one server with weight.
 """
+import shlex
 import time
 
-from . import agentproto, controller, log, overlay, state
+from . import agentproto, controller, health as health_mod, log, state
+from .desired import desired_table, load_weights
 from .plan import EDIT_DEST
-from .sync import desired_table, reconcile
+from .sync import reconcile
 
 STATE_KEYS = ("weight", "smooth", "since", "out", "error", "answer")
 
@@ -49,9 +51,32 @@ def ask(queries, timeout):
         from .agentproto import MAX_LINE
         out.update(httpcheck.poll_load({q: q[1] for q in by_method["http"]}, MAX_LINE, timeout))
     if by_method.get("external"):
-        from . import loadcmd
-        out.update(loadcmd.poll({q: q[1] for q in by_method["external"]}, timeout))
+        out.update(run_commands({q: q[1] for q in by_method["external"]}, timeout))
     return out
+
+
+def run_commands(commands, timeout, workers=8):
+    """commands: {key: shell-words string} -> {key: bytes or an error string}.
+
+    Each command's stdout is one agent-protocol line; a non-zero exit or a
+    timeout is no answer.  A few at a time in threads, each a process: for
+    tens of servers, not thousands (the agent is for those).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(min(workers, len(commands))) as pool:
+        futures = {key: pool.submit(_command, shlex.split(cmd), timeout) for key, cmd in commands.items()}
+        return {key: f.result() for key, f in futures.items()}
+
+
+def _command(argv, timeout):
+    from . import run
+    res = run.run(argv, timeout=timeout)
+    if res.timed_out:
+        return "timeout"
+    if res.code != 0:
+        err = (res.stderr.strip().splitlines() or [""])[-1][:80]
+        return f"exit {res.code}" + (f": {err}" if err else "")
+    return res.stdout.encode("utf-8", "replace")[:agentproto.MAX_LINE + 1]
 
 
 def _peer(query):
@@ -64,8 +89,8 @@ def _peer(query):
 def decide(cfg, replies, old, health, now):
     """Pure part of a round: new weights.json services from replies and old state.
 
-    replies: {query: bytes or error string}; old, health: the "services"
-    dicts of weights.json and health.json.  Returns (services, notes) where
+    replies: {query: bytes or error string}; old: weights.json's "services";
+    health: check-real's health.View.  Returns (services, notes) where
     notes are log lines (warnings once per server and problem).
     """
     p = params(cfg)
@@ -87,7 +112,8 @@ def decide(cfg, replies, old, health, now):
             entry, base = str(real.dest), real.dest.weight
             prev = (old.get(vs.name) or {}).get(entry)
             prev = prev if isinstance(prev, dict) and isinstance(prev.get("weight"), int) else None
-            taken_out = (health.get(vs.name) or {}).get(entry, {}).get("up") is False
+            track = health.track(vs.name, entry)
+            taken_out = track is not None and track.up is False
             answer = parsed.get(_query(cfg, vs, real), "no answer")
             if taken_out:
                 s = controller.step(prev, None, base, now, p, out=True)
@@ -133,22 +159,22 @@ def round_(cfg, kernel, dry_run=False, now=None, unsaved=None):
     now = time.time() if now is None else now
     queries = {_query(cfg, vs, real) for vs in cfg.services if vs.reweight != "none" for real in vs.reals}
     replies = ask(queries, cfg.reweight.timeout)
-    old = overlay.load_weights(cfg) if not unsaved else unsaved.pop("services")
-    health = overlay.load_health(cfg)
+    old = load_weights(cfg) if not unsaved else unsaved.pop("services")
+    health = health_mod.read(cfg)
     services, notes = decide(cfg, replies, old, health, now)
     for note in notes:
         log.warning(note)
     for name, states in services.items():
         for entry, s in states.items():
             log.debug(f"{name} {entry}: {s.get('answer') or s.get('error', '-')} -> weight {s['weight']}")
-    desired = desired_table(cfg, overlay.adjuster(cfg, health=health, weights=services))
+    desired = desired_table(cfg, health=health, weights=services)
     reweighted = {vs.key for vs in cfg.services if vs.reweight != "none"}
     # dests that are in the kernel and wanted: we edit their weight, never add or remove
     out = reconcile(cfg, kernel, desired, dry_run=dry_run, select=_weight_edit(reweighted))
     # unchanged state is not rewritten: ipvs-sync --every wakes on every write
     if not dry_run and services != old:
         try:
-            state.save(overlay.weights_path(cfg), {"services": services})
+            state.save(state.weights_path(cfg), {"services": services})
         except state.WriteError:
             if unsaved is not None:
                 unsaved["services"] = services
@@ -157,10 +183,8 @@ def round_(cfg, kernel, dry_run=False, now=None, unsaved=None):
 
 
 def run(cfg, path, dry_run=False, every=None, kernel=None):
-    """reweight's work: one round, or one every ``every`` seconds until a signal."""
-    import signal
-    import sys
-    from . import config as config_mod
+    """reweight's work: one round, or rounds every `every` seconds (every.run)."""
+    from . import every as loop
     from .errors import ERROR, OK, USAGE, Fatal
     from .lock import Lock
     from .sync import open_kernel
@@ -170,25 +194,17 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
         log.debug("no service has reweight = agent|http|external: nothing to do")
     lock = None if dry_run else Lock(cfg.run_dir, "reweight")   # noqa: F841 (held until exit)
     kernel = kernel or open_kernel()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    unsaved = {}
-    while True:
-        start = time.monotonic()
-        try:
-            out = round_(cfg, kernel, dry_run=dry_run, unsaved=unsaved)
-        except state.WriteError as e:   # the kernel has the weights; a one-shot run exits ERROR
-            if every is None:
-                raise
-            log.error(str(e))
-            out = None
+    if every is None:
+        out = round_(cfg, kernel, dry_run=dry_run)
         if dry_run:
             for op in out.ops:
                 print(op.ipvsadm())
-        code = ERROR if out is None or out.failed else OK
-        if every is None:
-            return code
-        time.sleep(max(0.0, every - (time.monotonic() - start)))
+        return ERROR if out.failed else OK
+    unsaved = {}
+
+    def looped(cfg, timed):
         try:
-            cfg = config_mod.load(path)
-        except Fatal as e:
-            log.error(f"{e} (keeping the previous config)")
+            round_(cfg, kernel, unsaved=unsaved)
+        except state.WriteError as e:   # the kernel has the weights; the next round saves them
+            log.error(str(e))
+    return loop.run(path, cfg, every, looped)

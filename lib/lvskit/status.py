@@ -43,13 +43,13 @@ could not be read or the entry is not in it.
 import os
 import time
 
-from . import errors, log, overlay, state
-from .health import check_file as check_health
+from . import errors, health as health_mod, log
+from .desired import desired_table, load_weights
 from .model import FORWARD_NAMES, PROTOCOL_NAMES, hostport
-from .sync import desired_table
+from .pluginoutput import Output
 
 SCHEMA = 1
-HEALTH_UP = ("up", "warning")
+NO_HEALTH = health_mod.View()
 
 
 def _age(now, t):
@@ -107,12 +107,10 @@ def _peers(cfg, node, now):
 
 def _real_row(vs, name, dest, kdest, health, loads, wanted, configured=True, sorry=False, now=0):
     entry = str(dest)
-    h = (health.get(vs.name) or {}).get(entry)
-    h = h if isinstance(h, dict) else {}
+    t = health.track(vs.name, entry)
     w = (loads.get(vs.name) or {}).get(entry)
     load = w.get("weight") if isinstance(w, dict) and vs.reweight != "none" else None
-    has_check = vs.check.kind != "none"
-    state_ = h.get("state") if h else ("unknown" if has_check else None)
+    state_ = t.state if t else ("unknown" if vs.check.kind != "none" else None)
     return {"server": name, "address": dest.address, "port": dest.port, "entry": entry,
             "forward": FORWARD_NAMES.get(dest.forward, str(dest.forward)),
             "configured": configured, "sorry": sorry,
@@ -121,19 +119,18 @@ def _real_row(vs, name, dest, kdest, health, loads, wanted, configured=True, sor
             "wanted_weight": wanted.weight if wanted is not None else None,
             "kernel_weight": kdest.weight if kdest else None, "in_kernel": kdest is not None,
             "active": kdest.active if kdest else None, "inactive": kdest.inactive if kdest else None,
-            "health": state_, "up": h.get("up") if h.get("up") in (True, False) else None,
-            "reason": str(h.get("reason", "")), "since_age": _age(now, h.get("since")),
-            "kept": h.get("kept") is True}
+            "health": state_, "up": t.up if t else None,
+            "reason": t.reason if t else "", "since_age": _age(now, t.since) if t else None,
+            "kept": t.kept if t else False}
 
 
 def gather(cfg, kernel=None, node_name=None, now=None):
     """(status dict, exit code): 0, or the code of why the kernel could not be read."""
     now = time.time() if now is None else now
     table, error, code = _read_kernel(kernel)
-    health_data = state.load(overlay.health_path(cfg), {}, check_health)
-    health, checked = health_data.get("services", {}), health_data.get("checked", {})
-    loads = overlay.load_weights(cfg)
-    desired = desired_table(cfg, overlay.adjuster(cfg, health=health, weights=loads))
+    health = health_mod.read(cfg)
+    loads = load_weights(cfg)
+    desired = desired_table(cfg, health=health, weights=loads)
     node = _node(cfg, node_name)
     hb, peers = _peers(cfg, node, now) if cfg.heartbeat else (None, [])
     out = {"schema": SCHEMA, "time": round(now, 3), "config": cfg.path, "director": cfg.director,
@@ -153,14 +150,14 @@ def gather(cfg, kernel=None, node_name=None, now=None):
             rows.append(_real_row(vs, "sorry", vs.sorry, kdests.pop(vs.sorry.key, None), health, loads,
                                   want.get(vs.sorry.key), configured=False, sorry=True, now=now))
         for kd in sorted(kdests.values(), key=lambda d: d.key):     # leaving (drained) or by hand
-            rows.append(_real_row(vs, None, kd, kd, {}, {}, None, configured=False, now=now))
+            rows.append(_real_row(vs, None, kd, kd, NO_HEALTH, {}, None, configured=False, now=now))
         out["services"].append({
             "name": vs.name, "key": str(k), "protocol": PROTOCOL_NAMES.get(k.protocol) if not k.fwmark else None,
             "address": k.address or None, "port": k.port or None, "fwmark": k.fwmark or None,
             "family": "inet6" if k.af == 10 else "inet",
             "scheduler": vs.service.scheduler, "in_kernel": (ksvc is not None) if table is not None else None,
             "kernel_scheduler": ksvc.scheduler if ksvc else None, "check": vs.check.kind,
-            "reweight": vs.reweight, "checked_age": _age(now, checked.get(vs.name)), "reals": rows})
+            "reweight": vs.reweight, "checked_age": _age(now, health.checked.get(vs.name)), "reals": rows})
     configured = {vs.key for vs in cfg.services}
     for key, ksvc in sorted((table or {}).items()):
         if key not in configured:
@@ -347,15 +344,17 @@ def write_textfile(path, body):
 def check(st):
     """(exit code, one line): CRITICAL when a service has nothing with weight in the kernel,
     WARNING when a real server is not up or a peer path is silent."""
+    out = Output("LVS_STATUS")
     if not st["ipvs"]["available"]:
-        return errors.CHECK_UNKNOWN, f"LVS_STATUS UNKNOWN - {st['ipvs']['error']}"
-    crit, warn, up, total, conns = [], [], 0, 0, 0
+        out.add(errors.CHECK_UNKNOWN)
+        return out.code, out.lines(st["ipvs"]["error"])[0]
+    warn, up, total, conns = [], 0, 0, 0
     for s in st["services"]:
         if not s["in_kernel"]:
-            crit.append(f"{s['name']} not in the kernel")
+            out.add(errors.CHECK_CRITICAL, f"{s['name']} not in the kernel")
             continue
         if not any(r["kernel_weight"] for r in s["reals"]):
-            crit.append(f"{s['name']} has no real server with weight")
+            out.add(errors.CHECK_CRITICAL, f"{s['name']} has no real server with weight")
         for r in s["reals"]:
             conns += r["active"] or 0
             if not r["configured"] or r["sorry"]:
@@ -371,10 +370,9 @@ def check(st):
         else:
             warn += [f"peer {p['name']} path {path} silent" for path, age in p["paths"].items()
                      if age is None or age > st["heartbeat"]["deadtime"] + 2]
-    code, word = ((errors.CHECK_CRITICAL, "CRITICAL") if crit else
-                  (errors.CHECK_WARNING, "WARNING") if warn else (errors.CHECK_OK, "OK"))
+    for text in warn:       # after every critical one
+        out.add(errors.CHECK_WARNING, text)
+    out.metric("up", up, lo=0, hi=total)
+    out.metric("active", conns, lo=0)
     role = f"; {st['node']['role'] or 'no role'}" if st["node"] else ""
-    detail = "; ".join(crit + warn)
-    return code, (f"LVS_STATUS {word} - {up}/{total} real servers up{role}"
-                  + (f"; {detail}" if detail else "")
-                  + f" | up={up};;;0;{total} active={conns};;;0")
+    return out.code, out.lines(f"{up}/{total} real servers up{role}")[0]

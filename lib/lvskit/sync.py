@@ -3,18 +3,12 @@
 Every program that changes the table (ipvs-sync, check-real, reweight,
 takeover) goes through ``reconcile``: no second code path to the kernel.
 """
-import os
-import sys
-
 from . import log, state
+from .desired import desired_table
 from .errors import NOT_CONFIGURED, Fatal
 from .model import AF_INET, AF_INET6, ServiceKey
 from .nogc import nogc
 from .plan import ADD_SERVICE, DEL_SERVICE, plan_changes
-
-
-def owned_path(cfg):
-    return os.path.join(cfg.state_dir, "ipvs-sync.json")
 
 
 def check_owned(data):
@@ -40,7 +34,7 @@ def check_owned(data):
 
 def load_owned(cfg):
     """Keys of the services a previous run put in the kernel."""
-    return state.load(owned_path(cfg), set(), check_owned)
+    return state.load(state.owned_path(cfg), set(), check_owned)
 
 
 def save_owned(cfg, keys):
@@ -50,10 +44,10 @@ def save_owned(cfg, keys):
     not stop a director from serving.
     """
     try:
-        state.save(owned_path(cfg), {"services": sorted(
+        state.save(state.owned_path(cfg), {"services": sorted(
             [k.af, k.protocol, k.address, k.port, k.fwmark] for k in keys)}, indent=None)
     except OSError as e:
-        why = f"{owned_path(cfg)}: cannot record the services ipvs-sync made: {e.strerror or e}"
+        why = f"{state.owned_path(cfg)}: cannot record the services ipvs-sync made: {e.strerror or e}"
         log.error(why)
         return why
     return None
@@ -82,30 +76,6 @@ def guard(cfg, ops, current, owned):
         raise Refused(f"{cfg.path}: refusing to delete {what} services ipvs-sync made "
                       f"(first {doomed[0]}; [global] max_remove = {cfg.max_remove:.0%}): "
                       f"an emptied or cut config? Run ipvs-sync --force to delete them")
-
-
-def desired_table(cfg, adjust=None):
-    """{ServiceKey: Service with dests} the config asks for.
-
-    adjust (overlay.Adjuster): adjust(vs, real) -> Dest or None lets health
-    and load state change a real server's entry (None leaves it out of the
-    table), adjust.extra(vs) gives dests to add (a sorry server), and
-    adjust.touches(vs) says whether any state speaks of vs at all.
-    """
-    table = {}
-    for vs in cfg.services:
-        svc = vs.wanted()
-        if adjust is not None and adjust.touches(vs):
-            dests = {}
-            for real in vs.reals:
-                d = adjust(vs, real)
-                if d is not None:
-                    dests[d.key] = d
-            for d in adjust.extra(vs):
-                dests.setdefault(d.key, d)      # e.g. the sorry server
-            svc = svc.replace(dests=dests)
-        table[vs.key] = svc
-    return table
 
 
 class Outcome:
@@ -140,8 +110,7 @@ def reconcile(cfg, kernel, desired=None, dry_run=False, current=None, select=Non
 @nogc
 def _reconcile(cfg, kernel, desired, dry_run, current, select, force):
     if desired is None:
-        from .overlay import adjuster
-        desired = desired_table(cfg, adjuster(cfg))
+        desired = desired_table(cfg)
     owned = load_owned(cfg)
     if current is None:
         current = kernel.read(set(desired) | owned)
@@ -207,39 +176,42 @@ def open_kernel():
 
 
 def check(cfg, kernel=None):
-    """monitoring-plugins style: is the kernel in line with the config?
+    """monitoring-plugins style: is the kernel in line with the config?  Prints, returns the code.
 
     CRITICAL when changes are pending; WARNING when the kernel holds services
     that are neither in the config nor made by ipvs-sync ([global] foreign =
     ignore to accept them): an orphan, or somebody else's table.
     """
-    from .errors import CHECK_CRITICAL, CHECK_OK, CHECK_UNKNOWN, CHECK_WARNING
+    from .errors import CHECK_CRITICAL, CHECK_UNKNOWN, CHECK_WARNING
+    from .pluginoutput import Output
+    result = Output("IPVS_SYNC")
     try:
         kernel = kernel or open_kernel()
         current = kernel.read()
         out = reconcile(cfg, kernel, dry_run=True, current=current, force=True)
         owned = load_owned(cfg)
     except Fatal as e:
-        print(f"IPVS_SYNC UNKNOWN - {e}")
-        return CHECK_UNKNOWN
+        result.add(CHECK_UNKNOWN)
+        print(*result.lines(str(e)), sep="\n")
+        return result.code
     n = len(cfg.services)
     wanted = {vs.key for vs in cfg.services}
     foreign = sorted(k for k in current if k not in wanted and k not in owned) \
         if cfg.foreign == "warn" else []
-    perf = f"changes={len(out.ops)};;;0 foreign={len(foreign)};;;0"
+    result.metric("changes", len(out.ops), lo=0)
+    result.metric("foreign", len(foreign), lo=0)
     if out.ops:
-        first = out.ops[0].ipvsadm()
-        print(f"IPVS_SYNC CRITICAL - {len(out.ops)} changes pending, first: {first} | {perf}")
+        result.add(CHECK_CRITICAL)
+        summary = f"{len(out.ops)} changes pending, first: {out.ops[0].ipvsadm()}"
         for op in out.ops[1:]:
-            print(op.ipvsadm())
-        return CHECK_CRITICAL
-    if foreign:
-        print(f"IPVS_SYNC WARNING - {n} services in line with the config; {len(foreign)} in the "
-              f"kernel that are not in it nor made by ipvs-sync: "
-              f"{', '.join(map(str, foreign[:5]))}{' ...' if len(foreign) > 5 else ''} | {perf}")
-        return CHECK_WARNING
-    print(f"IPVS_SYNC OK - {n} services in line with the config | {perf}")
-    return CHECK_OK
+            result.detail(op.ipvsadm())
+    else:
+        summary = f"{n} services in line with the config"
+    if foreign and not out.ops:
+        result.add(CHECK_WARNING, f"{len(foreign)} in the kernel that are not in it nor made by ipvs-sync: "
+                                  f"{', '.join(map(str, foreign[:5]))}{' ...' if len(foreign) > 5 else ''}")
+    print(*result.lines(summary), sep="\n")
+    return result.code
 
 
 def _once(cfg, kernel, dry_run, force):
@@ -252,18 +224,17 @@ def _once(cfg, kernel, dry_run, force):
     return ERROR if out.failed or out.unrecorded else OK
 
 
-SETTLE = 1.0    # seconds a changed config must stay unchanged before --every reads it
-
-
 def run(cfg, path, dry_run=False, every=None, kernel=None, force=False):
-    """ipvs-sync's work: once, or in a loop that also wakes on SIGHUP and config edits.
+    """ipvs-sync's work: once, or every `every` seconds and on events (every.run).
 
-    The loop reads an edited config only once it has not changed for SETTLE
-    seconds (an editor or a copy may be rewriting it in place), and keeps the
-    previous config when the new one is invalid or refused by the guard.
+    In the loop, a round woken by the timer or SIGHUP reads the kernel back
+    (which repairs hand-made drift); one woken by an edited config or a
+    changed state file (check-real's, reweight's) is planned against the
+    table as we left it (Follower).  A config the guard refuses is logged,
+    and the previous one kept.
     """
-    from . import config as config_mod
-    from .errors import ERROR, OK, USAGE
+    from . import every as loop
+    from .errors import USAGE
     from .lock import Lock
     if every is not None and dry_run:
         raise Fatal("--dry-run and --every do not mix: a dry run looks once", USAGE)
@@ -271,63 +242,6 @@ def run(cfg, path, dry_run=False, every=None, kernel=None, force=False):
     kernel = kernel or open_kernel()
     if every is None:
         return _once(cfg, kernel, dry_run, force)
-    import signal   # here: building its enums is 8 ms of a one-shot run in the lab guest
-    import time
-    woken = []
-    signal.signal(signal.SIGHUP, lambda *_: woken.append(1))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-
-    def stamp(p=path):
-        try:
-            st = os.stat(p)
-            return (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            return None
-
-    def state_stamp():      # check-real and reweight write these: follow them at once
-        from .overlay import health_path, weights_path
-        return (stamp(health_path(cfg)), stamp(weights_path(cfg)))
-
-    changing = [None, 0.0]      # the config's stamp while it settles, and since when
-
-    def settled():
-        """True once an edited config has stayed the same for SETTLE seconds."""
-        now, st = time.monotonic(), stamp()
-        if st == seen:
-            changing[0] = None
-            return False
-        if st != changing[0]:
-            if changing[0] is None:
-                log.info(f"{path} changed: reading it once it has not changed for {SETTLE:g} s")
-            changing[:] = [st, now]
-        return now - changing[1] >= SETTLE
-
-    last_state = state_stamp()
-    follower, seen, full, code = Follower(kernel), stamp(), True, 0
-    cfg = config_mod.load(path)      # one full parse fills it (the caller's load may be a cache hit)
-    good, refused = None, None     # the last config applied; the last refusal logged
-    while True:
-        try:
-            out = follower.step(cfg, full=full, force=force)
-            good = cfg
-        except Refused as e:
-            if str(e) != refused:
-                log.error(f"{e} (keeping the previous config)" if good else str(e))
-                refused = str(e)
-            out = follower.step(good, full=True) if good is not None else Outcome([])
-            cfg = good or cfg
-        code = ERROR if out.failed or out.unrecorded else OK
-        deadline = time.monotonic() + every
-        while time.monotonic() < deadline and not woken and not settled() \
-                and state_stamp() == last_state:
-            time.sleep(0.05)
-        full = time.monotonic() >= deadline or bool(woken)
-        woken.clear()
-        last_state = state_stamp()
-        if settled():
-            seen, changing[0] = changing[0], None
-            try:
-                cfg = config_mod.load(path)
-            except Fatal as e:
-                log.error(f"{e} (keeping the previous config)")
-    return code  # pragma: no cover  (the loop ends by a signal)
+    follower = Follower(kernel)
+    return loop.run(path, cfg, every, lambda cfg, timed: follower.step(cfg, full=timed, force=force),
+                    watch=lambda cfg: (state.health_path(cfg), state.weights_path(cfg)), refused=Refused)

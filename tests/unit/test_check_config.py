@@ -1,6 +1,6 @@
 import pytest
 
-from lvskit import config
+from lvskit import config, state
 from lvskit.errors import ConfigError
 from lvskit.model import Dest, FORWARD
 
@@ -27,8 +27,8 @@ def test_defaults_and_globals():
     cfg = load("")
     vs = cfg.service("web")
     assert vs.check.kind == "none" and vs.sorry is None
-    assert cfg.maint_path == "/tmp/maint" and cfg.check_hook == "/usr/local/bin/notify --quiet"
-    assert config.parse("[global]\nstate_dir = /x\n").maint_path == "/x/maint"
+    assert state.maint_dir(cfg) == "/tmp/maint" and cfg.check_hook == "/usr/local/bin/notify --quiet"
+    assert state.maint_dir(config.parse("[global]\nstate_dir = /x\n")) == "/x/maint"
 
 
 def test_full_http_check():

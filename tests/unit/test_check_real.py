@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import loopback
-from lvskit import checkreal, config, health, overlay, sync
+from lvskit import checkreal, config, health, state, sync
 from lvskit.errors import CHECK_CRITICAL, CHECK_OK, CHECK_WARNING
 from lvskit.memtable import MemoryTable
 from lvskit.model import PROTOCOLS, ServiceKey
@@ -73,7 +73,8 @@ def weights(kernel, port):
 
 
 def round_(cfg, kernel):
-    tracks, checked = health.load(overlay.health_path(cfg))
+    known = health.read(cfg)
+    tracks, checked = known.tracks, known.checked
     rnd, _, _ = checkreal.once(cfg, kernel, tracks, checked)
     return rnd
 
@@ -130,7 +131,7 @@ def test_all_down_keeps_last_healthy_set_loudly(tmp_path, lis):
     assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 0}
     code, lines = checkreal.report(rnd)
     assert code == CHECK_CRITICAL and "web ALL DOWN: keeping the last healthy set (127.0.0.1)" in lines[0]
-    data = json.load(open(overlay.health_path(cfg)))
+    data = json.load(open(state.health_path(cfg)))
     assert data["services"]["web"]["127.0.0.1:%d" % lis.port]["kept"] is True
     assert sync.reconcile(cfg, k, dry_run=True).ops == []
 
@@ -156,13 +157,13 @@ def test_maintenance_flag_and_hook(tmp_path, lis):
     hook.chmod(0o755)
     cfg, k = make_cfg(tmp_path, lis.port, glob=f"check_hook = {hook}"), MemoryTable()
     round_(cfg, k)
-    os.makedirs(cfg.maint_path)
-    open(os.path.join(cfg.maint_path, "127.0.0.1"), "w").write("disk swap\n")
+    os.makedirs(state.maint_dir(cfg))
+    open(os.path.join(state.maint_dir(cfg), "127.0.0.1"), "w").write("disk swap\n")
     rnd = round_(cfg, k)
     assert weights(k, lis.port) == {"127.0.0.1": 0, "127.0.0.2": 2}
     code, lines = checkreal.report(rnd)
     assert code == CHECK_WARNING and "maintenance (127.0.0.1: disk swap)" in lines[0]
-    os.unlink(os.path.join(cfg.maint_path, "127.0.0.1"))
+    os.unlink(os.path.join(state.maint_dir(cfg), "127.0.0.1"))
     round_(cfg, k), round_(cfg, k)
     assert weights(k, lis.port)["127.0.0.1"] == 3
     calls = hook_log.read_text().splitlines()
@@ -173,9 +174,9 @@ def test_maintenance_flag_and_hook(tmp_path, lis):
 
 def test_maintenance_flag_text_is_one_short_printable_line(tmp_path):
     cfg = make_cfg(tmp_path, 80)
-    os.makedirs(cfg.maint_path)
+    os.makedirs(state.maint_dir(cfg))
     dest = cfg.services[0].reals[0].dest
-    flag = os.path.join(cfg.maint_path, "127.0.0.1")
+    flag = os.path.join(state.maint_dir(cfg), "127.0.0.1")
     open(flag, "wb").write(b"disk\x1b[2J swap " + b"x" * 100_000 + b"\nsecond line\n")
     reason = checkreal.maintenance(cfg, dest)
     assert reason == f"maintenance (127.0.0.1: disk?[2J swap {'x' * (checkreal.MAX_FLAG_TEXT - 17)}...)"
@@ -213,7 +214,7 @@ def test_deleting_the_state_file_is_harmless(tmp_path, lis):
     lis.start(1)
     cfg, k = make_cfg(tmp_path, lis.port), MemoryTable()
     round_(cfg, k)
-    os.unlink(overlay.health_path(cfg))
+    os.unlink(state.health_path(cfg))
     round_(cfg, k)
     assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 0}
 
@@ -270,13 +271,28 @@ def test_script_plugin_output_and_exit_codes(tmp_path, lis):
     assert lines[2].split()[:3] == ["web", "127.0.0.2", "down"]     # failed first
     assert lines[3].split()[:3] == ["web", "127.0.0.1", "up"]
     # -n changes nothing: the state file is not written
-    before = open(overlay.health_path(cfg)).read()
+    before = open(state.health_path(cfg)).read()
     lis.start(2)
     run("-c", cfg.path, "--no-kernel", "-n")
-    assert open(overlay.health_path(cfg)).read() == before
+    assert open(state.health_path(cfg)).read() == before
 
 
 def test_seed_config_validates_with_its_checks():
     cfg = config.load(SEED)
     kinds = {vs.name: vs.check.kind for vs in cfg.services}
     assert kinds == {"www": "http", "ssh": "ssh", "xdmcp": "xdmcp"}
+
+
+def test_a_server_in_warning_that_could_not_be_checked_is_named_once(tmp_path):
+    """It is both: a warning, and a check that could not tell (UNKNOWN, the worse)."""
+    from lvskit.errors import CHECK_UNKNOWN
+    from lvskit.health import UNKNOWN, UP, WARNING, Track
+    cfg = make_cfg(tmp_path, 80)
+    vs = cfg.service("web")
+    a, b = vs.reals
+    rnd = checkreal.Round(rows=[
+        checkreal.Row(vs, a, Track(), Track(state=WARNING, last=UNKNOWN, reason="no answer"), checked=True),
+        checkreal.Row(vs, b, Track(), Track(state=UP, last=UP), checked=True)])
+    assert checkreal.report(rnd) == (CHECK_UNKNOWN, [
+        "CHECK_REAL UNKNOWN - 2/2 up; web 127.0.0.1 warning: no answer | up=2;;;0;2 down=0;;;0;2 "
+        "maint=0;;;0;2 warning=1;;;0;2 probes=0;;;0 time=0.000s;;;0"])

@@ -118,7 +118,7 @@ def test_drain_is_immediate_and_return_slow_starts():
 def test_check_real_out_then_back_slow_starts():
     _, s = run([1.0] * 5)
     s = step(s, 1.0, 2, 100, P, out=True)
-    assert s["out"] and s["weight"] == 200          # weight kept; overlay takes it out
+    assert s["out"] and s["weight"] == 200          # weight kept; the desired table takes it out
     s = step(s, 1.0, 2, 200, P)
     assert s["weight"] == 10 and s["since"] == 200
 

@@ -1,6 +1,7 @@
 import json
+import os
 
-from lvskit import health
+from lvskit import config, health
 from lvskit.config import Check
 from lvskit.health import DOWN, HELD, MAINT, UNKNOWN, UP, WARNING, Result, Track, advance
 
@@ -89,22 +90,30 @@ def test_keep_last_healthy_set():
 
 
 def test_state_file_round_trip_and_garbage(tmp_path, capsys):
+    cfg = config.parse(f"[global]\nstate_dir = {tmp_path}\n")
     path = str(tmp_path / "health.json")
     t = Track(state=HELD, ok=0, bad=2, reason="x", changes=(1.0, 2.0), held_until=9.0)
-    health.save(path, {"web": {"10.0.0.1:80": t}}, {"web": 5.0}, {"web": {"10.0.0.1:80": {"weight_percent": 50}}})
+    health.save(cfg, health.View({"web": {"10.0.0.1:80": t}}, {"web": 5.0}))
     data = json.load(open(path))
     assert data["services"]["web"]["10.0.0.1:80"]["up"] is False
-    assert data["services"]["web"]["10.0.0.1:80"]["weight_percent"] == 50
-    tracks, checked = health.load(path)
-    assert tracks["web"]["10.0.0.1:80"] == t and checked == {"web": 5.0}
+    assert health.read(cfg) == health.View({"web": {"10.0.0.1:80": t}}, {"web": 5.0})
     capsys.readouterr()
     # a file not of its shape is no file at all, with one warning that says where
     open(path, "w").write('{"services": {"web": {"a": {"state": "bogus"}, "b": 7, "c": {"ok": "x"}}}}')
-    assert health.load(path) == ({}, {})
-    assert health.load(path) == ({}, {})
+    assert health.read(cfg) == health.View()
+    assert health.read(cfg) == health.View()
     err = capsys.readouterr().err.splitlines()
     assert err == [f"{__import__('lvskit').log.program()}: {path}: ignoring this state file: "
                    "services.web.a.state: want one of up, down, warning, unknown, maint, held, not 'bogus'"]
     open(path, "w").write("not json")
-    assert health.load(path) == ({}, {})
-    assert health.load(str(tmp_path / "missing.json")) == ({}, {})
+    assert health.read(cfg) == health.View()
+    os.unlink(path)
+    assert health.read(cfg) == health.View()
+
+
+def test_a_hand_written_entry_says_up_or_down():
+    """{"up": false} alone, as a sysadmin (or an older check-real) may write it, is a server down."""
+    assert Track.from_json({"up": False}).up is False
+    assert Track.from_json({"up": True}).state == UP
+    assert Track.from_json({}).up is None
+    assert Track.from_json({"up": True, "state": "down"}).state == DOWN     # the state, when there is one

@@ -1,6 +1,7 @@
 """The planner against the fake table: exact operations, foreign entries untouched."""
 
 from lvskit import config, plan as P, sync
+from lvskit.desired import desired_table
 from lvskit.memtable import MemoryTable as FakeKernel
 from lvskit.model import Dest, Service, ServiceKey
 
@@ -146,7 +147,7 @@ scheduler = mh
 sched_flags = mh-port
 real.2001:db8::7 = forward=tun
 """)
-    lines = [op.ipvsadm() for op in P.plan_changes(sync.desired_table(cfg), {})]
+    lines = [op.ipvsadm() for op in P.plan_changes(desired_table(cfg), {})]
     assert lines == [
         "ipvsadm -A -t 10.1.0.1:8080 -s wlc -p 60 -M 255.255.255.0",
         "ipvsadm -a -t 10.1.0.1:8080 -r 10.2.0.1:80 -m -w 1 -x 100 -y 10",
@@ -163,7 +164,7 @@ def test_failed_operation_does_not_stop_the_rest(tmp_path):
     web = cfg.service("web").key
     # a real server already there by hand, with the same weight: the kernel says EEXIST
     # only if we try to add it; here we make the plan stale on purpose.
-    ops = P.plan_changes(sync.desired_table(cfg), {})
+    ops = P.plan_changes(desired_table(cfg), {})
     k.table[web] = Service(web, "wlc", dests={})
     failed = k.execute(ops)
     assert [op.kind for op, _ in failed] == [P.ADD_SERVICE]

@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from lvskit import checkreal, config, overlay, reweight, state, sync
+from lvskit import checkreal, config, reweight, state, sync
+from lvskit.desired import desired_table
 from lvskit.errors import CHECK_CRITICAL, CHECK_UNKNOWN
 from lvskit.memtable import MemoryTable
 
@@ -82,7 +83,7 @@ real.127.0.0.2 = weight=2
 def owned(cfg):
     """What ipvs-sync would have recorded: so only health.json's write is at stake."""
     def before(d):
-        sync.save_owned(cfg, set(sync.desired_table(cfg)))
+        sync.save_owned(cfg, set(desired_table(cfg)))
     return before
 
 
@@ -93,7 +94,7 @@ def weights(kernel):
 
 def loaded(cfg):
     """A fake kernel holding the config's table, as ipvs-sync left it."""
-    return MemoryTable(sync.desired_table(cfg))
+    return MemoryTable(desired_table(cfg))
 
 
 def test_save_names_the_state_file_and_what_failed(tmpfs):
@@ -182,7 +183,7 @@ def test_check_real_every_keeps_going_and_keeps_the_kernel_right(tmp_path, tmpfs
     assert seen == [({"127.0.0.1": 3, "127.0.0.2": 0}, problem), ({"127.0.0.1": 3, "127.0.0.2": 2}, problem)]
     err = capsys.readouterr().err.splitlines()
     assert [line for line in err if "health.json" in line] == [f"{__import__('lvskit').log.program()}: {problem}"] * 2
-    assert not os.path.exists(overlay.health_path(cfg))
+    assert not os.path.exists(state.health_path(cfg))
 
 
 def reweight_cfg(tmp_path):

@@ -46,7 +46,7 @@ class Config(record(
         director="",
         state_dir="/var/lib/lvskit",
         run_dir="/run/lvskit",
-        maint_dir="",           # check-real maintenance flags; "" is STATE_DIR/maint
+        maint_dir="",           # check-real maintenance flags; "" is STATE_DIR/maint (state.maint_dir)
         check_hook="",          # command check-real runs on every health change
         max_remove=0.5,         # share of its services one ipvs-sync run may delete
         foreign="warn",         # ipvs-sync --check on services nobody accounts for: warn|ignore
@@ -57,10 +57,6 @@ class Config(record(
         heartbeat=None,         # Heartbeat or None
         nodes=())):             # of Node, in file order
     __slots__ = ()
-
-    @property
-    def maint_path(self):
-        return self.maint_dir or f"{self.state_dir.rstrip('/')}/maint"
 
     def node(self, name):
         for n in self.nodes:

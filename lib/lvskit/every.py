@@ -1,0 +1,121 @@
+"""The --every loop of every resident mode: ipvs-sync, check-real, reweight.
+
+After kube-proxy's BoundedFrequencyRunner: run a round, then wait until the
+next one is due or an event comes, whichever is first.  The events:
+- SIGHUP: the config is read again, and a round runs at once;
+- the config file changed: it is read again once it has stayed unchanged
+  for SETTLE seconds (an editor, or ``cat new > lvskit.ini``, may be
+  rewriting it in place: no piece of a file is ever acted on);
+- a file the caller watches changed (ipvs-sync follows check-real's and
+  reweight's state files at once).
+One reload rule for all: the file is loaded again (configcache.Resident: only
+the [service]s that changed are validated again); a config that does not load,
+or that a round refuses, is logged and the previous one kept.  SIGTERM and
+SIGINT end the loop between rounds, and ``run`` returns OK.
+"""
+import os
+import signal
+import time
+
+from . import configcache, log
+from .errors import OK, Fatal
+
+SETTLE = 1.0    # seconds a changed config must stay unchanged before it is read
+POLL = 0.05     # seconds between looks at the signals and the files
+
+
+def stamp(path):
+    """What tells one version of a file from the next (None: no file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class _Config:
+    """The config file's versions: the one read, and an edit settling."""
+
+    def __init__(self, path, settle):
+        self.path, self.settle = path, settle
+        self.seen = stamp(path)
+        self.changing, self.since = None, 0.0
+        self.resident = configcache.Resident()
+        try:
+            self.resident.load(path)    # what it builds now, a reload need not build again
+        except Fatal:
+            pass
+
+    def settled(self, now):
+        """True once an edit has stayed the same for the settle time."""
+        st = stamp(self.path)
+        if st == self.seen:
+            self.changing = None
+            return False
+        if st != self.changing:
+            if self.changing is None:
+                log.info(f"{self.path} changed: reading it once it has not changed for {self.settle:g} s")
+            self.changing, self.since = st, now
+        return now - self.since >= self.settle
+
+    def reload(self, cfg):
+        """The file's config now, or cfg (the previous one) when it does not load."""
+        self.seen, self.changing = stamp(self.path), None
+        try:
+            new = self.resident.load(self.path)
+        except Fatal as e:
+            log.error(f"{e} (keeping the previous config)")
+            return cfg
+        log.info(f"reloaded {self.path}")
+        return new
+
+
+def run(path, cfg, every, round_, watch=None, refused=(), settle=SETTLE):
+    """Call round_(cfg, timed) every `every` seconds and on events, until SIGTERM or SIGINT.
+
+    timed: True for a round the timer or SIGHUP called, False for one an
+    edited config or a watched file called early (ipvs-sync reads the kernel
+    back only on timed rounds).  watch(cfg): paths whose change calls a
+    round.  refused: the exceptions by which a round refuses its config; the
+    round runs again with the previous config, or, when there is none yet,
+    the refusal is logged once and the round tried again at its time.
+    """
+    stop, hup = [], []
+    old = {sig: signal.signal(sig, lambda *_: stop.append(1)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: hup.append(1))
+    watch = watch or (lambda cfg: ())
+    conf = _Config(path, settle)
+    good, refusal, timed, due = None, None, True, 0.0
+    try:
+        while not stop:
+            if timed:
+                due = time.monotonic() + every
+            watched = [stamp(p) for p in watch(cfg)]    # before the round: a write during it counts
+            try:
+                round_(cfg, timed)
+                good = cfg
+            except refused as e:
+                if good is not None:
+                    log.error(f"{e} (keeping the previous config)")
+                    cfg = good
+                    round_(cfg, True)
+                elif str(e) != refusal:
+                    log.error(str(e))
+                refusal = str(e)
+            while not stop:
+                now = time.monotonic()
+                if hup:
+                    hup.clear()
+                    cfg, timed = conf.reload(cfg), True
+                    break
+                if conf.settled(now):
+                    cfg, timed = conf.reload(cfg), False
+                    break
+                if now >= due or [stamp(p) for p in watch(cfg)] != watched:
+                    timed = now >= due
+                    break
+                time.sleep(min(POLL, due - now))
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    return OK
