@@ -29,7 +29,7 @@ from .model import (AF_INET, AF_INET6, F_ONEPACKET, F_PERSISTENT, FORWARD, MAX_W
                     PROTOCOLS, SCHED_FLAG_ALIASES, SCHED_FLAGS, SCHEDULERS, Dest, Service,
                     ServiceKey, family_of, normalize_address)
 from .nogc import nogc
-from .record import record
+from .model import record
 
 REMOVAL = ("drain", "delete")
 ON_FAILURE = ("quiesce", "remove")

@@ -36,7 +36,7 @@ _RECORDS = {cls.__name__: cls for cls in (
     config.Config, config.Server, config.RealServer, config.Check, config.VirtualService,
     config.Reweight, config.Agent, config.Node, config.Heartbeat,
     model.ServiceKey, model.Service, model.Dest)}
-_PARSER = ("config.py", "ini.py", "model.py", "record.py", "configcache.py")
+_PARSER = ("config.py", "ini.py", "model.py", "configcache.py")
 
 
 def directory():
