@@ -1,13 +1,12 @@
 """Pause Python's cyclic garbage collector while a big table is built.
 
 The collector runs after every 700 new container objects and walks the
-young ones, and now and then all of them.  Reading a 1,000 x 10 config or
-kernel table makes tens of thousands of tuples and dicts, none of them in a
-reference cycle, so those walks are pure cost: 5-20 % of a config load on
-the test host, more in the lab guest (see bench/README.md).  Mercurial
-pauses the collector the same way around its big parses (util.nogc).
-Nothing is leaked: the collector is back on when the call returns, and
-reference counting frees everything as before.
+young ones, and now and then all of them.  Parsing a big config makes tens
+of thousands of tuples and dicts, none of them in a reference cycle, so
+those walks find nothing.  Mercurial pauses the collector the same way
+around its big parses (util.nogc).  Nothing is leaked: the collector is
+back on when the call returns, and reference counting frees everything as
+before.
 """
 import functools
 import gc
