@@ -6,17 +6,20 @@ servers many times slower (bench/README.md), its import is heavy for a
 script that cron starts, and its dump misreports the forwarding method.  The
 IPVS message set is small and stable (uapi linux/ip_vs.h), so it is declared
 here once, attribute by attribute (as Seesaw's ipvs package does), and both
-encoding and decoding go through that declaration.  One socket; requests
+encoding and decoding go through that declaration.  Where a big table
+spends its time, two forms of it go faster, held to it by the tests: a
+whole real server packed in one struct call (_dest_whole), and real-server
+replies read back in runs (DestRuns).  One socket; requests
 batched per ``sendmsg``, every failure answered with its request's sequence
 number, so it is tied to its operation.  pyroute2 stays the project's netlink
 library for addresses, links and neighbours (lvskit.vip).
 """
 import errno
 import functools
+import operator
 import os
 import socket
 import struct
-from itertools import count
 
 from .errors import Fatal, NOT_INSTALLED, PERMISSION
 from .model import AF_INET, AF_INET6, F_HASHED, Dest, Service, ServiceKey
@@ -25,7 +28,7 @@ from . import plan as P
 NETLINK_GENERIC = 16
 GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x300
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLA_F_NESTED = 0x8000
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
@@ -51,10 +54,11 @@ _ERRNO = struct.Struct("=i")            # nlmsgerr.error: 0 in an ack, -errno in
 
 # --- attribute types: how one value is written ------------------------------------
 class _Fixed:
-    """A value of a fixed size, packed by struct."""
+    """A value of a fixed size, packed by struct; code: its struct code in native order."""
 
-    def __init__(self, fmt):
+    def __init__(self, fmt, code=None):
         self.st = struct.Struct(fmt)
+        self.code = code or fmt.lstrip("=")
 
     def pack(self, value):
         return self.st.pack(value)
@@ -97,7 +101,7 @@ class _Nested(_String):
         return self.attrs.unpack(buf, start, end)
 
 
-U16, U32, S32, BE16 = _Fixed("=H"), _Fixed("=I"), _Fixed("=i"), _Fixed(">H")
+U16, U32, S32, BE16 = _Fixed("=H"), _Fixed("=I"), _Fixed("=i"), _Fixed(">H", "2s")
 ADDR = _Fixed("16s")    # union nf_inet_addr: an IPv4 address in its first 4 bytes
 MASK = _Fixed("4s")     # an IPv4 mask in network order, or an IPv6 prefix length
 STRING, FLAGS = _String(), _Flags()
@@ -224,6 +228,25 @@ def _service_ident(key):
     return MESSAGE.pack(service=_key_attrs(key))
 
 
+# A real server's whole nested attribute in one struct call, for a load writes ten
+# thousand of them: MESSAGE.pack(dest=_dest_attrs(dest)) byte for byte (tested).  After
+# the nest's header: address (16 bytes, an IPv4 one padded), port (network order),
+# forward, weight, thresholds, family; each after its attribute header.
+_DEST_WHOLE = struct.Struct("=HH HH16s HH2s2x HHI HHi HHI HHI HHH2x")
+_NEST_DEST = MESSAGE.fields["dest"][0] | NLA_F_NESTED
+_ADDR, _PORT, _FORWARD, _WEIGHT, _U_THRESH, _L_THRESH, _FAMILY = (DEST.fields[name][0] for name in (
+    "address", "port", "forward", "weight", "u_threshold", "l_threshold", "family"))
+
+
+def _dest_whole(dest):
+    address = dest.address
+    af = AF_INET6 if ":" in address else AF_INET
+    return _DEST_WHOLE.pack(_DEST_WHOLE.size, _NEST_DEST, 20, _ADDR, socket.inet_pton(af, address),
+                            6, _PORT, dest.port.to_bytes(2, "big"), 8, _FORWARD, dest.forward,
+                            8, _WEIGHT, dest.weight, 8, _U_THRESH, dest.u_threshold,
+                            8, _L_THRESH, dest.l_threshold, 6, _FAMILY, af)
+
+
 def encode_op(op):
     """(command, attributes) of one planned operation."""
     kind, svc, dest = op
@@ -232,7 +255,83 @@ def encode_op(op):
         return cmd, MESSAGE.pack(service=_service_attrs(svc))
     if kind == P.DEL_SERVICE:
         return cmd, _service_ident(svc.key)
-    return cmd, _service_ident(svc.key) + MESSAGE.pack(dest=_dest_attrs(dest, kind != P.DEL_DEST))
+    if kind == P.DEL_DEST:
+        return cmd, _service_ident(svc.key) + MESSAGE.pack(dest=_dest_attrs(dest, False))
+    return cmd, _service_ident(svc.key) + _dest_whole(dest)
+
+
+class DestRuns:
+    """Real-server replies decoded a run at a time, by the layout of the first one.
+
+    A read-back of a big table is mostly real-server replies, and the kernel
+    writes each with the same attributes in the same order and sizes
+    (ip_vs_genl_fill_dest).  So the first reply of a read is walked by type,
+    where each DEST value sits in it is kept, and the replies that follow
+    are unpacked by one struct call over as many as the datagram holds.
+    Each must have the first one's length, attribute headers, our family
+    and sequence number; the first that does not ends the run and is walked
+    by type (DEST.unpack) like any reply.
+    """
+
+    _ORDER = ("family", "address", "port", "forward", "weight", "u_threshold", "l_threshold",
+              "active", "inactive", "persistent")
+
+    def __init__(self):
+        self.layout = None      # (Struct of a whole message, header getter, headers, value getter)
+        self.tried = False
+
+    def _learn(self, data, start, end):
+        """The layout of the real-server message at data[start:end], or None."""
+        body = start + _HDR.size + _GENL.size
+        n, number = _NLA.unpack_from(data, body) if end - body >= 4 else (0, 0)
+        if number & 0x3FFF != MESSAGE.fields["dest"][0] or body + n != end or (end - start) % 4:
+            return None
+        pieces, heads, at, idx, off = ["=IHxxI4x4xHH"], [3, 4], {}, 5, body + 4
+        while off + 4 <= end:
+            alen, anum = _NLA.unpack_from(data, off)
+            if alen < 4 or off + alen > end:
+                return None
+            pad = -alen % 4
+            name, _, size, kind = DEST.types.get(anum & 0x3FFF, (None, None, 0, None))
+            pieces.append("HH")
+            heads += [idx, idx + 1]
+            idx += 2
+            if name in at:
+                return None
+            if name is None or not isinstance(kind, _Fixed) or alen - 4 != size:
+                pieces.append(f"{alen - 4 + pad}x")
+            else:
+                pieces.append(kind.code + (f"{pad}x" if pad else ""))
+                at[name] = idx
+                idx += 1
+            off += alen + pad
+        if set(at) != set(self._ORDER):
+            return None
+        st = struct.Struct("".join(pieces))
+        if st.size != end - start:
+            return None
+        head = operator.itemgetter(*heads)
+        return st, head, head(st.unpack_from(data, start)), operator.itemgetter(*(at[k] for k in self._ORDER))
+
+    def take(self, data, off, end, family, seq, dests):
+        """Decode the run of replies at data[off:end] into dests; the offset after it."""
+        if not self.tried and off + _HDR.size <= end:
+            length, kind, _, rseq, _ = _HDR.unpack_from(data, off)
+            if kind == family and rseq == seq and off + length <= end:
+                self.tried, self.layout = True, self._learn(data, off, off + length)
+        if self.layout is None:
+            return off
+        st, head, heads, get = self.layout
+        count = (end - off) // st.size
+        for vals in st.iter_unpack(data[off:off + count * st.size]) if count else ():
+            if vals[0] != st.size or vals[1] != family or vals[2] != seq or head(vals) != heads:
+                break
+            af, addr, port, forward, weight, uth, lth, active, inactive, persistent = get(vals)
+            address, port = _text_addr(af, addr), int.from_bytes(port, "big")
+            dests[address, port] = Dest(address, port, forward & FWD_MASK, weight, uth, lth,
+                                        active, inactive, persistent)
+            off += st.size
+        return off
 
 
 def _explain(op, err):
@@ -326,20 +425,33 @@ class Kernel:
                     return family
                 family = CTRL.unpack(payload, _GENL.size).get("family_id")
 
-    def _dump(self, cmd, attrs=b""):
-        """Send a dump request; [{name: value}] of its replies, decoded by MESSAGE."""
+    def _dump(self, cmd, attrs=b"", run=None):
+        """Send a dump request; [{name: value}] of its replies, decoded by MESSAGE.
+
+        run(data, off, end, seq) -> offset: takes a run of replies straight
+        from the datagram (DestRuns.take); what it leaves is decoded here.
+        """
         seq, msg = self._message(self.family, cmd, attrs, NLM_F_REQUEST | NLM_F_DUMP)
         self.sock.send(msg)
         out = []
         while True:
-            for kind, rseq, payload in self._replies():
-                if rseq != seq:
-                    continue
-                if kind == NLMSG_DONE:
-                    return out
-                if kind == NLMSG_ERROR:
-                    self._dump_error(payload)
-                out.append(MESSAGE.unpack(payload, _GENL.size))
+            n = self.sock.recv_into(self._buf)
+            data, off = self._view[:n].tobytes(), 0
+            while off + _HDR.size <= n:
+                if run is not None:
+                    off = run(data, off, n, seq)
+                    if off + _HDR.size > n:
+                        break
+                length, kind, _, rseq, _ = _HDR.unpack_from(data, off)
+                if length < _HDR.size:
+                    break
+                if rseq == seq:
+                    if kind == NLMSG_DONE:
+                        return out
+                    if kind == NLMSG_ERROR:
+                        self._dump_error(data[off + _HDR.size:off + length])
+                    out.append(MESSAGE.unpack(data, off + _HDR.size + _GENL.size, off + length))
+                off += (length + 3) & ~3
 
     def _dump_error(self, payload):
         err, text = self._error(payload)
@@ -383,14 +495,16 @@ class Kernel:
             svc = service_from(reply["service"])
             if keys is None or svc.key in keys:
                 table[svc.key] = svc
+        runs = DestRuns()
         for key, svc in table.items():
-            svc.dests.update(self.dests(key))
+            svc.dests.update(self.dests(key, runs))
         return table
 
-    def dests(self, key):
+    def dests(self, key, runs=None):
         """{(address, port): Dest} of one service's real servers."""
-        out = {}
-        for reply in self._dump(CMD_GET_DEST, _service_ident(key)):
+        out, runs = {}, runs or DestRuns()
+        for reply in self._dump(CMD_GET_DEST, _service_ident(key),
+                                lambda data, off, end, seq: runs.take(data, off, end, self.family, seq, out)):
             dest = dest_from(key.af, reply["dest"])
             out[dest.address, dest.port] = dest
         return out

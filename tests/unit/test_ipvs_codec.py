@@ -95,6 +95,12 @@ def test_every_operation_decodes_to_what_was_planned():
             assert set(top["service"]) <= {"af", "protocol", "address", "port", "fwmark"}
 
 
+def test_a_whole_real_server_in_one_pack_is_the_declared_encoding():
+    for d in (Dest("10.0.0.5", 80, 3, 7, 100, 10), Dest("2001:db8::5", 443, 0, 65535),
+              Dest("192.0.2.255", 0, 2, 0, 1, 2)):
+        assert ipvs._dest_whole(d) == ipvs.MESSAGE.pack(dest=ipvs._dest_attrs(d))
+
+
 def test_a_malformed_attribute_ends_the_walk_cleanly():
     good = ipvs.DEST.pack(port=80, weight=3)
     assert ipvs.DEST.unpack(good) == {"port": 80, "weight": 3}
@@ -184,6 +190,44 @@ def test_a_dest_dump_across_datagrams_and_past_a_stray_message():
         assert dests == expected()
         assert [tuple(d) for d in dests.values()] == [c[1:] for c in CASES]     # counters too
         assert not k.sock.datagrams     # read up to NLMSG_DONE, and no further
+
+
+def walks(monkeypatch):
+    """Count the replies decoded one by one (by type), not in a run."""
+    walked, real = [], ipvs.dest_from
+    monkeypatch.setattr(ipvs, "dest_from", lambda af, a: walked.append(1) or real(af, a))
+    return walked
+
+
+def test_real_servers_go_in_runs_and_a_reply_that_differs_is_read_by_type(monkeypatch):
+    fam, seq = 0x22, 1
+    done = ipvs._HDR.pack(20, ipvs.NLMSG_DONE, 2, seq, 0) + b"\0" * 4
+    v4 = [(AF_INET, f"10.0.1.{i}", 80, 3, i, 0, 0, 0, 0, 0) for i in range(1, 5)]
+    v6 = [(AF_INET6, f"2001:db8::{i:x}", 80, 2, i, 0, 0, 0, 0, i) for i in range(1, 5)]
+    walked = walks(monkeypatch)
+    for cases in (v4, v6, v4[:2] + v6[:2] + v4[2:]):
+        k = fake_kernel([b"".join(message(fam, seq, kernel_dest_payload(*c)) for c in cases) + done], fam)
+        assert k.dests(ServiceKey(cases[0][0], 6, cases[0][1], 80)) == {(c[1], c[2]): Dest(*c[1:]) for c in cases}
+    assert walked == []
+    # the third reply's weight and upper threshold swap types: same length, other headers
+    msgs = [message(fam, seq, kernel_dest_payload(*c)) for c in v4]
+    w, u = struct.pack("=HH", 8, DEST["weight"][0]), struct.pack("=HH", 8, DEST["u_threshold"][0])
+    odd = bytearray(msgs[2])
+    a, b = odd.index(w), odd.index(u)
+    odd[a:a + 4], odd[b:b + 4] = u, w
+    k = fake_kernel([b"".join(msgs[:2]) + bytes(odd) + msgs[3] + done], fam)
+    got = k.dests(ServiceKey(AF_INET, 6, "10.0.0.1", 80))
+    assert got[("10.0.1.3", 80)] == Dest("10.0.1.3", 80, 3, 0, 3)       # read by type
+    assert got[("10.0.1.4", 80)] == Dest(*v4[3][1:])
+    assert walked == [1]
+
+
+def test_recorded_table_read_without_runs_is_the_same(monkeypatch):
+    walked = walks(monkeypatch)
+    fast = as_plain(replayed_read(monkeypatch))
+    assert walked == []
+    monkeypatch.setattr(ipvs.DestRuns, "_learn", lambda self, data, start, end: None)
+    assert as_plain(replayed_read(monkeypatch)) == fast and len(walked) == 10     # every real server
 
 
 def test_a_dest_dump_error_is_one_line():
