@@ -32,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "lib"))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "unit"))
 PY = "/usr/bin/python3"
 
 
@@ -54,7 +55,7 @@ def _cpu():
 def inside_round(args):
     os.environ["LVSKIT_NO_SYSLOG"] = "1"
     from lvskit import checkreal, config, health, log
-    from lvskit.memtable import MemoryTable
+    from fakekernel import FakeKernel as MemoryTable
     log.setup("bench", use_syslog=False)
     from netns_reals import Reals
     addrs = Reals.addresses(args.n) + Reals.dead(args.dead)
@@ -91,7 +92,7 @@ class Found(Exception):
 def inside_latency(args):
     os.environ["LVSKIT_NO_SYSLOG"] = "1"
     from lvskit import checkreal, config, log
-    from lvskit.memtable import MemoryTable
+    from fakekernel import FakeKernel as MemoryTable
     from lvskit.plan import EDIT_DEST
     log.setup("bench", use_syslog=False)
     from netns_reals import Reals

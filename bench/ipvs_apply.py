@@ -165,13 +165,7 @@ class Netns:
 
     def dests(self, key):
         """{(address, port): Dest} of one service, straight from the kernel (cheap)."""
-        k = self.kernel
-        msgs = k._dump(ipvs.CMD_GET_DEST, ipvs._nest(ipvs.CMD_ATTR_SERVICE, ipvs._service_id(key)))
-        out = {}
-        for m in msgs:
-            d = ipvs.decode_dest(key.af, ipvs._attrs(m[ipvs.CMD_ATTR_DEST]))
-            out[d.key] = d
-        return out
+        return self.kernel.dests(key)
 
     def weight(self, table, i, j):
         d = self.dests(table.key(i)).get((table.rip(i, j), PORT))
@@ -728,9 +722,8 @@ STAGES = [
     ("Kernel() (socket, family lookup)", "lvskit/ipvs.py", "__init__"),
     ("Kernel.read (dump + decode)", "lvskit/ipvs.py", "read"),
     ("  _dump (netlink I/O and the decoding below)", "lvskit/ipvs.py", "_dump"),
-    ("  decode (every service; the first real server, to learn its shape)", "lvskit/ipvs.py", "decode"),
-    ("  real servers decoded in runs (DestLayout.run)", "lvskit/ipvs.py", "run"),
-    ("  generic walks (decode_service, decode_dest)", "lvskit/ipvs.py", "decode_"),
+    ("  attributes decoded by type (Attrs.unpack)", "lvskit/ipvs.py", "unpack"),
+    ("  records built (dest_from)", "lvskit/ipvs.py", "dest_from"),
     ("desired_table (config -> table)", "lvskit/desired.py", "desired_table"),
     ("plan_changes", "lvskit/plan.py", "plan_changes"),
     ("Kernel.execute (writes)", "lvskit/ipvs.py", "execute"),

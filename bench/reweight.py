@@ -27,8 +27,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "lib"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "unit"))
 from lvskit import agentpoll, config, reweight  # noqa: E402
-from lvskit.memtable import MemoryTable  # noqa: E402
+from fakekernel import FakeKernel as MemoryTable  # noqa: E402
 
 SERVER = r"""
 import os, selectors, socket, sys

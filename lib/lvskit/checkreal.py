@@ -248,7 +248,7 @@ def table(rnd):
 
 def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
     """One round with its consequences; returns (Round, tracks, checked).
-    kernel: an ipvs.Kernel (or a MemoryTable in tests), a sync.Follower, or None.
+    kernel: an ipvs.Kernel (or the fake kernel in tests), a sync.Follower, or None.
 
     The kernel first, from the health in memory: neither a state file that
     cannot be written nor a slow or hanging hook may delay taking a dead

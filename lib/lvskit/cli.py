@@ -5,7 +5,6 @@ A script in bin/ builds an argparse parser from its docstring, then calls
 code; a traceback reaches the user only for a real bug.
 """
 import argparse
-import gc
 import os
 import sys
 
@@ -14,37 +13,12 @@ from . import errors, log
 DEFAULT_CONFIG = os.environ.get("LVSKIT_CONFIG", "/etc/lvskit/lvskit.ini")
 
 
-def _columns():
-    """What shutil.get_terminal_size() says of the width, without importing shutil."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns if columns > 0 else 80
-
-
-class _Help(argparse.RawDescriptionHelpFormatter):
-    """The docstring's layout kept, the width found without shutil.
-
-    argparse makes a formatter at every add_argument, and by default sizes it
-    with shutil.get_terminal_size(): importing shutil (bz2, lzma, fnmatch...)
-    took 2 ms on the test host (-X importtime), paid by every run.
-    """
-
-    def __init__(self, prog, **kw):
-        kw.setdefault("width", _columns() - 2)     # argparse's own margin
-        super().__init__(prog, **kw)
-
-
 class Parser(argparse.ArgumentParser):
     """argparse with the script's docstring as help and exit code USAGE on misuse."""
 
     def __init__(self, doc, config=True, dry_run=False, **kw):
         summary, _, rest = doc.strip().partition("\n")
-        super().__init__(description=summary, epilog=rest.strip() or None, formatter_class=_Help, **kw)
+        super().__init__(description=summary, epilog=rest.strip() or None, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
         if config:
             self.add_argument("-c", "--config", metavar="FILE", default=DEFAULT_CONFIG,
                               help=f"config file (default {DEFAULT_CONFIG})")
@@ -89,9 +63,4 @@ def run(main, argv=None):
         code = errors.INTERRUPTED
     except BrokenPipeError:
         code = errors.ERROR
-    # What is still alive (a table read back, a config: tens of thousands of
-    # objects, none in a cycle) is freed at exit by reference counting; out of
-    # the collector's sight it is spared one last full search for cycles
-    # (a 1,000 x 10 ipvs-sync: 5 ms of 80 on the host).
-    gc.freeze()
     sys.exit(code or 0)

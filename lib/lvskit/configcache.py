@@ -31,7 +31,7 @@ from .config import ini
 DEFAULT_DIR = "/var/cache/lvskit"
 _PACKAGE = os.path.dirname(os.path.abspath(config.__file__))
 _PARSER = [os.path.join(_PACKAGE, name) for name in sorted(os.listdir(_PACKAGE)) if name.endswith(".py")] + [
-    os.path.join(os.path.dirname(_PACKAGE), name) for name in ("model.py", "record.py", "configcache.py")]
+    os.path.join(os.path.dirname(_PACKAGE), name) for name in ("model.py", "configcache.py")]
 
 
 def directory():

@@ -1,15 +1,17 @@
 """The kernel's IPVS table over generic netlink: the one module that talks to it.
 
-Why a codec of our own and not pyroute2's IPVS layer (measured, see
-bench/README.md and ../shared/notes/ipvs-guest.md): pyroute2's generic
-encoder/decoder costs about 2,450 Python calls per message, so 10,000 real
-servers took 68.6 s to load and 41.3 s to dump in the lab guest, against
-1.2-1.4 s for messages packed with ``struct``; its import alone loads ~370
-modules, which a cron script pays on every run; and its dump misreports the
-forwarding method.  The IPVS message set is small and stable (uapi
-linux/ip_vs.h), so we pack it here with the standard library: one socket,
-requests batched per ``sendmsg``, every failure answered with its request's
-sequence number, so it is tied to its operation.  pyroute2 stays the project's netlink
+Why a codec of our own and not pyroute2's IPVS layer: pyroute2's generic
+message classes make loading and reading back a table of thousands of real
+servers many times slower (bench/README.md), its import is heavy for a
+script that cron starts, and its dump misreports the forwarding method.  The
+IPVS message set is small and stable (uapi linux/ip_vs.h), so it is declared
+here once, attribute by attribute (as Seesaw's ipvs package does), and both
+encoding and decoding go through that declaration.  Where a big table
+spends its time, two forms of it go faster, held to it by the tests: a
+whole real server packed in one struct call (_dest_whole), and real-server
+replies read back in runs (DestRuns).  One socket; requests
+batched per ``sendmsg``, every failure answered with its request's sequence
+number, so it is tied to its operation.  pyroute2 stays the project's netlink
 library for addresses, links and neighbours (lvskit.vip).
 """
 import errno
@@ -18,8 +20,6 @@ import operator
 import os
 import socket
 import struct
-import sys
-from itertools import count
 
 from .errors import Fatal, NOT_INSTALLED, PERMISSION
 from .model import AF_INET, AF_INET6, F_HASHED, Dest, Service, ServiceKey
@@ -27,23 +27,16 @@ from . import plan as P
 
 NETLINK_GENERIC = 16
 GENL_ID_CTRL = 0x10
-CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 3, 1, 2
-NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x2, 0x4, 0x300
+CTRL_CMD_GETFAMILY = 3
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLA_F_NESTED = 0x8000
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
-NLMSGERR_ATTR_MSG = 1
 
 # uapi/linux/ip_vs.h
 (CMD_NEW_SERVICE, CMD_SET_SERVICE, CMD_DEL_SERVICE, CMD_GET_SERVICE,
  CMD_NEW_DEST, CMD_SET_DEST, CMD_DEL_DEST, CMD_GET_DEST,
  CMD_NEW_DAEMON, CMD_DEL_DAEMON, CMD_GET_DAEMON) = range(1, 12)
-CMD_ATTR_SERVICE, CMD_ATTR_DEST, CMD_ATTR_DAEMON = 1, 2, 3
-(SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK, SVC_SCHED_NAME, SVC_FLAGS,
- SVC_TIMEOUT, SVC_NETMASK) = range(1, 10)
-(DEST_ADDR, DEST_PORT, DEST_FWD_METHOD, DEST_WEIGHT, DEST_U_THRESH, DEST_L_THRESH,
- DEST_ACTIVE_CONNS, DEST_INACT_CONNS, DEST_PERSIST_CONNS, DEST_STATS, DEST_ADDR_FAMILY) = range(1, 12)
-(DAEMON_STATE, DAEMON_MCAST_IFN, DAEMON_SYNC_ID) = range(1, 4)
 DAEMON_MASTER, DAEMON_BACKUP = 1, 2
 FWD_MASK = 0x7
 
@@ -52,372 +45,293 @@ _OP_CMD = {P.ADD_SERVICE: CMD_NEW_SERVICE, P.EDIT_SERVICE: CMD_SET_SERVICE,
            P.EDIT_DEST: CMD_SET_DEST, P.DEL_DEST: CMD_DEL_DEST}
 BATCH = 128     # requests per sendmsg; the answers to all of them failing fit the receive buffer
 
-_HDR = struct.Struct("=IHHII")      # nlmsghdr
-_GENL = struct.Struct("=BBH")       # genlmsghdr
-_REQUEST = struct.Struct("=IHHIIBBH")   # both, in one pack: a cold load sends 11,000
-_NLA = struct.Struct("=HH")
-_ERRNO = struct.Struct("=i")        # nlmsgerr.error: 0 in an ack, -errno in an error
+_HDR = struct.Struct("=IHHII")          # nlmsghdr
+_GENL = struct.Struct("=BBH")           # genlmsghdr
+_REQUEST = struct.Struct("=IHHIIBBH")   # both
+_NLA = struct.Struct("=HH")             # nlattr: length, type
+_ERRNO = struct.Struct("=i")            # nlmsgerr.error: 0 in an ack, -errno in an error
 
 
-def _attr(kind, payload):
-    n = 4 + len(payload)
-    return _NLA.pack(n, kind) + payload + b"\0" * (-n % 4)
+# --- attribute types: how one value is written ------------------------------------
+class _Fixed:
+    """A value of a fixed size, packed by struct; code: its struct code in native order."""
+
+    def __init__(self, fmt, code=None):
+        self.st = struct.Struct(fmt)
+        self.code = code or fmt.lstrip("=")
+
+    def pack(self, value):
+        return self.st.pack(value)
 
 
-def _nest(kind, payload):
-    return _attr(kind | NLA_F_NESTED, payload)
+class _Flags(_Fixed):
+    """struct ip_vs_flags: the flags, and the mask of those to set (all of them)."""
+
+    def __init__(self):
+        super().__init__("=II")
+
+    def pack(self, value):
+        return self.st.pack(value, 0xFFFFFFFF)
 
 
-def _attrs(buf, start=0, end=None):
-    """{type: bytes} of the attributes in buf[start:end] (nested flag stripped)."""
-    out, off, end = {}, start, len(buf) if end is None else end
-    while off + 4 <= end:
-        n, kind = _NLA.unpack_from(buf, off)
-        if n < 4 or off + n > end:     # malformed or truncated: stop there
-            break
-        out[kind & 0x3FFF] = buf[off + 4:off + n]
-        off += (n + 3) & ~3
-    return out
+class _String:
+    """A NUL-terminated string."""
+
+    st, nested = None, 0
+
+    def pack(self, value):
+        return value.encode() + b"\0"
+
+    def unpack(self, buf, start, end):
+        return bytes(buf[start:end]).split(b"\0")[0].decode(errors="replace")
 
 
-def _u16(b):
-    return struct.unpack("=H", b[:2])[0]
+class _Nested(_String):
+    """A nested attribute set: its value is a dict of the set's names."""
+
+    nested = NLA_F_NESTED
+
+    def __init__(self, attrs):
+        self.attrs = attrs
+
+    def pack(self, value):
+        return self.attrs.pack(**value)
+
+    def unpack(self, buf, start, end):
+        return self.attrs.unpack(buf, start, end)
 
 
-def _u32(b):
-    return struct.unpack("=I", b[:4])[0]
+U16, U32, S32, BE16 = _Fixed("=H"), _Fixed("=I"), _Fixed("=i"), _Fixed(">H", "2s")
+ADDR = _Fixed("16s")    # union nf_inet_addr: an IPv4 address in its first 4 bytes
+MASK = _Fixed("4s")     # an IPv4 mask in network order, or an IPv6 prefix length
+STRING, FLAGS = _String(), _Flags()
 
 
-@functools.lru_cache(maxsize=65536)
-def _pack_addr(af, text):
-    raw = socket.inet_pton(af, text)
-    return raw + b"\0" * (16 - len(raw))
+class Attrs:
+    """A set of netlink attributes, declared once: name=(type number, value type).
+
+    pack(name=value, ...) writes the attributes given, in that order;
+    unpack(buf, start, end) reads every declared attribute by its type
+    number into {name: value} and skips the others (statistics, attributes
+    of newer kernels).  A malformed attribute (shorter than its value type,
+    or longer than what holds it) ends the walk.
+    """
+
+    def __init__(self, **fields):
+        self.fields = fields
+        # by type number: (name, struct's unpack_from or None, its size, the value type)
+        self.types = {number: (name, kind.st.unpack_from, kind.st.size, kind) if kind.st else
+                      (name, None, 0, kind) for name, (number, kind) in fields.items()}
+
+    def pack(self, **values):
+        out = []
+        for name, value in values.items():
+            number, kind = self.fields[name]
+            payload = kind.pack(value)
+            n = 4 + len(payload)
+            out.append(_NLA.pack(n, number | getattr(kind, "nested", 0)) + payload + b"\0" * (-n % 4))
+        return b"".join(out)
+
+    def unpack(self, buf, start=0, end=None):
+        out, off, end = {}, start, len(buf) if end is None else end
+        types, header = self.types, _NLA.unpack_from
+        while off + 4 <= end:
+            n, number = header(buf, off)
+            if n < 4 or off + n > end:
+                break
+            field = types.get(number & 0x3FFF)
+            if field is not None:
+                name, unpack_from, size, kind = field
+                if unpack_from is None:
+                    out[name] = kind.unpack(buf, off + 4, off + n)
+                elif n - 4 < size:
+                    break
+                else:
+                    out[name] = unpack_from(buf, off + 4)[0]
+            off += (n + 3) & ~3
+        return out
 
 
-@functools.lru_cache(maxsize=65536)
-def _unpack_addr(af, raw):
-    return socket.inet_ntop(af, bytes(raw[:4] if af == AF_INET else raw[:16]))  # raw: hashable bytes
+SERVICE = Attrs(af=(1, U16), protocol=(2, U16), address=(3, ADDR), port=(4, BE16), fwmark=(5, U32),
+                scheduler=(6, STRING), flags=(7, FLAGS), timeout=(8, U32), netmask=(9, MASK))
+DEST = Attrs(address=(1, ADDR), port=(2, BE16), forward=(3, U32), weight=(4, S32), u_threshold=(5, U32),
+             l_threshold=(6, U32), active=(7, U32), inactive=(8, U32), persistent=(9, U32),
+             family=(11, U16))
+DAEMON = Attrs(state=(1, U32), interface=(2, STRING), syncid=(3, U32))
+MESSAGE = Attrs(service=(1, _Nested(SERVICE)), dest=(2, _Nested(DEST)), daemon=(3, _Nested(DAEMON)))
+CTRL = Attrs(family_id=(1, U16), family_name=(2, STRING))
+ERROR = Attrs(msg=(1, STRING))      # NLMSGERR_ATTR_MSG: the extended ack's text
 
 
-@functools.lru_cache(maxsize=4096)
-def _service_id(key):
-    """The attributes that name a service (its identity); cached: every dest op repeats them."""
-    a = _attr(SVC_AF, struct.pack("=H", key.af))
+# --- records <-> attributes ---------------------------------------------------------
+def _raw_addr(af, text):
+    return socket.inet_pton(af, text).ljust(16, b"\0")
+
+
+def _text_addr(af, raw):
+    return socket.inet_ntop(af, raw[:4] if af == AF_INET else raw)
+
+
+def _key_attrs(key):
+    """The attributes that name a service (its identity)."""
     if key.fwmark:
-        return a + _attr(SVC_FWMARK, struct.pack("=I", key.fwmark))
-    return (a + _attr(SVC_PROTOCOL, struct.pack("=H", key.protocol))
-            + _attr(SVC_ADDR, _pack_addr(key.af, key.address))
-            + _attr(SVC_PORT, struct.pack(">H", key.port)))
+        return {"af": key.af, "fwmark": key.fwmark}
+    return {"af": key.af, "protocol": key.protocol, "address": _raw_addr(key.af, key.address),
+            "port": key.port}
 
 
-# FLAGS (flags, mask), TIMEOUT, NETMASK in one pack: a cold load adds 1,000 services
-_SERVICE_TAIL = struct.Struct("=HHII HHI HH4s")
-
-
-def _service_full(svc):
+def _service_attrs(svc):
     if svc.key.af == AF_INET6:
         netmask = struct.pack("=I", svc.netmask)
-    else:   # an IPv4 mask travels in network byte order
-        netmask = struct.pack(">I", (0xFFFFFFFF << (32 - svc.netmask)) & 0xFFFFFFFF)
-    return (_service_id(svc.key)
-            + _attr(SVC_SCHED_NAME, svc.scheduler.encode() + b"\0")
-            + _SERVICE_TAIL.pack(12, SVC_FLAGS, svc.flags, 0xFFFFFFFF, 8, SVC_TIMEOUT, svc.timeout,
-                                 8, SVC_NETMASK, netmask))
+    else:
+        netmask = ((0xFFFFFFFF << (32 - svc.netmask)) & 0xFFFFFFFF).to_bytes(4, "big")
+    return dict(_key_attrs(svc.key), scheduler=svc.scheduler, flags=svc.flags, timeout=svc.timeout,
+                netmask=netmask)
 
 
-# A full destination, nested attribute header included, in one pack (a cold
-# load encodes ten thousand of them): ADDR, PORT (network order), FWD_METHOD,
-# WEIGHT, U_THRESH, L_THRESH, ADDR_FAMILY.
-_DEST_FULL = struct.Struct("=HH HH16s HH2s2x HHI HHi HHI HHI HHH2x")
+def _dest_attrs(dest, whole=True):
+    """A real server's attributes: all that can be set, or (whole=False) its identity."""
+    af = AF_INET6 if ":" in dest.address else AF_INET
+    a = {"address": _raw_addr(af, dest.address), "port": dest.port}
+    if whole:
+        a.update(forward=dest.forward, weight=dest.weight, u_threshold=dest.u_threshold,
+                 l_threshold=dest.l_threshold)
+    a["family"] = af
+    return a
 
 
-def _dest_full(dest):
-    """A real server's whole nested attribute, its family from its address."""
-    address = dest[0]
-    af = AF_INET6 if ":" in address else AF_INET
-    return _DEST_FULL.pack(_DEST_FULL.size, CMD_ATTR_DEST | NLA_F_NESTED,
-                           20, DEST_ADDR, socket.inet_pton(af, address),     # "16s" pads it
-                           6, DEST_PORT, dest[1].to_bytes(2, "big"),
-                           8, DEST_FWD_METHOD, dest[2], 8, DEST_WEIGHT, dest[3],
-                           8, DEST_U_THRESH, dest[4], 8, DEST_L_THRESH, dest[5],
-                           6, DEST_ADDR_FAMILY, af)
+def service_from(a):
+    """A Service (no real servers) from a decoded service attribute set."""
+    af = a["af"]
+    if a.get("fwmark"):
+        key = ServiceKey.fw(af, a["fwmark"])
+    else:
+        key = ServiceKey(af, a["protocol"], _text_addr(af, a["address"]), a["port"])
+    if af == AF_INET:
+        netmask = bin(int.from_bytes(a.get("netmask", b"\xff" * 4), "big")).count("1")
+    else:
+        netmask = struct.unpack("=I", a.get("netmask", b"\0" * 4))[0]
+    return Service(key, a.get("scheduler", ""), a.get("flags", 0) & ~F_HASHED, a.get("timeout", 0), netmask)
 
 
-# The nested identity of an address+port service in one pack (a read asks for
-# the real servers of each of 1,000 services): the nest's header, then AF,
-# PROTOCOL, ADDR (16 bytes, "16s" pads an IPv4 one), PORT (network order).
-_SERVICE_NEST = struct.Struct("=HH HHH2x HHH2x HH16s HH2s2x")
+def dest_from(svc_af, a):
+    """A Dest from a decoded real-server attribute set; its family is the service's unless given."""
+    af = a.get("family", svc_af)
+    return Dest(_text_addr(af, a["address"]), a["port"], a.get("forward", 0) & FWD_MASK, a["weight"],
+                a.get("u_threshold", 0), a.get("l_threshold", 0),
+                a.get("active", 0), a.get("inactive", 0), a.get("persistent", 0))
 
 
 @functools.lru_cache(maxsize=4096)
-def _service_nest(key):
-    """The nested service identity every real-server operation starts with."""
-    if key.fwmark:
-        return _nest(CMD_ATTR_SERVICE, _service_id(key))
-    return _SERVICE_NEST.pack(_SERVICE_NEST.size, CMD_ATTR_SERVICE | NLA_F_NESTED,
-                              6, SVC_AF, key.af, 6, SVC_PROTOCOL, key.protocol,
-                              20, SVC_ADDR, socket.inet_pton(key.af, key.address),
-                              6, SVC_PORT, key.port.to_bytes(2, "big"))
+def _service_ident(key):
+    """The nested service identity that every real-server request starts with."""
+    return MESSAGE.pack(service=_key_attrs(key))
+
+
+# A real server's whole nested attribute in one struct call, for a load writes ten
+# thousand of them: MESSAGE.pack(dest=_dest_attrs(dest)) byte for byte (tested).  After
+# the nest's header: address (16 bytes, an IPv4 one padded), port (network order),
+# forward, weight, thresholds, family; each after its attribute header.
+_DEST_WHOLE = struct.Struct("=HH HH16s HH2s2x HHI HHi HHI HHI HHH2x")
+_NEST_DEST = MESSAGE.fields["dest"][0] | NLA_F_NESTED
+_ADDR, _PORT, _FORWARD, _WEIGHT, _U_THRESH, _L_THRESH, _FAMILY = (DEST.fields[name][0] for name in (
+    "address", "port", "forward", "weight", "u_threshold", "l_threshold", "family"))
+
+
+def _dest_whole(dest):
+    address = dest.address
+    af = AF_INET6 if ":" in address else AF_INET
+    return _DEST_WHOLE.pack(_DEST_WHOLE.size, _NEST_DEST, 20, _ADDR, socket.inet_pton(af, address),
+                            6, _PORT, dest.port.to_bytes(2, "big"), 8, _FORWARD, dest.forward,
+                            8, _WEIGHT, dest.weight, 8, _U_THRESH, dest.u_threshold,
+                            8, _L_THRESH, dest.l_threshold, 6, _FAMILY, af)
 
 
 def encode_op(op):
     """(command, attributes) of one planned operation."""
     kind, svc, dest = op
     cmd = _OP_CMD[kind]
-    if kind == P.DEL_SERVICE:
-        return cmd, _service_nest(svc.key)
     if kind in (P.ADD_SERVICE, P.EDIT_SERVICE):
-        return cmd, _nest(CMD_ATTR_SERVICE, _service_full(svc))
+        return cmd, MESSAGE.pack(service=_service_attrs(svc))
+    if kind == P.DEL_SERVICE:
+        return cmd, _service_ident(svc.key)
     if kind == P.DEL_DEST:
-        daf = AF_INET6 if ":" in dest.address else AF_INET
-        return cmd, _service_nest(svc.key) + _nest(
-            CMD_ATTR_DEST, _attr(DEST_ADDR, _pack_addr(daf, dest.address))
-            + _attr(DEST_PORT, struct.pack(">H", dest.port))
-            + _attr(DEST_ADDR_FAMILY, struct.pack("=H", daf)))
-    return cmd, _service_nest(svc.key) + _dest_full(dest)
+        return cmd, _service_ident(svc.key) + MESSAGE.pack(dest=_dest_attrs(dest, False))
+    return cmd, _service_ident(svc.key) + _dest_whole(dest)
 
 
-def encode_ops(ops):
-    """[encode_op(op) for op in ops], the real servers' additions and edits inline.
+class DestRuns:
+    """Real-server replies decoded a run at a time, by the layout of the first one.
 
-    A cold load is 10,000 of them, mostly in runs of one service: its
-    identity is looked up once a run (11,000 operations: 18 -> 11 ms on the
-    test host).
+    A read-back of a big table is mostly real-server replies, and the kernel
+    writes each with the same attributes in the same order and sizes
+    (ip_vs_genl_fill_dest).  So the first reply of a read is walked by type,
+    where each DEST value sits in it is kept, and the replies that follow
+    are unpacked by one struct call over as many as the datagram holds.
+    Each must have the first one's length, attribute headers, our family
+    and sequence number; the first that does not ends the run and is walked
+    by type (DEST.unpack) like any reply.
     """
-    out, last, nest = [], None, b""
-    add, dest_ops, cmds = out.append, (P.ADD_DEST, P.EDIT_DEST), _OP_CMD
-    for op in ops:
-        kind, svc, dest = op
-        if kind in dest_ops:
-            if svc is not last:
-                last, nest = svc, _service_nest(svc.key)
-            add((cmds[kind], nest + _dest_full(dest)))
-        else:
-            add(encode_op(op))
-    return out
 
-
-def decode_service(a):
-    """A Service from the attributes of an IPVS_CMD_ATTR_SERVICE."""
-    af = _u16(a[SVC_AF])
-    if SVC_FWMARK in a:
-        key = ServiceKey.fw(af, _u32(a[SVC_FWMARK]))
-    else:
-        key = ServiceKey(af, _u16(a[SVC_PROTOCOL]), _unpack_addr(af, bytes(a[SVC_ADDR])),
-                         struct.unpack(">H", a[SVC_PORT][:2])[0])
-    netmask = _u32(a.get(SVC_NETMASK, b"\0\0\0\0"))
-    if af == AF_INET:
-        netmask = bin(struct.unpack(">I", a.get(SVC_NETMASK, b"\xff\xff\xff\xff")[:4])[0]).count("1")
-    flags = struct.unpack("=II", a[SVC_FLAGS][:8])[0] & ~F_HASHED if SVC_FLAGS in a else 0
-    sched = bytes(a.get(SVC_SCHED_NAME, b"")).split(b"\0")[0].decode()
-    return Service(key, sched, flags, _u32(a.get(SVC_TIMEOUT, b"\0" * 4)), netmask)
-
-
-def decode_dest(svc_af, a):
-    af = _u16(a[DEST_ADDR_FAMILY]) if DEST_ADDR_FAMILY in a else svc_af
-
-    def u32(kind):
-        return _u32(a[kind]) if kind in a else 0
-    return Dest(_unpack_addr(af, bytes(a[DEST_ADDR])), struct.unpack(">H", a[DEST_PORT][:2])[0],
-                u32(DEST_FWD_METHOD) & FWD_MASK, struct.unpack("=i", a[DEST_WEIGHT][:4])[0],
-                u32(DEST_U_THRESH), u32(DEST_L_THRESH),
-                u32(DEST_ACTIVE_CONNS), u32(DEST_INACT_CONNS), u32(DEST_PERSIST_CONNS))
-
-
-# a Dest in one C call, its address in another: 10,000 per read
-_new, _ntohs, _ntop = tuple.__new__, socket.ntohs, socket.inet_ntop
-
-
-def _shape(payload, nest, codes, strings=()):
-    """What one reply teaches about its shape: (format pieces, header indexes, {type: value index}).
-
-    payload: a reply after its genl header, one nested attribute of type
-    nest.  Its attributes become struct pieces in order: "HH" for each
-    header, then the value's code from codes ({type: code}; a type in
-    strings is a string of its own length) or padding for a value we do
-    not read.  None when the reply is malformed (an attribute longer than
-    the message), holds a type twice, or a value of a known type has
-    another size: the generic walk (_attrs) copes with those.
-    """
-    if len(payload) < 4:
-        return None
-    n, kind = _NLA.unpack_from(payload, 0)
-    if kind & 0x3FFF != nest or not 4 <= n <= len(payload):
-        return None
-    pieces, heads, fields, idx, off = ["=4x"], [], {}, 0, 4
-    while off + 4 <= n:
-        alen, akind = _NLA.unpack_from(payload, off)
-        akind &= 0x3FFF
-        if alen < 4 or off + alen > n or akind in fields:
-            return None
-        pieces.append("HH")
-        heads += [idx, idx + 1]
-        idx += 2
-        plen, pad = alen - 4, (-alen) % 4
-        code = f"{plen}s" if akind in strings else codes.get(akind)
-        if code is None:
-            pieces.append(f"{plen + pad}x")
-        elif struct.calcsize("=" + code) != plen:
-            return None
-        else:
-            pieces.append(code + (f"{pad}x" if pad else ""))
-            fields[akind] = idx
-            idx += 1
-        off += alen + pad
-    if struct.calcsize("".join(pieces)) > len(payload):     # a last attribute's padding beyond it
-        return None
-    return pieces, heads, fields
-
-
-class DestLayout:
-    """Decodes GET_DEST replies with one struct call when they share a learnt layout.
-
-    The kernel writes a destination's attributes in a fixed order and size
-    (ip_vs_genl_fill_dest), so after one generic walk the rest of a dump is
-    unpacked at known offsets: the attribute headers come out of the same
-    call and are compared with the learnt ones, and any message that differs
-    falls back to the generic walk.  Reading 10,000 real servers back is
-    most of a no-op run, so this is where the time goes.
-    """
-    _CODES = {DEST_ADDR: "16s", DEST_PORT: "H", DEST_FWD_METHOD: "I", DEST_WEIGHT: "i",
-              DEST_U_THRESH: "I", DEST_L_THRESH: "I", DEST_ACTIVE_CONNS: "I",
-              DEST_INACT_CONNS: "I", DEST_PERSIST_CONNS: "I", DEST_ADDR_FAMILY: "H"}
-    _ORDER = (DEST_ADDR_FAMILY, DEST_ADDR, DEST_PORT, DEST_FWD_METHOD, DEST_WEIGHT, DEST_U_THRESH,
-              DEST_L_THRESH, DEST_ACTIVE_CONNS, DEST_INACT_CONNS, DEST_PERSIST_CONNS)
+    _ORDER = ("family", "address", "port", "forward", "weight", "u_threshold", "l_threshold",
+              "active", "inactive", "persistent")
 
     def __init__(self):
-        self.layout = None      # (size, Struct, header getter, headers, field getter, order)
+        self.layout = None      # (Struct of a whole message, header getter, headers, value getter)
+        self.tried = False
 
-    def _learn(self, payload):
-        shape = _shape(payload, CMD_ATTR_DEST, self._CODES)
-        if shape is None or set(shape[2]) != set(self._CODES):     # an older kernel: walk each one
+    def _learn(self, data, start, end):
+        """The layout of the real-server message at data[start:end], or None."""
+        body = start + _HDR.size + _GENL.size
+        n, number = _NLA.unpack_from(data, body) if end - body >= 4 else (0, 0)
+        if number & 0x3FFF != MESSAGE.fields["dest"][0] or body + n != end or (end - start) % 4:
             return None
-        pieces, heads, at = shape
+        pieces, heads, at, idx, off = ["=IHxxI4x4xHH"], [3, 4], {}, 5, body + 4
+        while off + 4 <= end:
+            alen, anum = _NLA.unpack_from(data, off)
+            if alen < 4 or off + alen > end:
+                return None
+            pad = -alen % 4
+            name, _, size, kind = DEST.types.get(anum & 0x3FFF, (None, None, 0, None))
+            pieces.append("HH")
+            heads += [idx, idx + 1]
+            idx += 2
+            if name in at:
+                return None
+            if name is None or not isinstance(kind, _Fixed) or alen - 4 != size:
+                pieces.append(f"{alen - 4 + pad}x")
+            else:
+                pieces.append(kind.code + (f"{pad}x" if pad else ""))
+                at[name] = idx
+                idx += 1
+            off += alen + pad
+        if set(at) != set(self._ORDER):
+            return None
         st = struct.Struct("".join(pieces))
+        if st.size != end - start:
+            return None
         head = operator.itemgetter(*heads)
-        vals = st.unpack_from(payload, 0)
-        get = operator.itemgetter(*(at[k] for k in self._ORDER))
-        # Whole netlink messages of this shape, many at once: the same format
-        # with the nlmsghdr in front (length, type, sequence number) and the
-        # attribute headers skipped, for they were checked above.
-        whole = None
-        if len(payload) % 4 == 0:
-            lean = "".join("4x" if part == "HH" else part for part in pieces[1:])
-            values = sorted(at.values())      # where each value sits among the unpacked fields
-            whole = (struct.Struct("=IHxxI4x4x4x" + lean),
-                     operator.itemgetter(*(3 + values.index(at[k]) for k in self._ORDER)))
-        return (len(payload), st, head, head(vals), get, whole)
+        return st, head, head(st.unpack_from(data, start)), operator.itemgetter(*(at[k] for k in self._ORDER))
 
-    def run(self, data, off, end, family, seq, dests):
-        """Decode the run of dest messages of the learnt shape at data[off:end] into dests.
-
-        One iter_unpack call over as many whole messages as fit.  The first
-        must carry the learnt attribute headers; each must be of the learnt
-        size and carry our family and sequence number, and the first that
-        does not (NLMSG_DONE, an error, another shape) ends the run.  The
-        kernel writes every destination with the same attributes
-        (ip_vs_genl_fill_dest), so one of the learnt size is of the learnt
-        shape.  Returns the offset after the run (off itself when none
-        matched).
-        """
-        lay = self.layout
-        if lay is None or lay[5] is None:
+    def take(self, data, off, end, family, seq, dests):
+        """Decode the run of replies at data[off:end] into dests; the offset after it."""
+        if not self.tried and off + _HDR.size <= end:
+            length, kind, _, rseq, _ = _HDR.unpack_from(data, off)
+            if kind == family and rseq == seq and off + length <= end:
+                self.tried, self.layout = True, self._learn(data, off, off + length)
+        if self.layout is None:
             return off
-        whole, get = lay[5]
-        size = whole.size
-        count = (end - off) // size
-        if not count or lay[2](lay[1].unpack_from(data, off + _HDR.size + _GENL.size)) != lay[3]:
-            return off
-        for vals in whole.iter_unpack(data[off:off + count * size]):
-            if vals[0] != size or vals[1] != family or vals[2] != seq:
+        st, head, heads, get = self.layout
+        count = (end - off) // st.size
+        for vals in st.iter_unpack(data[off:off + count * st.size]) if count else ():
+            if vals[0] != st.size or vals[1] != family or vals[2] != seq or head(vals) != heads:
                 break
-            af, addr, port, fwd, weight, uth, lth, active, inactive, persist = get(vals)
-            address = _ntop(af, addr[:4] if af == AF_INET else addr)
-            port = _ntohs(port)
-            dests[address, port] = _new(Dest, (address, port, fwd & FWD_MASK, weight, uth, lth,
-                                               active, inactive, persist))
-            off += size
+            af, addr, port, forward, weight, uth, lth, active, inactive, persistent = get(vals)
+            address, port = _text_addr(af, addr), int.from_bytes(port, "big")
+            dests[address, port] = Dest(address, port, forward & FWD_MASK, weight, uth, lth,
+                                        active, inactive, persistent)
+            off += st.size
         return off
-
-    def decode(self, svc_af, payload):
-        lay = self.layout
-        if lay is None or len(payload) != lay[0]:
-            lay = self.layout = self._learn(payload)
-        if lay is not None:
-            vals = lay[1].unpack_from(payload, 0)
-            if lay[2](vals) == lay[3]:
-                af, addr, port, fwd, weight, uth, lth, active, inactive, persist = lay[4](vals)
-                return _new(Dest, (_unpack_addr(af, addr), _ntohs(port), fwd & FWD_MASK,
-                                   weight, uth, lth, active, inactive, persist))
-        return decode_dest(svc_af, _attrs(_attrs(payload)[CMD_ATTR_DEST]))
-
-
-class ServiceLayout:
-    """Decodes GET_SERVICE replies with one struct call per learnt shape.
-
-    As for real servers (DestLayout), ip_vs_genl_fill_service writes a
-    service's attributes in a fixed order; the shape changes only with the
-    scheduler's name (its length), a firewall mark in place of protocol,
-    address and port, or a persistence engine.  Shapes are kept by message
-    length: a message is decoded by the shape of its length whose attribute
-    headers (unpacked by the same call) are its own, else a shape is learnt
-    from it ("rr" and "wlc" are two shapes of one length: the header holds
-    the name's length).  Past MAX_SHAPES of one length, or when no shape can
-    be learnt, a message is walked the generic way (decode_service).  A read
-    decodes 1,000 services.
-    """
-    MAX_SHAPES = 8
-    _CODES = {SVC_AF: "H", SVC_PROTOCOL: "H", SVC_ADDR: "16s", SVC_PORT: "2s", SVC_FWMARK: "I",
-              SVC_FLAGS: "I4x", SVC_TIMEOUT: "I", SVC_NETMASK: "4s"}
-
-    def __init__(self):
-        self.shapes = {}    # message length -> [(Struct, header getter, headers, value getter, fwmark?)]
-
-    def _learn(self, body):
-        shape = _shape(body, CMD_ATTR_SERVICE, self._CODES, (SVC_SCHED_NAME,))
-        if shape is None:
-            return None
-        pieces, heads, fields = shape
-        fw = SVC_FWMARK in fields
-        order = ((SVC_AF, SVC_FWMARK) if fw else (SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT)) + (
-            SVC_SCHED_NAME, SVC_FLAGS, SVC_TIMEOUT, SVC_NETMASK)
-        if not all(k in fields for k in order):
-            return None
-        st = struct.Struct("".join(pieces))
-        head = operator.itemgetter(*heads)
-        return st, head, head(st.unpack_from(body)), operator.itemgetter(*(fields[k] for k in order)), fw
-
-    def decode(self, body):
-        """A Service from a reply's bytes after its genl header."""
-        shapes = self.shapes.setdefault(len(body), [])
-        for st, head, heads, get, fw in shapes:
-            vals = st.unpack_from(body)
-            if head(vals) == heads:
-                break
-        else:
-            shape = self._learn(body) if len(shapes) < self.MAX_SHAPES else None
-            if shape is None:
-                return decode_service(_attrs(_attrs(body)[CMD_ATTR_SERVICE]))
-            shapes.append(shape)
-            st, head, heads, get, fw = shape
-            vals = st.unpack_from(body)
-        if fw:
-            af, fwmark, sched, flags, timeout, netmask = get(vals)
-            key = _new(ServiceKey, (af, 0, "", 0, fwmark))
-        else:
-            af, proto, addr, port, sched, flags, timeout, netmask = get(vals)
-            key = _new(ServiceKey, (af, proto, _ntop(af, addr[:4] if af == AF_INET else addr),
-                                    int.from_bytes(port, "big"), 0))
-        if af == AF_INET:   # a mask, in network order
-            netmask = bin(int.from_bytes(netmask, "big")).count("1")
-        else:
-            netmask = int.from_bytes(netmask, sys.byteorder)
-        return _new(Service, (key, _sched_name(sched), flags & ~F_HASHED, timeout, netmask, {}))
-
-
-@functools.lru_cache(maxsize=64)
-def _sched_name(raw):
-    return raw.split(b"\0")[0].decode()
 
 
 def _explain(op, err):
@@ -469,27 +383,24 @@ class Kernel:
                                        cmd, 1, 0) + attrs
 
     def _replies(self, flags=0):
-        """Yield (type, seq, payload) of every message in the next datagram."""
+        """[(type, seq, payload after the nlmsghdr)] of every message in the next datagram."""
         n = self.sock.recv_into(self._buf, 0, flags)
         data = self._view[:n].tobytes()
-        off = 0
-        while off + _HDR.size <= len(data):
-            n, kind, flags, seq, _ = _HDR.unpack_from(data, off)
-            if n < _HDR.size:
+        out, off = [], 0
+        while off + _HDR.size <= n:
+            length, kind, _, seq, _ = _HDR.unpack_from(data, off)
+            if length < _HDR.size:
                 break
-            yield kind, seq, memoryview(data)[off + _HDR.size:off + n]
-            off += (n + 3) & ~3
+            out.append((kind, seq, data[off + _HDR.size:off + length]))
+            off += (length + 3) & ~3
+        return out
 
     @staticmethod
     def _error(payload):
         """(errno, extended-ack text) of an NLMSG_ERROR payload."""
-        err = -struct.unpack("=i", payload[:4])[0]
-        text = ""
-        # with NETLINK_CAP_ACK the echoed request is just its header (16 bytes)
-        tlv = _attrs(payload, 4 + _HDR.size)
-        if NLMSGERR_ATTR_MSG in tlv:
-            text = bytes(tlv[NLMSGERR_ATTR_MSG]).split(b"\0")[0].decode(errors="replace")
-        return err, text
+        err = -_ERRNO.unpack_from(payload)[0]
+        # with NETLINK_CAP_ACK the echoed request is just its header
+        return err, ERROR.unpack(payload, _ERRNO.size + _HDR.size).get("msg", "")
 
     def _family(self, name):
         """The generic-netlink id of a family; loads ip_vs once if it is missing."""
@@ -502,8 +413,7 @@ class Kernel:
         return family
 
     def _resolve(self, name):
-        seq, msg = self._message(GENL_ID_CTRL, CTRL_CMD_GETFAMILY,
-                                 _attr(CTRL_ATTR_FAMILY_NAME, name.encode() + b"\0"),
+        seq, msg = self._message(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL.pack(family_name=name),
                                  NLM_F_REQUEST | NLM_F_ACK)
         self.sock.send(msg)
         family = None
@@ -513,26 +423,23 @@ class Kernel:
                     continue
                 if kind == NLMSG_ERROR:     # the ack (or the error) ends the answer
                     return family
-                family = _u16(_attrs(payload, _GENL.size)[CTRL_ATTR_FAMILY_ID])
+                family = CTRL.unpack(payload, _GENL.size).get("family_id")
 
-    def _dump(self, cmd, attrs=b"", each=None, run=None):
-        """Send a dump request and take its replies: [attribute dict] of each, or each(body).
+    def _dump(self, cmd, attrs=b"", run=None):
+        """Send a dump request; [{name: value}] of its replies, decoded by MESSAGE.
 
-        body: a reply's bytes after its genl header.  run(data, off, end,
-        family, seq) -> offset: an optional fast path that takes a run of
-        replies straight from the receive buffer (DestLayout.run); whatever
-        it leaves is taken one message at a time.
+        run(data, off, end, seq) -> offset: takes a run of replies straight
+        from the datagram (DestRuns.take); what it leaves is decoded here.
         """
         seq, msg = self._message(self.family, cmd, attrs, NLM_F_REQUEST | NLM_F_DUMP)
         self.sock.send(msg)
         out = []
-        each = each or (lambda body: out.append(_attrs(body)))
         while True:
             n = self.sock.recv_into(self._buf)
-            data, off = self._view, 0
+            data, off = self._view[:n].tobytes(), 0
             while off + _HDR.size <= n:
                 if run is not None:
-                    off = run(data, off, n, self.family, seq)
+                    off = run(data, off, n, seq)
                     if off + _HDR.size > n:
                         break
                 length, kind, _, rseq, _ = _HDR.unpack_from(data, off)
@@ -542,8 +449,8 @@ class Kernel:
                     if kind == NLMSG_DONE:
                         return out
                     if kind == NLMSG_ERROR:
-                        self._dump_error(data[off + _HDR.size:off + length].tobytes())
-                    each(data[off + _HDR.size + _GENL.size:off + length].tobytes())
+                        self._dump_error(data[off + _HDR.size:off + length])
+                    out.append(MESSAGE.unpack(data, off + _HDR.size + _GENL.size, off + length))
                 off += (length + 3) & ~3
 
     def _dump_error(self, payload):
@@ -559,21 +466,19 @@ class Kernel:
         netlink request inside the sendmsg() that carries it and always
         answers a failure, with an NLMSG_ERROR of the request's sequence
         number; so when a batch is sent, the answers to its failures are
-        already queued, and are read without waiting.  Asking for an ack of
-        each success too cost 0.21 s of 0.49 s for a cold load's 11,000
-        requests in the lab guest (bench/README.md, session 4).
+        already queued, and are read without waiting.  An ack for each
+        success too would double the messages of a load.
         """
-        failed, pack, size, family = {}, _REQUEST.pack, _REQUEST.size, self.family
+        failed = {}
         for start in range(0, len(items), BATCH):
             chunk = items[start:start + BATCH]
             first = self.seq + 1        # the chunk's sequence numbers: first, first + 1, ...
-            self.seq += len(chunk)      # headers packed here as _message does, without its call each
-            self.sock.send(b"".join([pack(size + len(attrs), family, NLM_F_REQUEST, seq, 0, cmd, 1, 0)
-                                     + attrs for seq, (cmd, attrs) in zip(count(first), chunk)]))
+            self.sock.send(b"".join(self._message(self.family, cmd, attrs, NLM_F_REQUEST)[1]
+                                    for cmd, attrs in chunk))
             self.writes += len(chunk)
             while True:
                 try:
-                    answers = list(self._replies(socket.MSG_DONTWAIT))
+                    answers = self._replies(socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     break
                 for kind, seq, payload in answers:
@@ -585,54 +490,45 @@ class Kernel:
     # --- the table ---------------------------------------------------------------
     def read(self, keys=None):
         """{ServiceKey: Service with its dests}: every service, or those in keys."""
-        table, services = {}, ServiceLayout()
-
-        def each(body):
-            svc = services.decode(body)
+        table = {}
+        for reply in self._dump(CMD_GET_SERVICE):
+            svc = service_from(reply["service"])
             if keys is None or svc.key in keys:
                 table[svc.key] = svc
-        self._dump(CMD_GET_SERVICE, each=each)
-        layout = DestLayout()
+        runs = DestRuns()
         for key, svc in table.items():
-            self._dests(key, layout, svc.dests)
+            svc.dests.update(self.dests(key, runs))
         return table
 
-    def _dests(self, key, layout, dests):
-        """Fill dests with one service's real servers: its GET_DEST dump.
-
-        Reading 10,000 real servers back is most of a no-op run, so the
-        replies are decoded in runs (DestLayout.run) straight from the
-        receive buffer; what does not fit the learnt shape is decoded one
-        by one.
-        """
-        def each(body):
-            dest = layout.decode(key.af, body)
-            dests[dest[0], dest[1]] = dest
-        self._dump(CMD_GET_DEST, _service_nest(key), each,
-                   lambda data, off, end, family, seq: layout.run(data, off, end, family, seq, dests))
+    def dests(self, key, runs=None):
+        """{(address, port): Dest} of one service's real servers."""
+        out, runs = {}, runs or DestRuns()
+        for reply in self._dump(CMD_GET_DEST, _service_ident(key),
+                                lambda data, off, end, seq: runs.take(data, off, end, self.family, seq, out)):
+            dest = dest_from(key.af, reply["dest"])
+            out[dest.address, dest.port] = dest
+        return out
 
     def execute(self, ops):
         """Apply operations in order; return [(op, message)] for those that failed."""
-        failed = self._requests(encode_ops(ops))
+        failed = self._requests([encode_op(op) for op in ops])
         return [(ops[i], text or _explain(ops[i], err)) for i, (err, text) in sorted(failed.items())]
 
     # --- connection synchronisation (for takeover) ---------------------------------
     def sync_daemons(self):
         """{"master"|"backup": (interface, syncid)} of the running sync daemons."""
         out = {}
-        for msg in self._dump(CMD_GET_DAEMON):
-            a = _attrs(msg[CMD_ATTR_DAEMON])
-            state = {DAEMON_MASTER: "master", DAEMON_BACKUP: "backup"}.get(_u32(a[DAEMON_STATE]))
-            ifn = bytes(a.get(DAEMON_MCAST_IFN, b"")).split(b"\0")[0].decode()
-            out[state] = (ifn, _u32(a.get(DAEMON_SYNC_ID, b"\0" * 4)))
+        for reply in self._dump(CMD_GET_DAEMON):
+            a = reply["daemon"]
+            state = {DAEMON_MASTER: "master", DAEMON_BACKUP: "backup"}.get(a["state"])
+            out[state] = (a.get("interface", ""), a.get("syncid", 0))
         return out
 
     def _daemon(self, cmd, state, interface="", syncid=0):
-        attrs = _attr(DAEMON_STATE, struct.pack("=I", state))
+        daemon = {"state": state}
         if cmd == CMD_NEW_DAEMON:
-            attrs += (_attr(DAEMON_MCAST_IFN, interface.encode() + b"\0")
-                      + _attr(DAEMON_SYNC_ID, struct.pack("=I", syncid)))
-        failed = self._requests([(cmd, _nest(CMD_ATTR_DAEMON, attrs))])
+            daemon.update(interface=interface, syncid=syncid)
+        failed = self._requests([(cmd, MESSAGE.pack(daemon=daemon))])
         if failed:
             err, text = failed[0]
             raise Fatal(f"IPVS sync daemon: {text or os.strerror(err)}")

@@ -7,8 +7,7 @@ changed in place.
 """
 import functools
 import socket
-
-from .record import record
+from collections import namedtuple
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
@@ -31,12 +30,46 @@ SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq"
 MAX_WEIGHT = 65535
 
 
+def record(name, *required, compared=None, **defaults):
+    """A frozen record: a named tuple with defaults, keyword construction and replace().
+
+    Named tuples, not dataclasses, because a table read back or built from
+    the config makes one per real server, ten thousand a run, and a tuple
+    is built in one C call.  Fields without a default come first, then those
+    with one (in order).  ``replace(**changes)`` is a copy with changes;
+    ``defaults`` is {field: default}.  ``compared=N``: only the first N
+    fields count for == and hash (a Dest's counters, a Service's real
+    servers).
+
+        class Server(record("Server", "name", "address")):
+            __slots__ = ()
+    """
+    base = namedtuple(name, list(required) + list(defaults), defaults=tuple(defaults.values()))
+    base.replace = base._replace
+    base.defaults = base._field_defaults
+    if compared is not None:
+        def __eq__(self, other):
+            if isinstance(other, base):
+                return self[:compared] == other[:compared]
+            return NotImplemented
+
+        def __ne__(self, other):
+            eq = __eq__(self, other)
+            return eq if eq is NotImplemented else not eq
+
+        base.__eq__, base.__ne__ = __eq__, __ne__
+        base.__hash__ = lambda self: hash(self[:compared])
+    return base
+
+
+
 @functools.lru_cache(maxsize=65536)
 def normalize_address(text):
     """Canonical text of an IP address; ValueError when it is not one.
 
-    inet_pton/inet_ntop, not the ipaddress module: a 10,000-server config is
-    parsed on every cron run, and ipaddress costs 8 us an address.
+    inet_pton/inet_ntop, not the ipaddress module: the config can name ten
+    thousand servers and is read on every cron run, and ipaddress builds an
+    object per address to give the same text.
     """
     text = text.strip("[]")
     for af in (AF_INET, AF_INET6) if ":" not in text else (AF_INET6,):

@@ -8,11 +8,7 @@ Pure functions, no I/O (kube-proxy's IPVS reconciler is the model):
 - a real server that left a service is drained (weight 0, deleted once its
   connections are gone; UDP at once) or deleted, per the service's removal.
 """
-import operator
-from itertools import repeat
-
-from .model import PROTOCOLS, SETTINGS, dest_ipvsadm, service_ipvsadm
-from .record import record
+from .model import PROTOCOLS, dest_ipvsadm, record, service_ipvsadm
 
 ADD_SERVICE, EDIT_SERVICE, DEL_SERVICE = "add-service", "edit-service", "del-service"
 ADD_DEST, EDIT_DEST, DEL_DEST = "add-dest", "edit-dest", "del-dest"
@@ -27,7 +23,7 @@ class Op(record("Op", "kind", "service", dest=None)):
     def ipvsadm(self):
         """The same change as an ipvsadm command line."""
         kind, svc, dest = self
-        if kind in (ADD_DEST, EDIT_DEST):      # first: 10,000 lines of a cold load
+        if kind in (ADD_DEST, EDIT_DEST):
             return f"ipvsadm {_FLAG[kind]} {dest_ipvsadm(svc.key, dest)}"
         if kind == DEL_SERVICE:
             args = svc.key.ipvsadm()
@@ -57,19 +53,6 @@ def _drain_or_delete(svc, dest, removal):
     return None     # weight 0 already, connections still draining
 
 
-_new = tuple.__new__
-_SETTINGS = operator.itemgetter(*range(SETTINGS.start, SETTINGS.stop))
-
-
-def _as_wanted(wd, hd):
-    """The usual case: every real server in place and as wanted, no other one.
-
-    Compared by C-level map()s over itemgetters: 10,000 real servers a run.
-    """
-    return wd.keys() == hd.keys() and \
-        list(map(_SETTINGS, wd.values())) == list(map(_SETTINGS, map(hd.__getitem__, wd)))
-
-
 def plan_changes(desired, current, owned=(), removal=None):
     """Operations that turn ``current`` into ``desired``.
 
@@ -78,34 +61,27 @@ def plan_changes(desired, current, owned=(), removal=None):
     deleted.  removal: {ServiceKey: "drain"|"delete"} (default drain).
     """
     removal = removal or {}
-    changed = []    # (key, its operations): only these are sorted, not 1,000 keys a run
-    for key, want in desired.items():
-        have = current.get(key)
-        if have is None:    # Ops by C-level maps: a cold load makes 10,000
-            wd = want.dests
-            changed.append((key, [Op(ADD_SERVICE, want)] + list(map(
-                _new, repeat(Op), zip(repeat(ADD_DEST), repeat(want), map(wd.__getitem__, sorted(wd)))))))
+    ops = []
+    for key in sorted(desired):
+        want, have = desired[key], current.get(key)
+        wd = want.dests
+        if have is None:
+            ops.append(Op(ADD_SERVICE, want))
+            ops += [Op(ADD_DEST, want, wd[dkey]) for dkey in sorted(wd)]
             continue
-        mine = []
         if want.settings() != have.settings():
-            mine.append(Op(EDIT_SERVICE, want))
-        wd, hd = want.dests, have.dests
-        if not _as_wanted(wd, hd):
-            for dkey, dest in sorted(hd.items()):
-                if dkey not in wd:
-                    op = _drain_or_delete(want, dest, removal.get(key, "drain"))
-                    if op:
-                        mine.append(op)
-            for dkey, dest in sorted(wd.items()):
-                old = hd.get(dkey)
-                if old is None:
-                    mine.append(Op(ADD_DEST, want, dest))
-                elif old.settings() != dest.settings():
-                    mine.append(Op(EDIT_DEST, want, dest))
-        if mine:
-            changed.append((key, mine))
-    changed.sort(key=lambda item: item[0])
-    ops = [op for _, mine in changed for op in mine]
+            ops.append(Op(EDIT_SERVICE, want))
+        hd = have.dests
+        for dkey in sorted(hd.keys() - wd.keys()):
+            op = _drain_or_delete(want, hd[dkey], removal.get(key, "drain"))
+            if op:
+                ops.append(op)
+        for dkey in sorted(wd):
+            dest, old = wd[dkey], hd.get(dkey)
+            if old is None:
+                ops.append(Op(ADD_DEST, want, dest))
+            elif old.settings() != dest.settings():
+                ops.append(Op(EDIT_DEST, want, dest))
     for key in sorted(set(owned) - set(desired)):
         if key in current:
             ops.append(Op(DEL_SERVICE, current[key]))

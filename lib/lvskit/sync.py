@@ -7,8 +7,7 @@ from . import log, state
 from .desired import desired_table
 from .errors import NOT_CONFIGURED, Fatal
 from .model import AF_INET, AF_INET6, ServiceKey
-from .nogc import nogc
-from .plan import ADD_SERVICE, DEL_SERVICE, plan_changes
+from .plan import ADD_SERVICE, DEL_DEST, DEL_SERVICE, EDIT_SERVICE, plan_changes
 
 
 def check_owned(data):
@@ -107,7 +106,6 @@ def reconcile(cfg, kernel, desired=None, dry_run=False, current=None, select=Non
         return _reconcile(cfg, kernel, desired, False, current, select, force)
 
 
-@nogc
 def _reconcile(cfg, kernel, desired, dry_run, current, select, force):
     if desired is None:
         desired = desired_table(cfg)
@@ -145,29 +143,46 @@ class Follower:
     """ipvs-sync --every: reconcile against a memory of the table between full reads.
 
     A config or state change is planned against the table as we left it, so it
-    reaches the kernel after one plan and exactly its writes.  Every full
-    round reads the kernel back, which repairs hand-made drift; so does any
-    failed write, which means our memory was stale.
+    reaches the kernel after one plan and exactly its writes, without reading
+    the whole table back.  Every full round reads the kernel back, which
+    repairs hand-made drift; so does any failed write, which means our memory
+    was stale.
     """
 
     def __init__(self, kernel):
         self.kernel = kernel
-        self.memory = None      # MemoryTable of what we believe the kernel holds
+        self.memory = None      # {ServiceKey: Service with dests}: what we believe the kernel holds
 
     def step(self, cfg, full=True, force=False, desired=None, select=None):
         """reconcile (its desired, select and force), planned against the memory unless full."""
-        from .memtable import MemoryTable
-        current = None if full or self.memory is None else self.memory.read()
+        current = None if full or self.memory is None else self.memory
         self.memory = None      # until we know what the kernel holds (reconcile may raise)
         out = reconcile(cfg, self.kernel, desired=desired, current=current, select=select, force=force)
         if out.failed and current is not None:
             return self.step(cfg, True, force, desired, select)
-        self.memory = MemoryTable(out.current)
-        bad = {id(op) for op, _ in out.failed}
-        self.memory.execute([op for op in out.ops if id(op) not in bad])
-        if out.failed:
-            self.memory = None  # the kernel refused something: read it back next time
+        if not out.failed:      # else the kernel refused something: read it back next time
+            self.memory = _applied(out.current, out.ops)
         return out
+
+
+def _applied(table, ops):
+    """A copy of table ({ServiceKey: Service}) with ops, all of which the kernel took, applied."""
+    table = {key: svc.replace(dests=dict(svc.dests)) for key, svc in table.items()}
+    for kind, svc, dest in ops:
+        if kind == ADD_SERVICE:
+            table[svc.key] = svc.replace(dests={})
+        elif kind == EDIT_SERVICE:
+            table[svc.key] = svc.replace(dests=table[svc.key].dests)
+        elif kind == DEL_SERVICE:
+            del table[svc.key]
+        elif kind == DEL_DEST:
+            del table[svc.key].dests[dest.key]
+        else:                   # a real server added or changed; a change keeps its connection counts
+            dests = table[svc.key].dests
+            old = dests.get(dest.key)
+            dests[dest.key] = dest if old is None else dest.replace(
+                active=old.active, inactive=old.inactive, persistent=old.persistent)
+    return table
 
 
 def open_kernel():

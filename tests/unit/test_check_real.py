@@ -10,7 +10,7 @@ import pytest
 import loopback
 from lvskit import checkreal, config, health, state, sync
 from lvskit.errors import CHECK_CRITICAL, CHECK_OK, CHECK_WARNING
-from lvskit.memtable import MemoryTable
+from fakekernel import FakeKernel as MemoryTable
 from lvskit.model import PROTOCOLS, ServiceKey
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

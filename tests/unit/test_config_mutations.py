@@ -15,7 +15,7 @@ import pytest
 
 from lvskit import config, sync
 from lvskit.errors import NOT_CONFIGURED, ConfigError
-from lvskit.memtable import MemoryTable as FakeKernel
+from fakekernel import FakeKernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SEED = open(os.path.join(ROOT, "conf", "lvskit.ini")).read()

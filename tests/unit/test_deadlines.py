@@ -232,12 +232,13 @@ def test_check_real_every_keeps_going_and_stops(tmp_path, servers):
 
 # --- reweight, the script -------------------------------------------------------------------
 
-# bin/reweight as it is, its kernel a MemoryTable: this host has no IPVS to lend it
+# bin/reweight as it is, its kernel the fake one: this host has no IPVS to lend it
 REWEIGHT = f"""
 import runpy, sys
-sys.path.insert(0, {os.path.join(ROOT, 'lib')!r})
-from lvskit import memtable, sync
-sync.open_kernel = memtable.MemoryTable
+sys.path[:0] = [{os.path.join(ROOT, 'lib')!r}, {os.path.join(ROOT, 'tests', 'unit')!r}]
+from fakekernel import FakeKernel
+from lvskit import sync
+sync.open_kernel = FakeKernel
 sys.argv = [{os.path.join(ROOT, 'bin', 'reweight')!r}] + sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """

@@ -2,7 +2,7 @@
 
 from lvskit import config, plan as P, sync
 from lvskit.desired import desired_table
-from lvskit.memtable import MemoryTable as FakeKernel
+from fakekernel import FakeKernel
 from lvskit.model import Dest, Service, ServiceKey
 
 CFG = """
@@ -212,6 +212,23 @@ def test_follower_plans_changes_against_memory_and_repairs_on_full_rounds(tmp_pa
     out = f.step(cfg_for(tmp_path, CFG.replace("weight=3", "weight=7")), full=False)
     assert out.failed == []                             # stale memory: read back and redone
     assert k.table[web].dests[("10.0.0.1", 80)].weight == 7
+
+
+def test_follower_memory_keeps_a_drained_servers_connections(tmp_path):
+    """Drained by a change planned against memory, a real server with connections
+    stays (weight 0) until a full round reads them gone: memory never deletes it."""
+    k, cfg = FakeKernel(), cfg_for(tmp_path)
+    f = sync.Follower(k)
+    f.step(cfg, full=True)
+    web = cfg.service("web").key
+    busy = k.table[web].dests[("10.0.0.2", 80)].replace(active=5)
+    k.table[web].dests[busy.key] = busy
+    f.step(cfg, full=True)                              # memory learns of the connections
+    gone = cfg_for(tmp_path, CFG.replace("real.10.0.0.2 = weight=1\n", ""))
+    assert kinds(f.step(gone, full=False).ops) == [(P.EDIT_DEST, "10.0.0.2:80")]     # drained
+    assert f.step(gone, full=False).ops == []          # connections still there, as far as memory knows
+    k.table[web].dests[busy.key] = k.table[web].dests[busy.key].replace(active=0)
+    assert kinds(f.step(gone, full=True).ops) == [(P.DEL_DEST, "10.0.0.2:80")]
 
 
 def test_state_files_of_the_wrong_shape_are_ignored_not_fatal(tmp_path):

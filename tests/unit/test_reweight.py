@@ -11,7 +11,7 @@ import pytest
 
 import loopback
 from lvskit import agentpoll, config, reweight, sync
-from lvskit.memtable import MemoryTable as FakeKernel
+from fakekernel import FakeKernel
 from lvskit.plan import EDIT_DEST
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

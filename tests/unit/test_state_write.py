@@ -13,7 +13,7 @@ import pytest
 from lvskit import checkreal, config, reweight, state, sync
 from lvskit.desired import desired_table
 from lvskit.errors import CHECK_CRITICAL, CHECK_UNKNOWN
-from lvskit.memtable import MemoryTable
+from fakekernel import FakeKernel as MemoryTable
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 

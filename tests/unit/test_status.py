@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lvskit import config, errors, hbnet, state, status
 from lvskit.heartbeat import Beat
-from lvskit.memtable import MemoryTable
+from fakekernel import FakeKernel as MemoryTable
 from lvskit.model import Dest, Service, ServiceKey, AF_INET, FORWARD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

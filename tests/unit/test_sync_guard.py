@@ -11,7 +11,7 @@ import pytest
 
 from lvskit import config, plan as P, sync
 from lvskit.errors import CHECK_OK, CHECK_WARNING, NOT_CONFIGURED
-from lvskit.memtable import MemoryTable as FakeKernel
+from fakekernel import FakeKernel
 from lvskit.model import Service, ServiceKey
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -165,11 +165,11 @@ def test_config_must_be_a_regular_file(tmp_path):
 
 
 HARNESS = r"""
-import json, sys
-sys.path.insert(0, sys.argv[1])
+import json, os, sys
+sys.path[:0] = [sys.argv[1], os.path.join(sys.argv[1], "..", "tests", "unit")]
 from lvskit import config, log, sync
-from lvskit.memtable import MemoryTable
-class Kernel(MemoryTable):
+from fakekernel import FakeKernel
+class Kernel(FakeKernel):
     def execute(self, ops):
         for op in ops:
             print(json.dumps([op.kind, str(op.service.key), str(op.dest)]), flush=True)

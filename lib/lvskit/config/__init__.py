@@ -24,7 +24,7 @@ again only the [service]s whose keys and values changed.
 """
 from ..errors import ConfigError
 from ..model import Dest, Service, ServiceKey
-from ..record import record
+from ..model import record
 from . import ini, values as v
 from .checks import CHECKS, Check
 from .heartbeat import Heartbeat, Node, heartbeat, node

@@ -1,7 +1,7 @@
 """A [service]'s check keys: how check-real tests its real servers (the Check record)."""
 import re
 
-from ..record import record
+from ..model import record
 from . import values as v
 
 CHECKS = ("none", "tcp", "http", "https", "udp", "xdmcp", "ssh", "ping", "external")

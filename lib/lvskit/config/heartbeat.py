@@ -1,7 +1,7 @@
 """[heartbeat] and [node NAME] sections: director failover between two or more nodes."""
 import re
 
-from ..record import record
+from ..model import record
 from . import values as v
 
 # ASCII only: node names travel in the heartbeat datagram as ASCII (and \w

@@ -2,7 +2,7 @@
 import os
 
 from ..model import normalize_address
-from ..record import record
+from ..model import record
 from . import values as v
 
 

@@ -10,7 +10,7 @@ import re
 from ..model import (AF_INET, AF_INET6, F_ONEPACKET, F_PERSISTENT, FORWARD, MAX_WEIGHT,
                      PROTOCOLS, SCHED_FLAG_ALIASES, SCHED_FLAGS, SCHEDULERS, Dest, Service,
                      ServiceKey, family_of, normalize_address)
-from ..record import record
+from ..model import record
 from . import values as v
 from .checks import Check, check
 
