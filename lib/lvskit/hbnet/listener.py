@@ -46,10 +46,11 @@ class Listener:
     heartbeat is more than any decision needs.  So after reading it lets
     heartbeats queue for `gather` (GATHER, at most half of deadtime; none when
     that is not longer than the interval) and reads them all in one wake,
-    each timed by the kernel (SO_TIMESTAMPNS).  Deadlines stay exact: a wake at a peer's warntime
-    or deadtime reads the queue first and judges by arrival times.  What comes
-    later, by up to `gather`: noticing a change a heartbeat announces (a
-    peer's new role, a peer back), hence a planned handover or a failback.
+    each timed by the kernel (SO_TIMESTAMPNS).  Deadlines stay exact: a wake
+    at a peer's warntime or deadtime reads the queue first and judges by
+    arrival times.  What comes later, by up to `gather`: noticing a change a
+    heartbeat announces (a peer's new role, a peer back), hence a planned
+    handover or a failback.
     """
 
     def __init__(self, cfg, me, key, sockets, worker, clock=time.monotonic, joins=None, wall=time.time):
@@ -94,8 +95,7 @@ class Listener:
         self.peer_names = [n.name for n in cfg.nodes if n.name != me.name]
 
     def run(self):
-        # select() on numbers: on objects it calls their fileno() at every wake.
-        # The worker's number changes when it is restarted.
+        # The worker's number changes when it is restarted: read at every wake.
         fds = list(self.by_fd)
         while True:
             worker, now = self.worker.fd, self.clock()
