@@ -7,6 +7,7 @@ import pytest
 
 from lvskit import config, hbnet, rolefile, state
 from lvskit.hbnet import floors, listener, sockets
+from lvskit.hbnet import sender as sender_module
 from lvskit.heartbeat import ACTIVE, STANDBY
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -616,7 +617,8 @@ def test_each_beat_is_the_datagram_encode_makes_with_the_role_of_that_beat(tmp_p
                            "[node a]\npriority = 200\npath.lo = 127.0.0.1\n[node b]\npath.lo = 127.0.0.2\n",
                            "t.ini")
         sender = hbnet.Sender(cfg, cfg.node("a"), KEY, 7)
-        roles = [STANDBY] * 3 + [ACTIVE] * 3 + [STANDBY]
+        # a change, past a batch of beats signed ahead, and a change back
+        roles = [STANDBY] * 3 + [ACTIVE] * (sender_module.AHEAD + 2) + [STANDBY]
         for role in roles:
             sender.send(role)
         for seq, role in enumerate(roles, 1):
