@@ -4,8 +4,7 @@ IPv4: a broadcast ARP request and an ARP reply, both with sender = target =
 the VIP and our MAC (arping -U and -A); hosts and switches that already have
 the VIP in their cache update it to our MAC.  IPv6: an unsolicited neighbour
 advertisement to all-nodes with the Override flag (RFC 4861 7.2.6).  Both go
-out through raw sockets, no external program, so a takeover costs
-microseconds here.
+out through raw sockets: no external program to start during a takeover.
 """
 import ipaddress
 import socket

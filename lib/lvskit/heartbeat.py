@@ -22,11 +22,10 @@ from an older generation, or a number already seen or too old, is dropped.
 
 A restarted receiver starts from floors: per peer, a (generation, seq) that
 no beat it accepts may be at or below (see ``Receiver``).  hb-listen keeps
-them in STATE_DIR (see ``hbnet.Listener``), so that after its restart or
+them in STATE_DIR (see ``hbnet.floors``), so that after its restart or
 crash captured datagrams stay refused, those of the peer's current generation
 included.
 """
-import functools
 import hashlib
 import hmac
 import os
@@ -36,9 +35,7 @@ from collections import namedtuple
 MAGIC = b"LVHB"
 VERSION = 2
 _HEAD = struct.Struct("!4sBBBBHQQ")
-_FIXED = struct.Struct("!4sBBBBHQ")      # _HEAD up to seq: what stays the same in a sender's beats
-_SEQ = struct.Struct("!Q")
-_MAC = 32
+_MAC = hashlib.sha256().digest_size
 MAX_NAME = 64        # a node's name, and a path's
 MAX_SIZE = _HEAD.size + 2 * MAX_NAME + _MAC
 WINDOW = 64
@@ -52,86 +49,34 @@ class BadBeat(ValueError):
     """A datagram we must ignore; the message says why (for a rate-limited log line)."""
 
 
-# A tuple, not a dataclass: hb-listen makes one per datagram, and a tuple is made fastest.
 # state: STANDBY, ACTIVE or HELD (held: out for maintenance, never takes over);
 # path: the name of the path ([node] path.NAME) it was sent on.
 Beat = namedtuple("Beat", "name state priority path generation seq")
-_beat = functools.partial(tuple.__new__, Beat)   # Beat(...) and Beat._make run Python code first
 
 
-def _names(name, path):
-    name, path = name.encode("ascii"), path.encode("ascii")
-    if not (0 < len(name) <= MAX_NAME and 0 < len(path) <= MAX_NAME):
-        raise ValueError(f"node and path names must be 1..{MAX_NAME} ASCII characters")
-    return name, path
+def sign(body, key):
+    """HMAC-SHA256 of body with the shared key: the datagram's last 32 bytes."""
+    return hmac.digest(key, body, "sha256")
 
 
 def encode(beat, key):
-    name, path = _names(beat.name, beat.path)
+    """The signed datagram of beat; ValueError for a name or path that cannot travel."""
+    name, path = beat.name.encode("ascii"), beat.path.encode("ascii")     # UnicodeEncodeError: a ValueError
+    if not (0 < len(name) <= MAX_NAME and 0 < len(path) <= MAX_NAME):
+        raise ValueError(f"node and path names must be 1..{MAX_NAME} ASCII characters")
     body = _HEAD.pack(MAGIC, VERSION, _STATE_CODE[beat.state], len(path), len(name),
                       beat.priority, beat.generation, beat.seq) + name + path
-    return body + _keyed(key)(body)
-
-
-class Encoder:
-    """encode() for one sender's path: the bytes that never change packed once.
-
-    hb-send runs this for every path at every beat; per beat only the state
-    (one of three prepared heads), the sequence number and the HMAC are new.
-    """
-
-    def __init__(self, name, priority, path, generation, key):
-        name, path = _names(name, path)
-        self.heads = {state: _FIXED.pack(MAGIC, VERSION, code, len(path), len(name), priority, generation)
-                      for state, code in _STATE_CODE.items()}
-        self.tail, self.mac = name + path, _keyed(key)
-
-    def __call__(self, state, seq):
-        body = self.heads[state] + _SEQ.pack(seq) + self.tail
-        return body + self.mac(body)
-
-
-class Mac:
-    """HMAC-SHA256 (RFC 2104) with both key pads hashed once.
-
-    The same bytes as hmac.new(key, body, "sha256").digest(), in six C calls
-    on copies of the two keyed hash states: hmac's own object copies
-    through Python code, and hmac.digest() hashes the key pads again at every
-    call.  Both sides run this for every datagram.
-    """
-
-    def __init__(self, key):
-        if len(key) > 64:       # SHA-256's block size: longer keys are hashed first
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(64, b"\0")
-        self.inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self.outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-
-    def __call__(self, body):
-        inner = self.inner.copy()
-        inner.update(body)
-        outer = self.outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
-
-
-@functools.lru_cache(maxsize=4)
-def _keyed(key):
-    return Mac(key)
+    return body + sign(body, key)
 
 
 def decode(data, key):
     """The Beat in data, verified with key; BadBeat for anything else."""
-    return _decode(data, _keyed(key))
-
-
-def _decode(data, mac):
     if len(data) > MAX_SIZE:
         raise BadBeat(f"oversized datagram ({len(data)} bytes)")
     if len(data) < _HEAD.size + 2 + _MAC:
         raise BadBeat(f"truncated datagram ({len(data)} bytes)")
     body, signature = data[:-_MAC], data[-_MAC:]
-    if not hmac.compare_digest(signature, mac(body)):
+    if not hmac.compare_digest(signature, sign(body, key)):
         raise BadBeat("bad signature (wrong key, or tampered)")
     magic, version, state, pathlen, namelen, priority, generation, seq = _HEAD.unpack_from(body)
     if magic != MAGIC or version != VERSION:
@@ -145,7 +90,7 @@ def _decode(data, mac):
         path = body[_HEAD.size + namelen:].decode("ascii")
     except UnicodeDecodeError:
         raise BadBeat("name is not ASCII") from None
-    return _beat((name, _CODE_STATE[state], priority, path, generation, seq))
+    return Beat(name, _CODE_STATE[state], priority, path, generation, seq)
 
 
 class ReplayWindow:
@@ -192,7 +137,6 @@ class Receiver:
 
     def __init__(self, key, nodes, me, floors=None):
         self.key, self.nodes, self.me = key, nodes, me
-        self.mac = _keyed(key)
         self.windows = {}   # (name, path) -> ReplayWindow
         self.floors = {n: f for n, f in (floors or {}).items() if n in nodes}
         self.tops = {}
@@ -205,7 +149,7 @@ class Receiver:
         plain = source if source in self.sources else _plain(source)
         if plain not in self.sources:
             raise BadBeat(f"source {source} is not a peer's path address")
-        beat = _decode(data, self.mac)
+        beat = decode(data, self.key)
         if beat.name == self.me:
             raise BadBeat(f"datagram claims to be from this node ({beat.name}) (looped back?)")
         paths = self.nodes.get(beat.name)

@@ -236,3 +236,27 @@ def replace(path, data, durable=True):
         if isinstance(e, OSError):
             raise WriteError(path, e, step) from None
         raise
+
+
+# --- heartbeat state files ---
+# Their shapes are checked by their owners: rolefile (the role), takeover (the
+# peers view), heartbeat (the generation), hbnet.floors (the replay floors).
+
+def role_path(cfg):
+    """RUN_DIR/takeover.json: this node's role, the one hb-send advertises."""
+    return os.path.join(cfg.run_dir, "takeover.json")
+
+
+def peers_path(cfg):
+    """RUN_DIR/hb-peers.json: hb-listen's view of its peers (tmpfs: not fsync'd)."""
+    return os.path.join(cfg.run_dir, "hb-peers.json")
+
+
+def generation_path(cfg):
+    """STATE_DIR/hb-generation.json: hb-send's start counter (the datagrams' generation)."""
+    return os.path.join(cfg.state_dir, "hb-generation.json")
+
+
+def replay_path(cfg):
+    """STATE_DIR/hb-replay.json: hb-listen's replay floors, kept across its restarts."""
+    return os.path.join(cfg.state_dir, "hb-replay.json")

@@ -8,10 +8,10 @@ Release runs the reverse; with ``hold`` (by hand, for maintenance) it first
 says "held" in the heartbeats and waits for a peer to become active before it
 drops the VIPs, so the handover is make-before-break.
 
-The role file (RUN_DIR/takeover.json) is what hb-send advertises.  Deleting it
-is harmless: hb-send keeps advertising the role it last read, and hb-listen
-has its worker (``status``, current_role) rewrite it from the VIPs the
-interface holds.  A held node's file deleted comes back as standby.
+The role file (lvskit.rolefile) is what hb-send advertises.  Deleting it is
+harmless: hb-send keeps advertising the role it last read, and hb-listen has
+its worker (``status``, current_role) rewrite it from the VIPs the interface
+holds.  A held node's file deleted comes back as standby.
 """
 import os
 import shlex
@@ -21,21 +21,11 @@ import time
 from . import arp, errors, log, state, vip
 from .errors import Fatal
 from .heartbeat import ACTIVE, HELD, STANDBY
-
-
-def role_path(cfg):
-    return os.path.join(cfg.run_dir, "takeover.json")
-
-
-def peers_path(cfg):
-    return os.path.join(cfg.run_dir, "hb-peers.json")
-
-
-ROLES = (ACTIVE, STANDBY, HELD)
+from .rolefile import ROLES, read_role, write_role
 
 
 def check_peers(data):
-    """hb-peers.json's shape (hbnet.Listener._publish writes it), for state.load."""
+    """hb-peers.json's shape (hbnet.listener writes it), for state.load."""
     state.obj(data, "the file")
     if "written" in data:
         state.timestamp(data["written"], "written")
@@ -57,7 +47,7 @@ def check_peers(data):
 
 def load_peers(cfg):
     """hb-peers.json as it is, {} when missing or not of its shape (one warning)."""
-    return state.load(peers_path(cfg), {}, check_peers)
+    return state.load(state.peers_path(cfg), {}, check_peers)
 
 
 def read_peers(cfg, max_age=None):
@@ -73,24 +63,6 @@ def read_peers(cfg, max_age=None):
         if written is None or abs(time.time() - written) > max_age:
             return None
     return data.get("peers", {})
-
-
-def check_role(data):
-    """takeover.json's shape: {"role": "active"|"standby"|"held"}; gives the role."""
-    return state.one_of(state.obj(data, "the file").get("role"), "role", ROLES)
-
-
-def read_role(cfg):
-    """The role file's role, or None: missing, or not of its shape (one warning)."""
-    return state.load(role_path(cfg), None, check_role)
-
-
-def write_role(cfg, role):
-    try:
-        state.save(role_path(cfg), {"role": role})
-    except state.WriteError as e:
-        raise Fatal(f"{role_path(cfg)}: cannot write the role ({e.step}): {e.reason}",
-                    errors.PERMISSION) from None
 
 
 def _normal_priority():
@@ -135,7 +107,7 @@ class Director:
             actual = ACTIVE if len(self.held_vips()) == len(self.hb.vips) else STANDBY
             if role != actual:
                 if role is not None:
-                    log.warning(f"{role_path(self.cfg)} said {role}, the interface says {actual}")
+                    log.warning(f"{state.role_path(self.cfg)} said {role}, the interface says {actual}")
                 role = actual
                 try:
                     write_role(self.cfg, role)
@@ -225,7 +197,7 @@ class Director:
             seen = self._wait_for_peer(wait)
             if seen is not True:
                 why = (f"no peer became active within {wait:g} s" if seen is False else
-                       f"{peers_path(self.cfg)} missing or older than "
+                       f"{state.peers_path(self.cfg)} missing or older than "
                        f"{self.hb.deadtime + 1:g} s (hb-listen not running?): peer state unknown")
                 if not force:
                     write_role(self.cfg, ACTIVE)

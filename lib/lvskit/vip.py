@@ -14,7 +14,7 @@ IFF_UP = 0x1
 
 
 def _iproute():
-    from pyroute2 import IPRoute     # late: 0.3 s and 20 MB, only for who changes addresses
+    from pyroute2 import IPRoute     # late: a large import, only for who changes addresses
     return IPRoute()
 
 

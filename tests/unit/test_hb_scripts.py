@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from lvskit import config, heartbeat, takeover
+from lvskit import config, heartbeat, rolefile
 from lvskit.errors import NOT_CONFIGURED, OK, PERMISSION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -98,7 +98,7 @@ def test_takeover_dry_run_prints_the_plan_in_order(conf):
 def test_hb_send_datagrams_verify_and_carry_the_role(conf):
     path, _, s = conf
     # the role from the role file, not from whether this host's lo happens to hold 127.0.0.99
-    takeover.write_role(config.load(str(path)), "standby")
+    rolefile.write_role(config.load(str(path)), "standby")
     r = run("hb-send", "-c", str(path), "--node", "a", "--count", "3", "--interval", "0.01")
     assert r.returncode == OK, r.stderr
     rx = heartbeat.Receiver(KEY, {"a": {"lo": "127.0.0.1"}}, "b")

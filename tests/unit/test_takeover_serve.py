@@ -3,7 +3,7 @@ import io
 
 import pytest
 
-from lvskit import config, takeover
+from lvskit import config, rolefile, state, takeover
 from lvskit.errors import Fatal
 from lvskit.heartbeat import ACTIVE, STANDBY
 
@@ -60,21 +60,21 @@ def test_release_that_leaves_a_vip_is_an_error_and_keeps_saying_active(cfg):
     addrs = FakeAddresses(held=cfg.heartbeat.vips, stuck=["127.0.0.99/32"])
     assert serve(cfg, addrs, "release\n") == [
         "ready active", "error release failed, still holding 127.0.0.99/32"]
-    assert takeover.read_role(cfg) == ACTIVE        # what hb-send says: we still hold one
+    assert rolefile.read_role(cfg) == ACTIVE        # what hb-send says: we still hold one
 
 
 def test_release_that_worked_is_standby(cfg):
     addrs = FakeAddresses(held=cfg.heartbeat.vips)
     assert serve(cfg, addrs, "release\n") == ["ready active", "done standby"]
-    assert takeover.read_role(cfg) == STANDBY and not addrs.held
+    assert rolefile.read_role(cfg) == STANDBY and not addrs.held
 
 
-def _peers_file(cfg, written, state=ACTIVE, alive=True):
+def _peers_file(cfg, written, role=ACTIVE, alive=True):
     import json
     import os
     os.makedirs(cfg.run_dir, exist_ok=True)
-    with open(takeover.peers_path(cfg), "w") as f:
-        json.dump({"written": written, "peers": {"b": {"state": state, "alive": alive, "priority": 100}}}, f)
+    with open(state.peers_path(cfg), "w") as f:
+        json.dump({"written": written, "peers": {"b": {"state": role, "alive": alive, "priority": 100}}}, f)
 
 
 @pytest.mark.parametrize("case", ["missing", "stale", "no active peer"])
@@ -83,13 +83,13 @@ def test_release_keeps_the_vips_when_no_live_peer_is_known(cfg, case):
     if case == "stale":     # hb-listen died long ago; its last word was "b active, alive"
         _peers_file(cfg, time.time() - cfg.heartbeat.deadtime - 5)
     elif case == "no active peer":
-        _peers_file(cfg, time.time(), state=STANDBY)
+        _peers_file(cfg, time.time(), role=STANDBY)
     addrs = FakeAddresses(held=cfg.heartbeat.vips)
     d = takeover.Director(cfg, addresses=addrs)
     with pytest.raises(Fatal, match="keeping the VIPs .--force") as e:
         d.release(hold=True, wait=0.05)
     assert e.value.code == 1 and ("unknown" in str(e.value)) == (case != "no active peer")
-    assert addrs.held == set(cfg.heartbeat.vips) and takeover.read_role(cfg) == ACTIVE
+    assert addrs.held == set(cfg.heartbeat.vips) and rolefile.read_role(cfg) == ACTIVE
 
 
 def test_release_with_a_live_active_peer_or_forced(cfg):
@@ -97,9 +97,9 @@ def test_release_with_a_live_active_peer_or_forced(cfg):
     _peers_file(cfg, time.time())
     addrs = FakeAddresses(held=cfg.heartbeat.vips)
     assert takeover.Director(cfg, addresses=addrs).release(hold=True, wait=0.05)
-    assert not addrs.held and takeover.read_role(cfg) == "held"
+    assert not addrs.held and rolefile.read_role(cfg) == "held"
     import os
-    os.unlink(takeover.peers_path(cfg))
+    os.unlink(state.peers_path(cfg))
     addrs = FakeAddresses(held=cfg.heartbeat.vips)
     assert takeover.Director(cfg, addresses=addrs).release(hold=True, wait=0.05, force=True)
     assert not addrs.held
