@@ -500,8 +500,8 @@ class Bench:
             # An edit then SIGHUP (as keepalived is reloaded: read at once), and an edit
             # alone (noticed, and read once it has stayed unchanged for a second).
             for rep in range(2 * self.N):
-                hup = rep % 2 == 0
-                new = base + 10 if rep % 4 < 2 else base
+                hup = rep // 2 % 2 == 0     # two of each in turn; every edit changes the weight
+                new = base + 10 if rep % 2 == 0 else base
                 table.weights[i, j] = new
                 text = table.ini(d)
                 tmp = ini + ".tmp"

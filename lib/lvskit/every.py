@@ -73,9 +73,10 @@ class _Config:
 def run(path, cfg, every, round_, watch=None, refused=(), settle=SETTLE):
     """Call round_(cfg, timed) every `every` seconds and on events, until SIGTERM or SIGINT.
 
-    timed: True for a round the timer or SIGHUP called, False for one an
+    timed: True for a round the timer called, False for one that SIGHUP, an
     edited config or a watched file called early (ipvs-sync reads the kernel
-    back only on timed rounds).  watch(cfg): paths whose change calls a
+    back only on timed rounds: a reload applies the config's changes at once,
+    and the timer's rounds, on their own schedule, repair drift).  watch(cfg): paths whose change calls a
     round.  refused: the exceptions by which a round refuses its config; the
     round runs again with the previous config, or, when there is none yet,
     the refusal is logged once and the round tried again at its time.
@@ -106,7 +107,7 @@ def run(path, cfg, every, round_, watch=None, refused=(), settle=SETTLE):
                 now = time.monotonic()
                 if hup:
                     hup.clear()
-                    cfg, timed = conf.reload(cfg), True
+                    cfg, timed = conf.reload(cfg), False
                     break
                 if conf.settled(now):
                     cfg, timed = conf.reload(cfg), False
