@@ -76,7 +76,7 @@ def test_an_invalid_config_is_logged_and_the_previous_one_kept(ini, tmp_path, ca
     def garble(cfg, timed):
         (tmp_path / "lvskit.ini").write_text("[service web]\nport = x\n")
         os.kill(os.getpid(), signal.SIGHUP)
-    assert loop(path, [garble, stop]) == [("10.0.1.1", True), ("10.0.1.1", True)]
+    assert loop(path, [garble, stop]) == [("10.0.1.1", True), ("10.0.1.1", False)]
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{path}:" in err and err.endswith(" (keeping the previous config)\n")
 
@@ -97,7 +97,7 @@ def test_a_refused_config_gives_way_to_the_previous_one(ini, capsys):
         stop()
         refuse_2(cfg, timed)
     seen = loop(path, [edit_and_hup, refused_then_stop, stop], refused=Refused)
-    assert seen == [("10.0.1.1", True), ("10.0.1.2", True), ("10.0.1.1", True)]
+    assert seen == [("10.0.1.1", True), ("10.0.1.2", False), ("10.0.1.1", True)]
     assert "no, not .2 (keeping the previous config)" in capsys.readouterr().err
 
 
