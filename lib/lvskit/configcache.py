@@ -123,7 +123,7 @@ class Resident:
         def service(sec, servers):
             if not servers_then:
                 servers_then.append(tuple(servers.items()))
-            sig = (sec.name, tuple((key, value) for key, (value, _) in sec.values.items()))
+            sig = (sec.name, tuple(sec.values.items()))
             vs = self.built.get(sig) if servers_then[0] == self.servers else None
             fresh[sig] = vs or config.service(sec, servers)
             return fresh[sig]

@@ -14,14 +14,16 @@ or that a round refuses, is logged and the previous one kept.  SIGTERM and
 SIGINT end the loop between rounds, and ``run`` returns OK.
 """
 import os
+import select
 import signal
+import socket
 import time
 
 from . import configcache, log
 from .errors import OK, Fatal
 
 SETTLE = 1.0    # seconds a changed config must stay unchanged before it is read
-POLL = 0.05     # seconds between looks at the signals and the files
+POLL = 0.05     # seconds between looks at the files (a signal wakes the loop at once)
 
 
 def stamp(path):
@@ -87,6 +89,10 @@ def run(path, cfg, every, round_, watch=None, refused=(), settle=SETTLE):
     watch = watch or (lambda cfg: ())
     conf = _Config(path, settle)
     good, refusal, timed, due = None, None, True, 0.0
+    wake, woken = socket.socketpair()      # a signal's number is written to it: the wait ends
+    wake.setblocking(False)
+    woken.setblocking(False)
+    old_fd = signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)
     try:
         while not stop:
             if timed:
@@ -115,8 +121,12 @@ def run(path, cfg, every, round_, watch=None, refused=(), settle=SETTLE):
                 if now >= due or [stamp(p) for p in watch(cfg)] != watched:
                     timed = now >= due
                     break
-                time.sleep(min(POLL, due - now))
+                if select.select([woken], [], [], min(POLL, due - now))[0]:
+                    woken.recv(4096)
     finally:
+        signal.set_wakeup_fd(old_fd)
+        wake.close()
+        woken.close()
         for sig, handler in old.items():
             signal.signal(sig, handler)
     return OK

@@ -25,6 +25,7 @@ _warned = {}            # path -> the version of the file last warned about
 
 
 # --- where each state file lives -------------------------------------------------------
+# Each file's shape is checked by its owner, named in the docstring.
 
 def health_path(cfg):
     """check-real's view of every real server (health.py owns its shape)."""
@@ -44,6 +45,26 @@ def owned_path(cfg):
 def maint_dir(cfg):
     """Where maintenance flags (ADDRESS or ADDRESS:PORT) take a server out."""
     return cfg.maint_dir or os.path.join(cfg.state_dir, "maint")
+
+
+def role_path(cfg):
+    """RUN_DIR/takeover.json: this node's role, the one hb-send advertises (rolefile.py)."""
+    return os.path.join(cfg.run_dir, "takeover.json")
+
+
+def peers_path(cfg):
+    """RUN_DIR/hb-peers.json: hb-listen's view of its peers (takeover.py; tmpfs: not fsync'd)."""
+    return os.path.join(cfg.run_dir, "hb-peers.json")
+
+
+def generation_path(cfg):
+    """STATE_DIR/hb-generation.json: hb-send's start counter, the datagrams' generation (heartbeat.py)."""
+    return os.path.join(cfg.state_dir, "hb-generation.json")
+
+
+def replay_path(cfg):
+    """STATE_DIR/hb-replay.json: hb-listen's replay floors, kept across its restarts (hbnet/floors.py)."""
+    return os.path.join(cfg.state_dir, "hb-replay.json")
 
 
 class Shape(ValueError):
@@ -236,27 +257,3 @@ def replace(path, data, durable=True):
         if isinstance(e, OSError):
             raise WriteError(path, e, step) from None
         raise
-
-
-# --- heartbeat state files ---
-# Their shapes are checked by their owners: rolefile (the role), takeover (the
-# peers view), heartbeat (the generation), hbnet.floors (the replay floors).
-
-def role_path(cfg):
-    """RUN_DIR/takeover.json: this node's role, the one hb-send advertises."""
-    return os.path.join(cfg.run_dir, "takeover.json")
-
-
-def peers_path(cfg):
-    """RUN_DIR/hb-peers.json: hb-listen's view of its peers (tmpfs: not fsync'd)."""
-    return os.path.join(cfg.run_dir, "hb-peers.json")
-
-
-def generation_path(cfg):
-    """STATE_DIR/hb-generation.json: hb-send's start counter (the datagrams' generation)."""
-    return os.path.join(cfg.state_dir, "hb-generation.json")
-
-
-def replay_path(cfg):
-    """STATE_DIR/hb-replay.json: hb-listen's replay floors, kept across its restarts."""
-    return os.path.join(cfg.state_dir, "hb-replay.json")

@@ -24,7 +24,8 @@ class Section:
 
     def __init__(self, path, kind, name, line):
         self.path, self.kind, self.name, self.line = path, kind, name, line
-        self.values = {}        # key -> (value, line)
+        self.values = {}        # key -> value, in file order
+        self.lines = {}         # key -> its line number
         self._used = set()
 
     @property
@@ -32,7 +33,7 @@ class Section:
         return f"{self.kind} {self.name}" if self.name else self.kind
 
     def error(self, message, key=None):
-        line = self.values[key][1] if key in self.values else self.line
+        line = self.lines.get(key, self.line)
         return ConfigError(message, self.path, line, self.title, key)
 
     def has(self, key):
@@ -43,7 +44,7 @@ class Section:
 
     def take(self, key, default=None):
         self._used.add(key)
-        return self.values[key][0] if key in self.values else default
+        return self.values.get(key, default)
 
     def unused(self):
         return [k for k in self.values if k not in self._used]
@@ -99,7 +100,8 @@ def parse(text, path="<config>"):
         if not _KEY.match(key):
             raise ConfigError(f"bad key name {key!r}", path, number, current.title)
         if key in current.values:
-            raise ConfigError(f"given twice (first at line {current.values[key][1]})",
+            raise ConfigError(f"given twice (first at line {current.lines[key]})",
                               path, number, current.title, key)
-        current.values[key] = (value, number)
+        current.values[key] = value
+        current.lines[key] = number
     return sections
