@@ -302,7 +302,7 @@ def run(cfg, path, dry_run=False, every=None, use_kernel=True, verbose=False, ke
     follower = sync.Follower(kernel) if use_kernel else None
     last_full = 0.0
 
-    def round_(cfg, timed):
+    def round_(cfg, why):
         # Plan against our memory of the table; read it all back now and then,
         # which repairs hand-made drift (as ipvs-sync --every does).
         nonlocal tracks, checked, last_full

@@ -24,6 +24,8 @@ from .errors import OK, Fatal
 
 SETTLE = 1.0    # seconds a changed config must stay unchanged before it is read
 POLL = 0.05     # seconds between looks at the files (a signal wakes the loop at once)
+# Why a round runs: what round_ is told.
+TIMER, SIGNAL, EDIT, WATCHED = "timer", "sighup", "edit", "watched"
 
 
 def stamp(path):
@@ -73,12 +75,12 @@ class _Config:
 
 
 def run(path, cfg, every, round_, watch=None, refused=(), settle=SETTLE):
-    """Call round_(cfg, timed) every `every` seconds and on events, until SIGTERM or SIGINT.
+    """Call round_(cfg, why) every `every` seconds and on events, until SIGTERM or SIGINT.
 
-    timed: True for a round the timer called, False for one that SIGHUP, an
-    edited config or a watched file called early (ipvs-sync reads the kernel
-    back only on timed rounds: a reload applies the config's changes at once,
-    and the timer's rounds, on their own schedule, repair drift).  watch(cfg): paths whose change calls a
+    why: TIMER for a round the timer called, SIGNAL, EDIT or WATCHED for one
+    that SIGHUP, an edited config or a watched file called early (ipvs-sync
+    plans those against its memory of the table, so a change lands at once,
+    and reads the kernel back on the timer's rounds and after a SIGHUP).  watch(cfg): paths whose change calls a
     round.  refused: the exceptions by which a round refuses its config; the
     round runs again with the previous config, or, when there is none yet,
     the refusal is logged once and the round tried again at its time.
@@ -88,24 +90,24 @@ def run(path, cfg, every, round_, watch=None, refused=(), settle=SETTLE):
     old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: hup.append(1))
     watch = watch or (lambda cfg: ())
     conf = _Config(path, settle)
-    good, refusal, timed, due = None, None, True, 0.0
+    good, refusal, why, due = None, None, TIMER, 0.0
     wake, woken = socket.socketpair()      # a signal's number is written to it: the wait ends
     wake.setblocking(False)
     woken.setblocking(False)
     old_fd = signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)
     try:
         while not stop:
-            if timed:
+            if why == TIMER:
                 due = time.monotonic() + every
             watched = [stamp(p) for p in watch(cfg)]    # before the round: a write during it counts
             try:
-                round_(cfg, timed)
+                round_(cfg, why)
                 good = cfg
             except refused as e:
                 if good is not None:
                     log.error(f"{e} (keeping the previous config)")
                     cfg = good
-                    round_(cfg, True)
+                    round_(cfg, TIMER)
                 elif str(e) != refusal:
                     log.error(str(e))
                 refusal = str(e)
@@ -113,13 +115,13 @@ def run(path, cfg, every, round_, watch=None, refused=(), settle=SETTLE):
                 now = time.monotonic()
                 if hup:
                     hup.clear()
-                    cfg, timed = conf.reload(cfg), False
+                    cfg, why = conf.reload(cfg), SIGNAL
                     break
                 if conf.settled(now):
-                    cfg, timed = conf.reload(cfg), False
+                    cfg, why = conf.reload(cfg), EDIT
                     break
                 if now >= due or [stamp(p) for p in watch(cfg)] != watched:
-                    timed = now >= due
+                    why = TIMER if now >= due else WATCHED
                     break
                 if select.select([woken], [], [], min(POLL, due - now))[0]:
                     woken.recv(4096)

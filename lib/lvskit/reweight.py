@@ -202,7 +202,7 @@ def run(cfg, path, dry_run=False, every=None, kernel=None):
         return ERROR if out.failed else OK
     unsaved = {}
 
-    def looped(cfg, timed):
+    def looped(cfg, why):
         try:
             round_(cfg, kernel, unsaved=unsaved)
         except state.WriteError as e:   # the kernel has the weights; the next round saves them

@@ -242,11 +242,12 @@ def _once(cfg, kernel, dry_run, force):
 def run(cfg, path, dry_run=False, every=None, kernel=None, force=False):
     """ipvs-sync's work: once, or every `every` seconds and on events (every.run).
 
-    In the loop, a round woken by the timer or SIGHUP reads the kernel back
-    (which repairs hand-made drift); one woken by an edited config or a
-    changed state file (check-real's, reweight's) is planned against the
-    table as we left it (Follower).  A config the guard refuses is logged,
-    and the previous one kept.
+    In the loop, a round woken by an edited config, a changed state file
+    (check-real's, reweight's) or SIGHUP is planned against the table as we
+    left it (Follower), so the change lands at once; the timer's rounds read
+    the kernel back, which repairs hand-made drift, and so does a SIGHUP
+    after its reload has landed.  A config the guard refuses is logged, and
+    the previous one kept.
     """
     from . import every as loop
     from .errors import USAGE
@@ -258,5 +259,10 @@ def run(cfg, path, dry_run=False, every=None, kernel=None, force=False):
     if every is None:
         return _once(cfg, kernel, dry_run, force)
     follower = Follower(kernel)
-    return loop.run(path, cfg, every, lambda cfg, timed: follower.step(cfg, full=timed, force=force),
+
+    def round_(cfg, why):
+        if why == loop.SIGNAL:      # the reload lands at once; the read-back below repairs drift
+            follower.step(cfg, full=False, force=force)
+        return follower.step(cfg, full=why in (loop.TIMER, loop.SIGNAL), force=force)
+    return loop.run(path, cfg, every, round_,
                     watch=lambda cfg: (state.health_path(cfg), state.weights_path(cfg)), refused=Refused)
