@@ -718,7 +718,9 @@ class Bench:
 
 # pstats keys are (file, line, function): match on the file's tail and the name
 STAGES = [
-    ("config.load (INI parse + validate)", "lvskit/config.py", "load"),
+    ("configcache.load (cache read, else parse and cache write)", "lvskit/configcache.py", "load"),
+    ("  config.parse (INI parse + validate)", "lvskit/config/__init__.py", "parse"),
+    ("  cache written (pickle)", "lvskit/configcache.py", "_put"),
     ("Kernel() (socket, family lookup)", "lvskit/ipvs.py", "__init__"),
     ("Kernel.read (dump + decode)", "lvskit/ipvs.py", "read"),
     ("  _dump (netlink I/O and the decoding below)", "lvskit/ipvs.py", "_dump"),
