@@ -2,7 +2,7 @@
 
 Why a codec of our own and not pyroute2's IPVS layer: pyroute2's generic
 message classes make loading and reading back a table of thousands of real
-servers many times slower (bench/README.md), its import is heavy for a
+servers many times slower, its import is heavy for a
 script that cron starts, and its dump misreports the forwarding method.  The
 IPVS message set is small and stable (uapi linux/ip_vs.h), so it is declared
 here once, attribute by attribute (as Seesaw's ipvs package does), and both

@@ -78,7 +78,7 @@ class Sender:
 
         The same bytes as signing each beat when it is sent.  hb-send wakes
         once a beat with cold caches, and signing then costs several times
-        what it costs in a row (bench/README.md: hb-send's CPU).
+        what it costs in a row.
         A role change throws the rest away: the next beat has the new role.
         """
         self.signed_role = role
