@@ -13,13 +13,12 @@ the [service]s that changed are validated again); a config that does not load,
 or that a round refuses, is logged and the previous one kept.  SIGTERM and
 SIGINT end the loop between rounds, and ``run`` returns OK.
 """
-import os
 import select
 import signal
 import socket
 import time
 
-from . import configcache, log
+from . import configcache, log, state
 from .errors import OK, Fatal
 
 SETTLE = 1.0    # seconds a changed config must stay unchanged before it is read
@@ -28,21 +27,12 @@ POLL = 0.05     # seconds between looks at the files (a signal wakes the loop at
 TIMER, SIGNAL, EDIT, WATCHED = "timer", "sighup", "edit", "watched"
 
 
-def stamp(path):
-    """What tells one version of a file from the next (None: no file)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
 class _Config:
     """The config file's versions: the one read, and an edit settling."""
 
     def __init__(self, path, settle):
         self.path, self.settle = path, settle
-        self.seen = stamp(path)
+        self.seen = state.file_version(path)
         self.changing, self.since = None, 0.0
         self.resident = configcache.Resident()
         try:
@@ -52,7 +42,7 @@ class _Config:
 
     def settled(self, now):
         """True once an edit has stayed the same for the settle time."""
-        st = stamp(self.path)
+        st = state.file_version(self.path)
         if st == self.seen:
             self.changing = None
             return False
@@ -64,7 +54,7 @@ class _Config:
 
     def reload(self, cfg):
         """The file's config now, or cfg (the previous one) when it does not load."""
-        self.seen, self.changing = stamp(self.path), None
+        self.seen, self.changing = state.file_version(self.path), None
         try:
             new = self.resident.load(self.path)
         except Fatal as e:
@@ -99,7 +89,7 @@ def run(path, cfg, every, round_, watch=None, refused=(), settle=SETTLE):
         while not stop:
             if why == TIMER:
                 due = time.monotonic() + every
-            watched = [stamp(p) for p in watch(cfg)]    # before the round: a write during it counts
+            watched = [state.file_version(p) for p in watch(cfg)]    # before the round: a write during it counts
             try:
                 round_(cfg, why)
                 good = cfg
@@ -120,7 +110,7 @@ def run(path, cfg, every, round_, watch=None, refused=(), settle=SETTLE):
                 if conf.settled(now):
                     cfg, why = conf.reload(cfg), EDIT
                     break
-                if now >= due or [stamp(p) for p in watch(cfg)] != watched:
+                if now >= due or [state.file_version(p) for p in watch(cfg)] != watched:
                     why = TIMER if now >= due else WATCHED
                     break
                 if select.select([woken], [], [], min(POLL, due - now))[0]:

@@ -11,9 +11,6 @@ then has its worker rewrite the file from the VIPs on the interface
 (takeover.Director.current_role); hb-send, when the file is missing at its
 start, asks `takeover status` once (interface_role).
 """
-import os
-import subprocess
-
 from . import errors, log, state
 from .errors import Fatal
 from .heartbeat import ACTIVE, HELD, STANDBY
@@ -42,16 +39,16 @@ def write_role(cfg, role):
 def interface_role(takeover_argv):
     """Active when `takeover status` says this node holds every VIP; else standby.
 
-    A subprocess: the interface is read with pyroute2, which hb-send does
+    Another process: the interface is read with pyroute2, which hb-send does
     not import.
     """
-    try:
-        r = subprocess.run(takeover_argv + ["status"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=30)
-    except (OSError, subprocess.SubprocessError) as e:
-        log.warning(f"cannot ask takeover status ({e}): saying standby")
+    from . import run
+    res = run.run(takeover_argv + ["status"], timeout=30)
+    if res.timed_out or res.code == 127:
+        why = "timed out" if res.timed_out else res.stderr.strip()
+        log.warning(f"cannot ask takeover status ({why}): saying standby")
         return STANDBY
-    return ACTIVE if r.returncode == 0 else STANDBY
+    return ACTIVE if res.code == 0 else STANDBY
 
 
 _UNREAD = object()
@@ -60,8 +57,8 @@ _UNREAD = object()
 class RoleFile:
     """The role as the heartbeat daemons see it: the file, read again when it changed.
 
-    get() stats the file at every call and reads it only when its
-    (mtime, inode, size) moved, so a change is seen at the next call.
+    get() stats the file at every call and reads it only when its version
+    (state.file_version) moved, so a change is seen at the next call.
     `lost` is True while the file is missing or unusable (the role last read
     stays); `fallback()` gives the role when no file was ever read.
     """
@@ -71,11 +68,7 @@ class RoleFile:
         self.stamp, self.role, self.lost = _UNREAD, None, False
 
     def get(self):
-        try:
-            st = os.stat(self.path)
-            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
-        except OSError:
-            stamp = None
+        stamp = state.file_version(self.path)
         if stamp != self.stamp:
             self.stamp = stamp
             role = read_role(self.cfg) if stamp else None

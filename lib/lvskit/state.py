@@ -115,12 +115,25 @@ def load(path, default=None, shape=None):
         return _ignore(path, version, "nested too deeply", default)
 
 
+def version(st):
+    """What tells one version of a file from the next, from its stat: (mtime, size, inode)."""
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def file_version(path):
+    """version() of the file at path; None when there is none."""
+    try:
+        return version(os.stat(path))
+    except OSError:
+        return None
+
+
 def read_regular(fd, limit):
     """(up to limit bytes, the file's version) of the open fd, which this closes;
     OSError (with .version) when it is no regular file or cannot be read."""
     try:
         st = os.fstat(fd)
-        version = (st.st_mtime_ns, st.st_size, st.st_ino)
+        version_now = version(st)
         try:
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(0, "not a regular file")
@@ -132,9 +145,9 @@ def read_regular(fd, limit):
                 chunks.append(chunk)
                 left -= len(chunk)
         except OSError as e:
-            e.version = version
+            e.version = version_now
             raise
-        return b"".join(chunks), version
+        return b"".join(chunks), version_now
     finally:
         os.close(fd)
 

@@ -78,3 +78,10 @@ def test_three_nodes_best_live_one_wins():
     peers = {"a": peer(ACTIVE, 300, last=5.0), "b": peer(STANDBY, 200), "c": peer(STANDBY, 100)}
     assert decide("b", 200, STANDBY, {k: v for k, v in peers.items() if k != "b"}, 10.0, 0, P, "ac") == ACQUIRE
     assert decide("c", 100, STANDBY, {k: v for k, v in peers.items() if k != "c"}, 10.0, 0, P, "ab") is None
+
+
+def test_interface_role_asks_takeover_status_and_says_standby_when_it_cannot(tmp_path):
+    from lvskit import rolefile
+    assert rolefile.interface_role(["/bin/sh", "-c", 'test "$1" = status', "takeover"]) == ACTIVE
+    assert rolefile.interface_role(["/bin/sh", "-c", "exit 7", "takeover"]) == STANDBY
+    assert rolefile.interface_role([str(tmp_path / "no-such-takeover")]) == STANDBY
