@@ -194,7 +194,7 @@ def report(rnd):
     for vs in {r.service.name: r.service for r in rows}.values():
         if all_down(vs, _tracks(rnd, vs)):
             out.add(CHECK_CRITICAL, _all_down_text(vs, rnd))
-    named = sorted(((r, _sub_check(r)) for r in rows if _sub_check(r)), key=lambda x: x[1][0])
+    named = sorted(((r, sub) for r in rows if (sub := _sub_check(r))), key=lambda x: x[1][0])
     for i, (r, (_, code)) in enumerate(named):
         out.add(code, f"{r.service.name} {r.label()} {r.after.state}: {r.after.reason}" if i < MAX_LISTED else "")
     if len(named) > MAX_LISTED:
