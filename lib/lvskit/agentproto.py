@@ -15,7 +15,8 @@ else, two percentages, two states, or a line that isn't ASCII raises
 AgentError naming the peer, and the caller changes nothing for that server.
 """
 import re
-from dataclasses import dataclass
+
+from .model import record
 
 MAX_LINE = 256          # HAProxy reads at most a buffer; an agent that says more is broken
 STATES = {"up": "up", "ready": "up", "drain": "drain", "maint": "maint",
@@ -29,12 +30,12 @@ class AgentError(ValueError):
     """A reply that can't be trusted; the message names the peer."""
 
 
-@dataclass(frozen=True)
-class Answer:
-    state: str = "up"           # up, drain, maint, down
-    capacity: float = None      # spare capacity 0.0..1.0, None when not said
-    maxconn: int = None
-    note: str = ""
+class Answer(record("Answer",
+                    state="up",         # up, drain, maint, down
+                    capacity=None,      # spare capacity 0.0..1.0, None when not said
+                    maxconn=None,
+                    note="")):
+    __slots__ = ()
 
     def usable(self):
         """The capacity to weight by: 0 for a server that wants no new work,

@@ -27,25 +27,19 @@ that fill every CPU without waiting for one show none.
 import os
 import struct
 import time
-from dataclasses import dataclass
 
 from . import state
+from .model import record
 
 # struct utmp on Linux (glibc, 64-bit and 32-bit alike since ut_tv is int32 pairs).
 _UTMP = struct.Struct("<hxxi32s4s32s256shhiii4i20x")
 USER_PROCESS = 7
 
 
-@dataclass(frozen=True)
-class Reading:
-    capacity: float
-    cpu: float
-    memory: float
-    session: float
-    load: float             # the load average, or the CPUs the cgroup kept busy
-    cpus: float
-    sessions: int
-    cgroup: str = ""
+class Reading(record("Reading", "capacity", "cpu", "memory", "session",
+                     "load",            # the load average, or the CPUs the cgroup kept busy
+                     "cpus", "sessions", cgroup="")):
+    __slots__ = ()
 
     def explain(self):
         what = (f"{self.load:.2f} of {self.cpus:g} cpus busy in {self.cgroup}" if self.cgroup

@@ -24,20 +24,19 @@ State per server is a plain dict (it lives in weights.json):
 (reweight adds "error" and "answer", the last answer's problem or text).
 check_state is that dict's shape, for whoever reads weights.json.
 """
-from dataclasses import dataclass
-
 from . import state
+from .model import record
 
 
-@dataclass(frozen=True)
-class Params:
-    alpha: float = 0.25         # weight of the newest answer in the EWMA
-    deadband: float = 0.05      # fraction of full weight
-    max_step: float = 0.1       # fraction of full weight per round
-    floor: float = 0.05         # fraction of full weight; load alone never goes below
-    ceiling: float = 1.0        # fraction of full weight
-    scale: int = 100
-    slow_start: float = 60.0    # seconds; 0 = off
+class Params(record("Params",
+                    alpha=0.25,         # weight of the newest answer in the EWMA
+                    deadband=0.05,      # fraction of full weight
+                    max_step=0.1,       # fraction of full weight per round
+                    floor=0.05,         # fraction of full weight; load alone never goes below
+                    ceiling=1.0,        # fraction of full weight
+                    scale=100,
+                    slow_start=60.0)):  # seconds; 0 = off
+    __slots__ = ()
 
 
 def check_state(s, where):

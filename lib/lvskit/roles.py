@@ -19,28 +19,27 @@ the same peers reaches the same answer without talking more.
 - held (taken out by hand, ``takeover --release``): never acts; its peers do
   not count it as eligible, so they take over from it.
 """
-from dataclasses import dataclass
-
 from .heartbeat import ACTIVE, HELD, STANDBY
+from .model import record
 
 ACQUIRE, RELEASE, ANNOUNCE = "acquire", "release", "announce"
 
 
-@dataclass(frozen=True)
-class Policy:
-    deadtime: float
-    initdead: float = 0.0
-    auto_failback: bool = True
-    failback_delay: float = 0.0
+class Policy(record("Policy", "deadtime", initdead=0.0, auto_failback=True, failback_delay=0.0)):
+    __slots__ = ()
 
 
-@dataclass(slots=True)
 class PeerView:
-    """What hb-listen knows of a peer; not frozen: a routine heartbeat moves `last` in place."""
-    priority: int
-    state: str          # what its last heartbeat said
-    last: float         # when its last valid heartbeat arrived (monotonic seconds)
-    since: float        # since when it has been alive without a gap of deadtime
+    """What hb-listen knows of a peer; not frozen: a routine heartbeat moves `last` in place.
+
+    priority; state: what its last heartbeat said; last: when its last valid
+    heartbeat arrived (monotonic seconds); since: since when it has been alive
+    without a gap of deadtime.
+    """
+    __slots__ = ("priority", "state", "last", "since")
+
+    def __init__(self, priority, state, last, since):
+        self.priority, self.state, self.last, self.since = priority, state, last, since
 
 
 def outranks(a_priority, a_name, b_priority, b_name):
