@@ -22,10 +22,10 @@ import selectors
 import socket
 import struct
 import time
-from dataclasses import dataclass, replace
 
 from . import deadline, xdmcp
 from .health import DOWN, UNKNOWN, UP, WARNING, Result
+from .model import record
 
 SOCKET_KINDS = ("tcp", "ssh", "udp", "xdmcp", "ping")
 THREAD_KINDS = ("http", "https", "external")
@@ -35,12 +35,9 @@ _FILES = {"http": 2, "https": 2, "external": 4}
 _BANNER_MAX = 512
 
 
-@dataclass(frozen=True)
-class Probe:
-    kind: str
-    address: str
-    port: int
-    check: object       # the service's config.Check with its scheduling fields zeroed
+class Probe(record("Probe", "kind", "address", "port",
+                   "check")):       # the service's config.Check with its scheduling fields zeroed
+    __slots__ = ()
 
     @property
     def timeout(self):
@@ -55,7 +52,7 @@ def probe_for(check, dest):
     """The Probe a service's check makes of one real server (a config.Dest)."""
     port = 0 if check.kind == "ping" else (check.port or dest.port)
     question = check.replace(interval=0, rise=0, fall=0, flap_changes=0, flap_window=0,
-                       hold_down=0, warning_weight=0)
+                             hold_down=0, warning_weight=0)
     return Probe(check.kind, dest.address, port, question)
 
 
@@ -94,7 +91,7 @@ def _threaded(p, exchange):
     else:
         from . import httpcheck
         r = httpcheck.probe(p)
-    return replace(r, elapsed=time.monotonic() - start)
+    return r.replace(elapsed=time.monotonic() - start)
 
 
 def _late(p):

@@ -18,32 +18,31 @@ clock.  The rules (haproxy's rise/fall, keepalived's "first result decides"):
 States, as reported: up, warning, down, held, maint (and unknown before the
 first definite result).
 """
-from dataclasses import asdict, dataclass, field, replace
-
 from . import state
+from .model import record
 
 UP, DOWN, WARNING, UNKNOWN, MAINT = "up", "down", "warning", "unknown", "maint"
 HELD = "held"
 
 
-@dataclass(frozen=True)
-class Result:
-    status: str         # UP, DOWN, WARNING, UNKNOWN or MAINT
-    reason: str = ""
-    elapsed: float = 0.0
+class Result(record("Result",
+                    "status",           # UP, DOWN, WARNING, UNKNOWN or MAINT
+                    reason="",
+                    elapsed=0.0)):
+    __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Track:
-    state: str = UNKNOWN
-    ok: int = 0             # good results in a row
-    bad: int = 0            # bad results in a row
-    reason: str = ""
-    last: str = ""          # the last result's status
-    since: float = 0.0      # when the state last changed
-    changes: tuple = ()     # times of recent up<->down changes (flap detection)
-    held_until: float = 0.0
-    kept: bool = False      # down, but kept in the table: its service has nothing else
+class Track(record("Track",
+                   state=UNKNOWN,
+                   ok=0,                # good results in a row
+                   bad=0,               # bad results in a row
+                   reason="",
+                   last="",             # the last result's status
+                   since=0.0,           # when the state last changed
+                   changes=(),          # times of recent up<->down changes (flap detection)
+                   held_until=0.0,
+                   kept=False)):        # down, but kept in the table: its service has nothing else
+    __slots__ = ()
 
     @property
     def up(self):
@@ -53,10 +52,10 @@ class Track:
         return self.state in (UP, WARNING)
 
     def to_json(self):
-        d = asdict(self)
-        d["changes"] = list(self.changes)
-        d["up"] = self.up
-        return d
+        """The entry save writes: every field (changes as a list) and "up"."""
+        return {"state": self.state, "ok": self.ok, "bad": self.bad, "reason": self.reason,
+                "last": self.last, "since": self.since, "changes": list(self.changes),
+                "held_until": self.held_until, "kept": self.kept, "up": self.up}
 
     @classmethod
     def from_json(cls, d):
@@ -74,34 +73,34 @@ _PLAIN = ("state", "ok", "bad", "reason", "last", "since", "held_until", "kept")
 
 def step(track, result, now, check):
     """The Track after one more result."""
-    t = replace(track, last=result.status, reason=result.reason or track.reason)
+    t = track.replace(last=result.status, reason=result.reason or track.reason)
     status = result.status
     if status == UNKNOWN:
         return t
     if status == MAINT:
         return _to(t, MAINT, now, result.reason or "maintenance", ok=0, bad=0)
     good = status in (UP, WARNING)
-    t = replace(t, ok=t.ok + 1 if good else 0, bad=0 if good else t.bad + 1)
+    t = t.replace(ok=t.ok + 1 if good else 0, bad=0 if good else t.bad + 1)
     if t.up is None:
         return _to(t, status if good else DOWN, now, result.reason)
     if t.up:
         if not good and t.bad >= check.fall:
             return _to(t, DOWN, now, result.reason)
         if good and status != t.state:
-            return replace(t, state=status)     # up <-> warning: a weight change, not a flap
+            return t.replace(state=status)    # up <-> warning: a weight change, not a flap
         return t
     # down, held or maint
     if t.state == HELD and now < t.held_until:
-        return replace(t, reason=f"flapping, held down until {_clock(t.held_until)}: {result.reason}")
+        return t.replace(reason=f"flapping, held down until {_clock(t.held_until)}: {result.reason}")
     if good and t.ok >= check.rise:
         return _to(t, status, now, result.reason)
     if good:
-        return replace(t, reason=f"rising {t.ok}/{check.rise}: {result.reason}")
+        return t.replace(reason=f"rising {t.ok}/{check.rise}: {result.reason}")
     return t
 
 
 def _to(t, state, now, reason, **kw):
-    return replace(t, state=state, since=now if state != t.state else t.since, reason=reason, **kw)
+    return t.replace(state=state, since=now if state != t.state else t.since, reason=reason, **kw)
 
 
 def flap(before, after, now, check):
@@ -110,10 +109,10 @@ def flap(before, after, now, check):
         return after
     window = [x for x in before.changes if now - x < check.flap_window] + [now]
     if check.flap_changes and len(window) >= check.flap_changes:
-        return replace(after, state=HELD, ok=0, changes=(), held_until=now + check.hold_down,
-                       since=now, reason=f"flapping: {len(window)} changes in "
-                                         f"{check.flap_window:g}s; held down {check.hold_down:g}s")
-    return replace(after, changes=tuple(window))
+        return after.replace(state=HELD, ok=0, changes=(), held_until=now + check.hold_down,
+                             since=now, reason=f"flapping: {len(window)} changes in "
+                                               f"{check.flap_window:g}s; held down {check.hold_down:g}s")
+    return after.replace(changes=tuple(window))
 
 
 def advance(track, result, now, check):
@@ -133,10 +132,10 @@ def keep_last_healthy(before, after):
     before, after: {entry: Track} of one service.  Returns the new after.
     """
     if any(t.up is not False for t in after.values()):
-        return {e: replace(t, kept=False) if t.kept else t for e, t in after.items()}
+        return {e: t.replace(kept=False) if t.kept else t for e, t in after.items()}
     keep = {e for e, t in before.items() if t.kept} or \
            {e for e, t in before.items() if t.up is not False} or set(after)
-    return {e: replace(t, kept=e in keep) for e, t in after.items()}
+    return {e: t.replace(kept=e in keep) for e, t in after.items()}
 
 
 # --- the state file: STATE_DIR/health.json -------------------------------------
@@ -188,11 +187,14 @@ def check_file(data):
     return data
 
 
-@dataclass(frozen=True)
-class View:
+class View(record("View",
+                  tracks=None,          # {service: {"ADDR:PORT": Track}}
+                  checked=None)):       # {service: epoch seconds}
     """What check-real knows: each real server's Track and when each service was last checked."""
-    tracks: dict = field(default_factory=dict)     # {service: {"ADDR:PORT": Track}}
-    checked: dict = field(default_factory=dict)    # {service: epoch seconds}
+    __slots__ = ()
+
+    def __new__(cls, tracks=None, checked=None):
+        return tuple.__new__(cls, ({} if tracks is None else tracks, {} if checked is None else checked))
 
     def of(self, service):
         """{"ADDR:PORT": Track} of one service ({} when check-real never spoke of it)."""
