@@ -13,12 +13,11 @@ STATE_DIR) costs one error line naming it, never the kernel's update.
 import os
 import shlex
 import time
-from dataclasses import dataclass, field
 
 from . import checks, health, log, state, sync
 from .desired import all_down, desired_table
 from .errors import CHECK_CRITICAL, CHECK_OK, CHECK_UNKNOWN, CHECK_WARNING
-from .model import hostport
+from .model import hostport, record
 from .plan import DEL_SERVICE
 from .pluginoutput import Output
 
@@ -26,13 +25,13 @@ MAX_LISTED = 8
 FULL_READ_EVERY = 30.0      # seconds between full reads of the kernel table in a loop
 
 
-@dataclass
-class Row:
-    service: object         # config.VirtualService
-    real: object            # config.RealServer
-    before: health.Track
-    after: health.Track
-    checked: bool = False   # probed (or flagged) this round
+class Row(record("Row",
+                 "service",             # config.VirtualService
+                 "real",                # config.RealServer
+                 "before", "after",     # health.Track
+                 checked=False)):       # probed (or flagged) this round
+    """One real server of one service in a round."""
+    __slots__ = ()
 
     @property
     def entry(self):
@@ -47,14 +46,19 @@ class Row:
         return name if name == self.real.dest.address else f"{name} {self.entry}"
 
 
-@dataclass
 class Round:
-    rows: list = field(default_factory=list)
-    elapsed: float = 0.0
-    probes: int = 0
-    kernel: object = None       # sync.Outcome
-    kernel_error: str = ""
-    state_error: str = ""       # a state file that could not be written: its name and why
+    """What one round did; once() fills in the kernel's outcome and what failed.
+
+    rows: of Row; elapsed: seconds the round took; probes: distinct endpoints
+    probed; kernel: the sync.Outcome; state_error: a state file that could
+    not be written, its name and why.
+    """
+    __slots__ = ("rows", "elapsed", "probes", "kernel", "kernel_error", "state_error")
+
+    def __init__(self, rows=None, probes=0):
+        self.rows = [] if rows is None else rows
+        self.elapsed, self.probes = 0.0, probes
+        self.kernel, self.kernel_error, self.state_error = None, "", ""
 
     def changes(self):
         return [r for r in self.rows if r.changed]
