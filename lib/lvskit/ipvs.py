@@ -101,7 +101,8 @@ class _Nested(_String):
         return self.attrs.unpack(buf, start, end)
 
 
-U16, U32, S32, BE16 = _Fixed("=H"), _Fixed("=I"), _Fixed("=i"), _Fixed(">H", "2s")
+U16, U32, S32 = _Fixed("=H"), _Fixed("=I"), _Fixed("=i")
+BE16 = _Fixed(">H", "H")    # network order: read natively in a run of replies (DestRuns), then ntohs
 ADDR = _Fixed("16s")    # union nf_inet_addr: an IPv4 address in its first 4 bytes
 MASK = _Fixed("4s")     # an IPv4 mask in network order, or an IPv6 prefix length
 STRING, FLAGS = _String(), _Flags()
@@ -267,17 +268,19 @@ class DestRuns:
     writes each with the same attributes in the same order and sizes
     (ip_vs_genl_fill_dest).  So the first reply of a read is walked by type,
     where each DEST value sits in it is kept, and the replies that follow
-    are unpacked by one struct call over as many as the datagram holds.
-    Each must have the first one's length, attribute headers, our family
-    and sequence number; the first that does not ends the run and is walked
-    by type (DEST.unpack) like any reply.
+    are unpacked over as many as the datagram holds by two structs: one
+    gives each reply's length, family, sequence number and attribute
+    headers, the other its values.  Each must have the first one's length
+    and attribute headers, our family and the dump's sequence number; the
+    first that does not ends the run and is walked by type (DEST.unpack)
+    like any reply.
     """
 
     _ORDER = ("family", "address", "port", "forward", "weight", "u_threshold", "l_threshold",
               "active", "inactive", "persistent")
 
     def __init__(self):
-        self.layout = None      # (Struct of a whole message, header getter, headers, value getter)
+        self.layout = None      # (heads Struct, values Struct, the first's headers, value getter)
         self.tried = False
 
     def _learn(self, data, start, end):
@@ -286,32 +289,30 @@ class DestRuns:
         n, number = _NLA.unpack_from(data, body) if end - body >= 4 else (0, 0)
         if number & 0x3FFF != MESSAGE.fields["dest"][0] or body + n != end or (end - start) % 4:
             return None
-        pieces, heads, at, idx, off = ["=IHxxI4x4xHH"], [3, 4], {}, 5, body + 4
+        # nlmsghdr's length, type and sequence number; the genl header skipped; an attribute
+        # header as one u32 (length and type), its value skipped in heads, read in values
+        heads, values, at, off = ["=IHxxI4x4xI"], [f"{body + 4 - start}x"], {}, body + 4
         while off + 4 <= end:
             alen, anum = _NLA.unpack_from(data, off)
             if alen < 4 or off + alen > end:
                 return None
             pad = -alen % 4
             name, _, size, kind = DEST.types.get(anum & 0x3FFF, (None, None, 0, None))
-            pieces.append("HH")
-            heads += [idx, idx + 1]
-            idx += 2
+            heads.append(f"I{alen - 4 + pad}x")
             if name in at:
                 return None
             if name is None or not isinstance(kind, _Fixed) or alen - 4 != size:
-                pieces.append(f"{alen - 4 + pad}x")
+                values.append(f"{alen + pad}x")
             else:
-                pieces.append(kind.code + (f"{pad}x" if pad else ""))
-                at[name] = idx
-                idx += 1
+                values.append(f"4x{kind.code}{pad}x")
+                at[name] = len(at)
             off += alen + pad
         if set(at) != set(self._ORDER):
             return None
-        st = struct.Struct("".join(pieces))
-        if st.size != end - start:
+        heads, values = struct.Struct("".join(heads)), struct.Struct("".join(values))
+        if heads.size != end - start or values.size != end - start:
             return None
-        head = operator.itemgetter(*heads)
-        return st, head, head(st.unpack_from(data, start)), operator.itemgetter(*(at[k] for k in self._ORDER))
+        return heads, values, heads.unpack_from(data, start)[3:], operator.itemgetter(*(at[k] for k in self._ORDER))
 
     def take(self, data, off, end, family, seq, dests):
         """Decode the run of replies at data[off:end] into dests; the offset after it."""
@@ -321,16 +322,22 @@ class DestRuns:
                 self.tried, self.layout = True, self._learn(data, off, off + length)
         if self.layout is None:
             return off
-        st, head, heads, get = self.layout
-        count = (end - off) // st.size
-        for vals in st.iter_unpack(data[off:off + count * st.size]) if count else ():
-            if vals[0] != st.size or vals[1] != family or vals[2] != seq or head(vals) != heads:
+        heads, values, first, get = self.layout
+        size = heads.size
+        count = (end - off) // size
+        if not count:
+            return off
+        want = (size, family, seq) + first
+        run = data[off:off + count * size]
+        for head, vals in zip(heads.iter_unpack(run), values.iter_unpack(run)):
+            if head != want:
                 break
             af, addr, port, forward, weight, uth, lth, active, inactive, persistent = get(vals)
-            address, port = _text_addr(af, addr), int.from_bytes(port, "big")
-            dests[address, port] = Dest(address, port, forward & FWD_MASK, weight, uth, lth,
-                                        active, inactive, persistent)
-            off += st.size
+            address, port = socket.inet_ntop(af, addr[:4] if af == AF_INET else addr), socket.ntohs(port)
+            # tuple.__new__: a Dest from its fields in order, without the keyword-taking constructor
+            dests[address, port] = tuple.__new__(Dest, (address, port, forward & FWD_MASK, weight, uth, lth,
+                                                        active, inactive, persistent))
+            off += size
         return off
 
 
@@ -436,7 +443,7 @@ class Kernel:
         out = []
         while True:
             n = self.sock.recv_into(self._buf)
-            data, off = self._view[:n].tobytes(), 0
+            data, off = self._view, 0
             while off + _HDR.size <= n:
                 if run is not None:
                     off = run(data, off, n, seq)
@@ -497,12 +504,13 @@ class Kernel:
                 table[svc.key] = svc
         runs = DestRuns()
         for key, svc in table.items():
-            svc.dests.update(self.dests(key, runs))
+            self.dests(key, runs, svc.dests)
         return table
 
-    def dests(self, key, runs=None):
-        """{(address, port): Dest} of one service's real servers."""
-        out, runs = {}, runs or DestRuns()
+    def dests(self, key, runs=None, out=None):
+        """{(address, port): Dest} of one service's real servers (added to out when given)."""
+        out = {} if out is None else out
+        runs = runs or DestRuns()
         for reply in self._dump(CMD_GET_DEST, _service_ident(key),
                                 lambda data, off, end, seq: runs.take(data, off, end, self.family, seq, out)):
             dest = dest_from(key.af, reply["dest"])
