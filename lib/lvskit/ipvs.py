@@ -50,11 +50,14 @@ _GENL = struct.Struct("=BBH")           # genlmsghdr
 _REQUEST = struct.Struct("=IHHIIBBH")   # both
 _NLA = struct.Struct("=HH")             # nlattr: length, type
 _ERRNO = struct.Struct("=i")            # nlmsgerr.error: 0 in an ack, -errno in an error
+_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")    # after an attribute of length n: _PAD[n & 3]
 
 
 # --- attribute types: how one value is written ------------------------------------
 class _Fixed:
     """A value of a fixed size, packed by struct; code: its struct code in native order."""
+
+    nested = 0
 
     def __init__(self, fmt, code=None):
         self.st = struct.Struct(fmt)
@@ -101,7 +104,8 @@ class _Nested(_String):
         return self.attrs.unpack(buf, start, end)
 
 
-U16, U32, S32, BE16 = _Fixed("=H"), _Fixed("=I"), _Fixed("=i"), _Fixed(">H", "2s")
+U16, U32, S32 = _Fixed("=H"), _Fixed("=I"), _Fixed("=i")
+BE16 = _Fixed(">H", "H")    # network order: read natively in a run of replies (DestRuns), then ntohs
 ADDR = _Fixed("16s")    # union nf_inet_addr: an IPv4 address in its first 4 bytes
 MASK = _Fixed("4s")     # an IPv4 mask in network order, or an IPv6 prefix length
 STRING, FLAGS = _String(), _Flags()
@@ -119,6 +123,8 @@ class Attrs:
 
     def __init__(self, **fields):
         self.fields = fields
+        # by name: (the attribute header's type, with the nested flag; the value type's pack)
+        self.packers = {name: (number | kind.nested, kind.pack) for name, (number, kind) in fields.items()}
         # by type number: (name, struct's unpack_from or None, its size, the value type)
         self.types = {number: (name, kind.st.unpack_from, kind.st.size, kind) if kind.st else
                       (name, None, 0, kind) for name, (number, kind) in fields.items()}
@@ -126,10 +132,10 @@ class Attrs:
     def pack(self, **values):
         out = []
         for name, value in values.items():
-            number, kind = self.fields[name]
-            payload = kind.pack(value)
+            number, pack = self.packers[name]
+            payload = pack(value)
             n = 4 + len(payload)
-            out.append(_NLA.pack(n, number | getattr(kind, "nested", 0)) + payload + b"\0" * (-n % 4))
+            out.append(_NLA.pack(n, number) + payload + _PAD[n & 3])
         return b"".join(out)
 
     def unpack(self, buf, start=0, end=None):
@@ -230,9 +236,9 @@ def _service_ident(key):
 
 # A real server's whole nested attribute in one struct call, for a load writes ten
 # thousand of them: MESSAGE.pack(dest=_dest_attrs(dest)) byte for byte (tested).  After
-# the nest's header: address (16 bytes, an IPv4 one padded), port (network order),
-# forward, weight, thresholds, family; each after its attribute header.
-_DEST_WHOLE = struct.Struct("=HH HH16s HH2s2x HHI HHi HHI HHI HHH2x")
+# the nest's header: address (16 bytes, an IPv4 one padded), port (network order, by
+# htons), forward, weight, thresholds, family; each after its attribute header.
+_DEST_WHOLE = struct.Struct("=HH HH16s HHH2x HHI HHi HHI HHI HHH2x")
 _NEST_DEST = MESSAGE.fields["dest"][0] | NLA_F_NESTED
 _ADDR, _PORT, _FORWARD, _WEIGHT, _U_THRESH, _L_THRESH, _FAMILY = (DEST.fields[name][0] for name in (
     "address", "port", "forward", "weight", "u_threshold", "l_threshold", "family"))
@@ -242,22 +248,25 @@ def _dest_whole(dest):
     address = dest.address
     af = AF_INET6 if ":" in address else AF_INET
     return _DEST_WHOLE.pack(_DEST_WHOLE.size, _NEST_DEST, 20, _ADDR, socket.inet_pton(af, address),
-                            6, _PORT, dest.port.to_bytes(2, "big"), 8, _FORWARD, dest.forward,
+                            6, _PORT, socket.htons(dest.port), 8, _FORWARD, dest.forward,
                             8, _WEIGHT, dest.weight, 8, _U_THRESH, dest.u_threshold,
                             8, _L_THRESH, dest.l_threshold, 6, _FAMILY, af)
+
+
+_WHOLE_DEST = frozenset((P.ADD_DEST, P.EDIT_DEST))
 
 
 def encode_op(op):
     """(command, attributes) of one planned operation."""
     kind, svc, dest = op
     cmd = _OP_CMD[kind]
-    if kind in (P.ADD_SERVICE, P.EDIT_SERVICE):
-        return cmd, MESSAGE.pack(service=_service_attrs(svc))
-    if kind == P.DEL_SERVICE:
-        return cmd, _service_ident(svc.key)
+    if kind in _WHOLE_DEST:     # most of a load: tested first
+        return cmd, _service_ident(svc.key) + _dest_whole(dest)
     if kind == P.DEL_DEST:
         return cmd, _service_ident(svc.key) + MESSAGE.pack(dest=_dest_attrs(dest, False))
-    return cmd, _service_ident(svc.key) + _dest_whole(dest)
+    if kind == P.DEL_SERVICE:
+        return cmd, _service_ident(svc.key)
+    return cmd, MESSAGE.pack(service=_service_attrs(svc))
 
 
 class DestRuns:
@@ -267,17 +276,19 @@ class DestRuns:
     writes each with the same attributes in the same order and sizes
     (ip_vs_genl_fill_dest).  So the first reply of a read is walked by type,
     where each DEST value sits in it is kept, and the replies that follow
-    are unpacked by one struct call over as many as the datagram holds.
-    Each must have the first one's length, attribute headers, our family
-    and sequence number; the first that does not ends the run and is walked
-    by type (DEST.unpack) like any reply.
+    are unpacked over as many as the datagram holds by two structs: one
+    gives each reply's length, family, sequence number and attribute
+    headers, the other its values.  Each must have the first one's length
+    and attribute headers, our family and the dump's sequence number; the
+    first that does not ends the run and is walked by type (DEST.unpack)
+    like any reply.
     """
 
     _ORDER = ("family", "address", "port", "forward", "weight", "u_threshold", "l_threshold",
               "active", "inactive", "persistent")
 
     def __init__(self):
-        self.layout = None      # (Struct of a whole message, header getter, headers, value getter)
+        self.layout = None      # (heads Struct, values Struct, the first's headers, value getter)
         self.tried = False
 
     def _learn(self, data, start, end):
@@ -286,32 +297,30 @@ class DestRuns:
         n, number = _NLA.unpack_from(data, body) if end - body >= 4 else (0, 0)
         if number & 0x3FFF != MESSAGE.fields["dest"][0] or body + n != end or (end - start) % 4:
             return None
-        pieces, heads, at, idx, off = ["=IHxxI4x4xHH"], [3, 4], {}, 5, body + 4
+        # heads: nlmsghdr's length, type and sequence number, then each attribute's header
+        # (length, type), the genl header and the values skipped; values: the DEST values only
+        heads, values, at, off = ["=IHxxI4x4xHH"], [f"{body + 4 - start}x"], {}, body + 4
         while off + 4 <= end:
             alen, anum = _NLA.unpack_from(data, off)
             if alen < 4 or off + alen > end:
                 return None
             pad = -alen % 4
             name, _, size, kind = DEST.types.get(anum & 0x3FFF, (None, None, 0, None))
-            pieces.append("HH")
-            heads += [idx, idx + 1]
-            idx += 2
+            heads.append(f"HH{alen - 4 + pad}x")
             if name in at:
                 return None
             if name is None or not isinstance(kind, _Fixed) or alen - 4 != size:
-                pieces.append(f"{alen - 4 + pad}x")
+                values.append(f"{alen + pad}x")
             else:
-                pieces.append(kind.code + (f"{pad}x" if pad else ""))
-                at[name] = idx
-                idx += 1
+                values.append(f"4x{kind.code}{pad}x")
+                at[name] = len(at)
             off += alen + pad
         if set(at) != set(self._ORDER):
             return None
-        st = struct.Struct("".join(pieces))
-        if st.size != end - start:
+        heads, values = struct.Struct("".join(heads)), struct.Struct("".join(values))
+        if heads.size != end - start or values.size != end - start:
             return None
-        head = operator.itemgetter(*heads)
-        return st, head, head(st.unpack_from(data, start)), operator.itemgetter(*(at[k] for k in self._ORDER))
+        return heads, values, heads.unpack_from(data, start)[3:], operator.itemgetter(*(at[k] for k in self._ORDER))
 
     def take(self, data, off, end, family, seq, dests):
         """Decode the run of replies at data[off:end] into dests; the offset after it."""
@@ -321,17 +330,20 @@ class DestRuns:
                 self.tried, self.layout = True, self._learn(data, off, off + length)
         if self.layout is None:
             return off
-        st, head, heads, get = self.layout
-        count = (end - off) // st.size
-        for vals in st.iter_unpack(data[off:off + count * st.size]) if count else ():
-            if vals[0] != st.size or vals[1] != family or vals[2] != seq or head(vals) != heads:
-                break
+        heads, values, first, get = self.layout
+        size = heads.size
+        count = (end - off) // size
+        want = (size, family, seq) + first
+        got = list(heads.iter_unpack(data[off:off + count * size]))
+        if got != [want] * count:       # the first reply that differs ends the run
+            count = next(i for i, head in enumerate(got) if head != want)
+        for vals in values.iter_unpack(data[off:off + count * size]):
             af, addr, port, forward, weight, uth, lth, active, inactive, persistent = get(vals)
-            address, port = _text_addr(af, addr), int.from_bytes(port, "big")
-            dests[address, port] = Dest(address, port, forward & FWD_MASK, weight, uth, lth,
-                                        active, inactive, persistent)
-            off += st.size
-        return off
+            address, port = socket.inet_ntop(af, addr[:4] if af == AF_INET else addr), socket.ntohs(port)
+            # tuple.__new__: a Dest from its fields in order, without the keyword-taking constructor
+            dests[address, port] = tuple.__new__(Dest, (address, port, forward & FWD_MASK, weight, uth, lth,
+                                                        active, inactive, persistent))
+        return off + count * size
 
 
 def _explain(op, err):
@@ -428,20 +440,17 @@ class Kernel:
     def _dump(self, cmd, attrs=b"", run=None):
         """Send a dump request; [{name: value}] of its replies, decoded by MESSAGE.
 
-        run(data, off, end, seq) -> offset: takes a run of replies straight
-        from the datagram (DestRuns.take); what it leaves is decoded here.
+        run(data, off, end, seq) -> offset: given each reply of ours, takes
+        the run of replies that starts there straight from the datagram
+        (DestRuns.take); a reply it leaves is decoded here.
         """
         seq, msg = self._message(self.family, cmd, attrs, NLM_F_REQUEST | NLM_F_DUMP)
         self.sock.send(msg)
         out = []
         while True:
             n = self.sock.recv_into(self._buf)
-            data, off = self._view[:n].tobytes(), 0
+            data, off = self._view, 0
             while off + _HDR.size <= n:
-                if run is not None:
-                    off = run(data, off, n, seq)
-                    if off + _HDR.size > n:
-                        break
                 length, kind, _, rseq, _ = _HDR.unpack_from(data, off)
                 if length < _HDR.size:
                     break
@@ -450,6 +459,11 @@ class Kernel:
                         return out
                     if kind == NLMSG_ERROR:
                         self._dump_error(data[off + _HDR.size:off + length])
+                    if run is not None:
+                        after = run(data, off, n, seq)
+                        if after != off:
+                            off = after
+                            continue
                     out.append(MESSAGE.unpack(data, off + _HDR.size + _GENL.size, off + length))
                 off += (length + 3) & ~3
 
@@ -469,12 +483,13 @@ class Kernel:
         already queued, and are read without waiting.  An ack for each
         success too would double the messages of a load.
         """
-        failed = {}
+        failed, family, size = {}, self.family, _REQUEST.size
         for start in range(0, len(items), BATCH):
             chunk = items[start:start + BATCH]
             first = self.seq + 1        # the chunk's sequence numbers: first, first + 1, ...
-            self.sock.send(b"".join(self._message(self.family, cmd, attrs, NLM_F_REQUEST)[1]
-                                    for cmd, attrs in chunk))
+            self.seq += len(chunk)      # each request framed as _message frames it
+            self.sock.send(b"".join([_REQUEST.pack(size + len(attrs), family, NLM_F_REQUEST, seq, 0, cmd, 1, 0)
+                                     + attrs for seq, (cmd, attrs) in enumerate(chunk, first)]))
             self.writes += len(chunk)
             while True:
                 try:
@@ -497,12 +512,13 @@ class Kernel:
                 table[svc.key] = svc
         runs = DestRuns()
         for key, svc in table.items():
-            svc.dests.update(self.dests(key, runs))
+            self.dests(key, runs, svc.dests)
         return table
 
-    def dests(self, key, runs=None):
-        """{(address, port): Dest} of one service's real servers."""
-        out, runs = {}, runs or DestRuns()
+    def dests(self, key, runs=None, out=None):
+        """{(address, port): Dest} of one service's real servers (added to out when given)."""
+        out = {} if out is None else out
+        runs = runs or DestRuns()
         for reply in self._dump(CMD_GET_DEST, _service_ident(key),
                                 lambda data, off, end, seq: runs.take(data, off, end, self.family, seq, out)):
             dest = dest_from(key.af, reply["dest"])

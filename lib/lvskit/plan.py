@@ -8,7 +8,7 @@ Pure functions, no I/O (kube-proxy's IPVS reconciler is the model):
 - a real server that left a service is drained (weight 0, deleted once its
   connections are gone; UDP at once) or deleted, per the service's removal.
 """
-from .model import PROTOCOLS, dest_ipvsadm, record, service_ipvsadm
+from .model import PROTOCOLS, SETTINGS, dest_ipvsadm, record, service_ipvsadm
 
 ADD_SERVICE, EDIT_SERVICE, DEL_SERVICE = "add-service", "edit-service", "del-service"
 ADD_DEST, EDIT_DEST, DEL_DEST = "add-dest", "edit-dest", "del-dest"
@@ -67,21 +67,25 @@ def plan_changes(desired, current, owned=(), removal=None):
         wd = want.dests
         if have is None:
             ops.append(Op(ADD_SERVICE, want))
-            ops += [Op(ADD_DEST, want, wd[dkey]) for dkey in sorted(wd)]
+            # tuple.__new__: an Op from its fields, without the keyword-taking constructor
+            # (a cold load plans one per real server)
+            ops += [tuple.__new__(Op, (ADD_DEST, want, wd[dkey])) for dkey in sorted(wd)]
             continue
         if want.settings() != have.settings():
             ops.append(Op(EDIT_SERVICE, want))
         hd = have.dests
-        for dkey in sorted(hd.keys() - wd.keys()):
-            op = _drain_or_delete(want, hd[dkey], removal.get(key, "drain"))
-            if op:
-                ops.append(op)
-        for dkey in sorted(wd):
-            dest, old = wd[dkey], hd.get(dkey)
-            if old is None:
-                ops.append(Op(ADD_DEST, want, dest))
-            elif old.settings() != dest.settings():
-                ops.append(Op(EDIT_DEST, want, dest))
+        if hd.keys() != wd.keys():
+            for dkey in sorted(hd.keys() - wd.keys()):
+                op = _drain_or_delete(want, hd[dkey], removal.get(key, "drain"))
+                if op:
+                    ops.append(op)
+        changed = []    # sorted only when there are any: most runs change nothing
+        for dkey, dest in wd.items():
+            old = hd.get(dkey)
+            if old is None or old[SETTINGS] != dest[SETTINGS]:     # Dest.settings(), without a call each
+                changed.append(dkey)
+        for dkey in sorted(changed):
+            ops.append(Op(EDIT_DEST if dkey in hd else ADD_DEST, want, wd[dkey]))
     for key in sorted(set(owned) - set(desired)):
         if key in current:
             ops.append(Op(DEL_SERVICE, current[key]))
