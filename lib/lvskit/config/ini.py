@@ -42,6 +42,12 @@ class Section:
     def keys(self, prefix=""):
         return [k for k in self.values if k.startswith(prefix)]
 
+    def take_all(self, prefix):
+        """[(key, value)] of the keys that start with prefix, in file order, taken."""
+        out = [(k, v) for k, v in self.values.items() if k.startswith(prefix)]
+        self._used.update(k for k, _ in out)
+        return out
+
     def take(self, key, default=None):
         self._used.add(key)
         return self.values.get(key, default)
@@ -76,7 +82,7 @@ def parse(text, path="<config>"):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
-        if line.startswith("["):
+        if line[0] == "[":
             m = _HEADER.match(line)
             if not m:
                 raise ConfigError(f"bad section header {line!r} (want [kind] or [kind name])", path, number)
@@ -86,12 +92,13 @@ def parse(text, path="<config>"):
                                   f"(first at line {seen[kind, name]})", path, number)
             seen[kind, name] = number
             current = Section(path, kind, name, number)
+            values, lines = current.values, current.lines
             sections.append(current)
             continue
         key, eq, value = line.partition("=")
         if "#" in value or ";" in value:
-            value = _COMMENT.sub("", value)
-        key, value = key.strip(), value.strip()
+            value = _COMMENT.sub("", value).rstrip()
+        key, value = key.rstrip(), value.lstrip()     # the line is stripped at both ends
         if not eq or not key:
             raise ConfigError(f"expected 'key = value', got {line!r}", path, number,
                               current.title if current else None)
@@ -99,9 +106,8 @@ def parse(text, path="<config>"):
             raise ConfigError(f"key {key!r} before any [section]", path, number)
         if not _KEY.match(key):
             raise ConfigError(f"bad key name {key!r}", path, number, current.title)
-        if key in current.values:
-            raise ConfigError(f"given twice (first at line {current.lines[key]})",
-                              path, number, current.title, key)
-        current.values[key] = value
-        current.lines[key] = number
+        if key in values:
+            raise ConfigError(f"given twice (first at line {lines[key]})", path, number, current.title, key)
+        values[key] = value
+        lines[key] = number
     return sections

@@ -149,8 +149,8 @@ def _server_address(sec, key, name, servers):
 
 def _reals(sec, servers, svc_key, forward):
     reals, seen = [], {}
-    for key in sec.keys("real."):
-        real = _real(sec, key, servers, svc_key, forward)
+    for key, value in sec.take_all("real."):
+        real = _real(sec, key, value, servers, svc_key, FORWARD[forward])
         where = real.dest[:2]       # (address, port): one real server
         if where in seen:
             raise sec.error(f"same real server as {seen[where]}", key)
@@ -159,56 +159,48 @@ def _reals(sec, servers, svc_key, forward):
     return tuple(reals)
 
 
-def _weight(sec, key, text):
-    return v.integer(sec, key, 0, MAX_WEIGHT, text=text, label="weight")
+_REAL_OPTIONS = ("weight", "forward", "port", "uthreshold", "lthreshold")
 
 
-def _forward(sec, key, text):
-    return FORWARD[v.choice(sec, key, tuple(FORWARD), text=text, label="forward")]
-
-
-def _port(sec, key, text):
-    return v.integer(sec, key, 0, 65535, text=text, label="port")
-
-
-def _threshold(label):
-    return lambda sec, key, text: v.integer(sec, key, 0, 0x7FFFFFFF, text=text, label=label)
-
-
-# The options of a real.SERVER line, each read by its own getter (only when given).
-_REAL_OPTIONS = {"weight": _weight, "forward": _forward, "port": _port,
-                 "uthreshold": _threshold("uthreshold"), "lthreshold": _threshold("lthreshold")}
-
-
-def _real(sec, key, servers, svc_key, default_forward):
+def _real(sec, key, value, servers, svc_key, default_forward):
     """One ``real.SERVER = weight=N forward=F port=P uthreshold=U lthreshold=L`` line."""
     name = key[len("real."):]
     if not name:
         raise sec.error("want real.SERVER where SERVER is a [server] name or an address", key)
     address = _server_address(sec, key, name, servers)
     opts = {}
-    for word in sec.take(key).split():
+    for word in value.split():
         opt, eq, text = word.partition("=")
-        read = _REAL_OPTIONS.get(opt) if eq else None
-        if read is None:
+        if not eq or opt not in _REAL_OPTIONS:
             raise sec.error(f"bad option {word!r} (want {'=, '.join(_REAL_OPTIONS)}=)", key)
         if opt in opts:
             raise sec.error(f"{opt} given twice", key)
-        opts[opt] = read(sec, key, text)
-    forward = opts.get("forward", FORWARD[default_forward])
-    port = opts.get("port", svc_key.port)
-    uth, lth = opts.get("uthreshold", 0), opts.get("lthreshold", 0)
-    if svc_key.fwmark == 0 and port == 0:
-        raise sec.error("port 0 is only for fwmark services", key)
-    if forward != FORWARD["nat"] and port != svc_key.port:
-        raise sec.error(f"port {port} differs from the service's {svc_key.port}: "
-                        "only forward=nat can map ports", key)
+        opts[opt] = text
+    weight, port, uth, lth = 1, svc_key.port, 0, 0
+    forward = default_forward
+    if opts:
+        if "weight" in opts:
+            weight = v.integer(sec, key, 0, MAX_WEIGHT, text=opts["weight"], label="weight")
+        if "forward" in opts:
+            forward = FORWARD[v.choice(sec, key, tuple(FORWARD), text=opts["forward"], label="forward")]
+        if "port" in opts:
+            port = v.integer(sec, key, 0, 65535, text=opts["port"], label="port")
+        if "uthreshold" in opts:
+            uth = v.integer(sec, key, 0, 0x7FFFFFFF, text=opts["uthreshold"], label="uthreshold")
+        if "lthreshold" in opts:
+            lth = v.integer(sec, key, 0, 0x7FFFFFFF, text=opts["lthreshold"], label="lthreshold")
+    if port != svc_key.port:
+        if svc_key.fwmark == 0 and port == 0:
+            raise sec.error("port 0 is only for fwmark services", key)
+        if forward != FORWARD["nat"]:
+            raise sec.error(f"port {port} differs from the service's {svc_key.port}: "
+                            "only forward=nat can map ports", key)
     if family_of(address) != svc_key.af and forward != FORWARD["tun"]:
         raise sec.error("real server and service are of different IP families "
                         "(only forward=tun can mix them)", key)
     if uth and lth > uth:
         raise sec.error(f"lthreshold {lth} is above uthreshold {uth}", key)
-    return RealServer(name, Dest(address, port, forward, opts.get("weight", 1), uth, lth))
+    return RealServer(name, Dest(address, port, forward, weight, uth, lth))
 
 
 def _sorry(sec, servers, svc_key, forward):
