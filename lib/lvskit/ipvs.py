@@ -50,7 +50,6 @@ _GENL = struct.Struct("=BBH")           # genlmsghdr
 _REQUEST = struct.Struct("=IHHIIBBH")   # both
 _NLA = struct.Struct("=HH")             # nlattr: length, type
 _ERRNO = struct.Struct("=i")            # nlmsgerr.error: 0 in an ack, -errno in an error
-_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")    # after an attribute of length n: _PAD[n & 3]
 
 
 # --- attribute types: how one value is written ------------------------------------
@@ -123,8 +122,6 @@ class Attrs:
 
     def __init__(self, **fields):
         self.fields = fields
-        # by name: (the attribute header's type, with the nested flag; the value type's pack)
-        self.packers = {name: (number | kind.nested, kind.pack) for name, (number, kind) in fields.items()}
         # by type number: (name, struct's unpack_from or None, its size, the value type)
         self.types = {number: (name, kind.st.unpack_from, kind.st.size, kind) if kind.st else
                       (name, None, 0, kind) for name, (number, kind) in fields.items()}
@@ -132,10 +129,10 @@ class Attrs:
     def pack(self, **values):
         out = []
         for name, value in values.items():
-            number, pack = self.packers[name]
-            payload = pack(value)
+            number, kind = self.fields[name]
+            payload = kind.pack(value)
             n = 4 + len(payload)
-            out.append(_NLA.pack(n, number) + payload + _PAD[n & 3])
+            out.append(_NLA.pack(n, number | kind.nested) + payload + b"\0" * (-n % 4))
         return b"".join(out)
 
     def unpack(self, buf, start=0, end=None):
@@ -253,20 +250,17 @@ def _dest_whole(dest):
                             8, _L_THRESH, dest.l_threshold, 6, _FAMILY, af)
 
 
-_WHOLE_DEST = frozenset((P.ADD_DEST, P.EDIT_DEST))
-
-
 def encode_op(op):
     """(command, attributes) of one planned operation."""
     kind, svc, dest = op
     cmd = _OP_CMD[kind]
-    if kind in _WHOLE_DEST:     # most of a load: tested first
-        return cmd, _service_ident(svc.key) + _dest_whole(dest)
-    if kind == P.DEL_DEST:
-        return cmd, _service_ident(svc.key) + MESSAGE.pack(dest=_dest_attrs(dest, False))
+    if kind in (P.ADD_SERVICE, P.EDIT_SERVICE):
+        return cmd, MESSAGE.pack(service=_service_attrs(svc))
     if kind == P.DEL_SERVICE:
         return cmd, _service_ident(svc.key)
-    return cmd, MESSAGE.pack(service=_service_attrs(svc))
+    if kind == P.DEL_DEST:
+        return cmd, _service_ident(svc.key) + MESSAGE.pack(dest=_dest_attrs(dest, False))
+    return cmd, _service_ident(svc.key) + _dest_whole(dest)
 
 
 class DestRuns:
@@ -340,9 +334,8 @@ class DestRuns:
         for vals in values.iter_unpack(data[off:off + count * size]):
             af, addr, port, forward, weight, uth, lth, active, inactive, persistent = get(vals)
             address, port = socket.inet_ntop(af, addr[:4] if af == AF_INET else addr), socket.ntohs(port)
-            # tuple.__new__: a Dest from its fields in order, without the keyword-taking constructor
-            dests[address, port] = tuple.__new__(Dest, (address, port, forward & FWD_MASK, weight, uth, lth,
-                                                        active, inactive, persistent))
+            dests[address, port] = Dest(address, port, forward & FWD_MASK, weight, uth, lth,
+                                        active, inactive, persistent)
         return off + count * size
 
 
@@ -483,13 +476,12 @@ class Kernel:
         already queued, and are read without waiting.  An ack for each
         success too would double the messages of a load.
         """
-        failed, family, size = {}, self.family, _REQUEST.size
+        failed = {}
         for start in range(0, len(items), BATCH):
             chunk = items[start:start + BATCH]
             first = self.seq + 1        # the chunk's sequence numbers: first, first + 1, ...
-            self.seq += len(chunk)      # each request framed as _message frames it
-            self.sock.send(b"".join([_REQUEST.pack(size + len(attrs), family, NLM_F_REQUEST, seq, 0, cmd, 1, 0)
-                                     + attrs for seq, (cmd, attrs) in enumerate(chunk, first)]))
+            self.sock.send(b"".join(self._message(self.family, cmd, attrs, NLM_F_REQUEST)[1]
+                                    for cmd, attrs in chunk))
             self.writes += len(chunk)
             while True:
                 try:

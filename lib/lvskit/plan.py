@@ -8,7 +8,7 @@ Pure functions, no I/O (kube-proxy's IPVS reconciler is the model):
 - a real server that left a service is drained (weight 0, deleted once its
   connections are gone; UDP at once) or deleted, per the service's removal.
 """
-from .model import PROTOCOLS, SETTINGS, dest_ipvsadm, record, service_ipvsadm
+from .model import PROTOCOLS, dest_ipvsadm, record, service_ipvsadm
 
 ADD_SERVICE, EDIT_SERVICE, DEL_SERVICE = "add-service", "edit-service", "del-service"
 ADD_DEST, EDIT_DEST, DEL_DEST = "add-dest", "edit-dest", "del-dest"
@@ -67,9 +67,7 @@ def plan_changes(desired, current, owned=(), removal=None):
         wd = want.dests
         if have is None:
             ops.append(Op(ADD_SERVICE, want))
-            # tuple.__new__: an Op from its fields, without the keyword-taking constructor
-            # (a cold load plans one per real server)
-            ops += [tuple.__new__(Op, (ADD_DEST, want, wd[dkey])) for dkey in sorted(wd)]
+            ops += [Op(ADD_DEST, want, wd[dkey]) for dkey in sorted(wd)]
             continue
         if want.settings() != have.settings():
             ops.append(Op(EDIT_SERVICE, want))
@@ -82,7 +80,7 @@ def plan_changes(desired, current, owned=(), removal=None):
         changed = []    # sorted only when there are any: most runs change nothing
         for dkey, dest in wd.items():
             old = hd.get(dkey)
-            if old is None or old[SETTINGS] != dest[SETTINGS]:     # Dest.settings(), without a call each
+            if old is None or old.settings() != dest.settings():
                 changed.append(dkey)
         for dkey in sorted(changed):
             ops.append(Op(EDIT_DEST if dkey in hd else ADD_DEST, want, wd[dkey]))

@@ -97,8 +97,8 @@ def parse(text, path="<config>"):
             continue
         key, eq, value = line.partition("=")
         if "#" in value or ";" in value:
-            value = _COMMENT.sub("", value).rstrip()
-        key, value = key.rstrip(), value.lstrip()     # the line is stripped at both ends
+            value = _COMMENT.sub("", value)
+        key, value = key.strip(), value.strip()
         if not eq or not key:
             raise ConfigError(f"expected 'key = value', got {line!r}", path, number,
                               current.title if current else None)
