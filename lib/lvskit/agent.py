@@ -13,7 +13,7 @@ from . import agentproto, capacity, log
 
 
 def answer(knobs, proc_root="/proc", meter=None):
-    """The agent line for this machine now, e.g. 'up 73%\\n'."""
+    """The agent line for this machine now, e.g. 'up ready 73%\\n'."""
     reading = capacity.measure(knobs, proc_root, meter=meter)
     log.debug(reading.explain())
     return agentproto.format_answer(capacity.admin_state(knobs.state_file), reading.capacity)
