@@ -28,7 +28,10 @@ CONFDIR     = $(SYSCONFDIR)/lvskit
 # missing: a stamp that is also the proof of which version is there.
 VENDOR      = lib/vendor/pyroute2-$(PYROUTE2_VERSION).dist-info/RECORD
 PYTEST      = $(PYTHON) -m pytest -q -p no:cacheprovider
+# haproxy: tests/netns runs Debian's against lvs-agent; systemd: systemd-socket-activate
+# (lvs-agent inetd-style in that test) and systemd-analyze (the install tests).
 APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip iproute2 ipvsadm kmod \
+              haproxy systemd \
               python3-prometheus-client \
               debootstrap
 
