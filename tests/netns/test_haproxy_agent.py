@@ -48,7 +48,7 @@ frontend fe
     bind 127.0.0.1:{front}
     default_backend be
 backend be
-    server web 127.0.0.1:{web} weight {iweight} check inter 100ms agent-check agent-port {agent} agent-inter 100ms
+    server web 127.0.0.1:{web} weight {iweight} check inter 100ms agent-check agent-port {agent} agent-inter 100ms agent-send "{agent_send}\\n"
 """
 
 # A stand-in agent: answers every connection with the bytes of a file the test
@@ -90,7 +90,8 @@ class Lab:
         self.run("ip", "link", "set", "lo", "up", check=True)
         self.sock = str(tmp / "haproxy.sock")
         (tmp / "haproxy.cfg").write_text(HAPROXY_CFG.format(sock=self.sock, front=FRONT, web=WEB,
-                                                             iweight=IWEIGHT, agent=AGENT_PORT))
+                                                             iweight=IWEIGHT, agent=AGENT_PORT,
+                                                             agent_send="backend be server web"))
         (tmp / "www").mkdir()
         (tmp / "www" / "index.html").write_text("served\n")
         self.start([PY, "-m", "http.server", "-b", "127.0.0.1", "-d", str(tmp / "www"), str(WEB)])
