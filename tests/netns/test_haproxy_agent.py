@@ -87,14 +87,18 @@ class Lab:
     def __init__(self, tmp):
         self.tmp, self.ns, self.procs = tmp, f"lvskit-hap-{os.getpid()}", []
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
-        self.run("ip", "link", "set", "lo", "up", check=True)
-        self.sock = str(tmp / "haproxy.sock")
-        (tmp / "haproxy.cfg").write_text(HAPROXY_CFG.format(sock=self.sock, front=FRONT, web=WEB,
-                                                             iweight=IWEIGHT, agent=AGENT_PORT,
-                                                             agent_send="backend be server web"))
-        (tmp / "www").mkdir()
-        (tmp / "www" / "index.html").write_text("served\n")
-        self.start([PY, "-m", "http.server", "-b", "127.0.0.1", "-d", str(tmp / "www"), str(WEB)])
+        try:
+            self.run("ip", "link", "set", "lo", "up", check=True)
+            self.sock = str(tmp / "haproxy.sock")
+            (tmp / "haproxy.cfg").write_text(HAPROXY_CFG.format(sock=self.sock, front=FRONT, web=WEB,
+                                                                 iweight=IWEIGHT, agent=AGENT_PORT,
+                                                                 agent_send="backend be server web"))
+            (tmp / "www").mkdir()
+            (tmp / "www" / "index.html").write_text("served\n")
+            self.start([PY, "-m", "http.server", "-b", "127.0.0.1", "-d", str(tmp / "www"), str(WEB)])
+        except BaseException:
+            self.close()
+            raise
 
     def run(self, *argv, check=False):
         return subprocess.run(["ip", "netns", "exec", self.ns, *argv], capture_output=True, text=True,
