@@ -9,6 +9,8 @@
 #   make install  scripts, library and pinned pyroute2 into $(PREFIX)/lib/lvskit,
 #                 links in $(PREFIX)/sbin, config/key/cron/units (README,
 #                 "Installing on Debian"); `make uninstall` keeps config and key
+#   make install-realserver   lvs-agent and lvs-realserver only, no pip (README,
+#                 "Real servers"); `make uninstall` removes it too
 #   make bench    the benchmarks in bench/ (minutes; figures in bench/README.md)
 
 PYTHON      ?= /usr/bin/python3
@@ -28,12 +30,15 @@ CONFDIR     = $(SYSCONFDIR)/lvskit
 # missing: a stamp that is also the proof of which version is there.
 VENDOR      = lib/vendor/pyroute2-$(PYROUTE2_VERSION).dist-info/RECORD
 PYTEST      = $(PYTHON) -m pytest -q -p no:cacheprovider
+# haproxy: tests/netns runs Debian's against lvs-agent; systemd: systemd-socket-activate
+# (lvs-agent inetd-style in that test) and systemd-analyze (the install tests).
 APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip iproute2 ipvsadm kmod \
+              haproxy systemd \
               python3-prometheus-client \
               debootstrap
 
 .PHONY: all deps apt-deps vendor lab test test-unit test-lab test-netns test-install demo demo-deps bench clean \
-        install uninstall bookworm-root
+        install uninstall install-realserver realserver-deps realserver-debs bookworm-root
 
 all: deps
 
@@ -102,7 +107,7 @@ SUBST = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
             -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@RUNSTATEDIR@|$(RUNSTATEDIR)|g' \
             -e 's|@LOCALSTATEDIR@|$(LOCALSTATEDIR)|g' -e 's|@DATADIR@|$(DATADIR)|g'
 SCRIPTS = $(notdir $(wildcard bin/*))
-UNITS   = $(notdir $(wildcard conf/systemd/*.service conf/systemd/*.timer))
+UNITS   = $(notdir $(wildcard conf/systemd/*.service conf/systemd/*.timer conf/systemd/*.socket))
 D       = $(DESTDIR)
 
 install: $(VENDOR)
@@ -147,7 +152,49 @@ uninstall:
 	        rm -f $(D)$(SYSCONFDIR)/cron.d/lvskit; \
 	    else echo "kept $(D)$(SYSCONFDIR)/cron.d/lvskit (edited)"; fi; fi
 	rm -rf $(D)$(LIBDIR) $(D)$(DATADIR) $(D)$(LOCALSTATEDIR)/cache/lvskit
-	@echo "kept $(D)$(CONFDIR)/ (config, key) and $(D)$(LOCALSTATEDIR)/lib/lvskit/ (state)"
+	@# directories of ours left empty go too; SBINDIR, cron.d and the like are the system's
+	@for d in $(D)$(SYSTEMDUNITDIR) $(D)$(dir $(SYSTEMDUNITDIR)) $(D)$(RUNSTATEDIR)/lvskit \
+	          $(D)$(LOCALSTATEDIR)/lib/lvskit $(D)$(CONFDIR); do \
+	    if [ -d $$d ]; then rmdir --ignore-fail-on-non-empty $$d; fi; done
+	@echo "kept $(D)$(CONFDIR)/ (config, key) and $(D)$(LOCALSTATEDIR)/lib/lvskit/ (state), when there"
+
+# --- a real server --------------------------------------------------------------
+# lvs-agent and lvs-realserver only, with the library modules they import
+# (tests/install checks the list against the scripts' imports): nothing from
+# pip, no vendored pyroute2.  lvs-agent needs the standard library alone;
+# lvs-realserver changes addresses through Debian's python3-pyroute2, which
+# realserver-deps installs with apt when installing onto this machine (no
+# DESTDIR).  Units: lvs-agent.socket (Accept=yes: an lvs-agent per connection,
+# as inetd does) with lvs-agent@.service, and lvs-realserver.service; none
+# enabled.  `make uninstall` removes it as it removes the full install, which
+# is a superset: on a director that is also a real server, use `make install`.
+RS_SCRIPTS = lvs-agent lvs-realserver
+RS_LIB     = $(addprefix lvskit/,$(addsuffix .py,__init__ agent agentproto capacity cli configcache \
+               errors lock log model realserver state vip)) \
+             $(patsubst lib/%,%,$(wildcard lib/lvskit/config/*.py))
+RS_UNITS   = lvs-agent.socket lvs-agent@.service lvs-realserver.service
+
+realserver-deps:
+	@dpkg -s python3-pyroute2 >/dev/null 2>&1 || { echo "apt-get install python3-pyroute2"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    python3-pyroute2 >/dev/null; }
+
+install-realserver: $(if $(DESTDIR),,realserver-deps)
+	@if [ -d $(D)$(LIBDIR)/lib/vendor ]; then \
+	    echo "$(D)$(LIBDIR) holds the full install, which has the real server's scripts: update it with make install" >&2; \
+	    exit 1; fi
+	install -d -m 0755 $(D)$(SBINDIR) $(D)$(LIBDIR)/bin $(D)$(DATADIR) $(D)$(SYSTEMDUNITDIR) $(D)$(CONFDIR)
+	install -m 0755 $(addprefix bin/,$(RS_SCRIPTS)) $(D)$(LIBDIR)/bin/
+	rm -rf $(D)$(LIBDIR)/lib/lvskit
+	cd lib && for f in $(RS_LIB); do install -D -m 0644 $$f $(D)$(LIBDIR)/lib/$$f; done
+	$(PYTHON) -m compileall -q -d $(LIBDIR)/lib $(D)$(LIBDIR)/lib >/dev/null
+	for s in $(RS_SCRIPTS); do ln -sfr $(D)$(LIBDIR)/bin/$$s $(D)$(SBINDIR)/$$s; done
+	$(SUBST) conf/inetd.conf > $(D)$(DATADIR)/inetd.conf
+	install -m 0644 conf/lvskit.ini README.md $(D)$(DATADIR)/
+	for u in $(RS_UNITS); do $(SUBST) conf/systemd/$$u > $(D)$(SYSTEMDUNITDIR)/$$u; \
+	    chmod 0644 $(D)$(SYSTEMDUNITDIR)/$$u; done
+	@if [ -e $(D)$(CONFDIR)/lvskit.ini ]; then echo "kept $(D)$(CONFDIR)/lvskit.ini"; \
+	else install -m 0644 conf/lvskit.ini $(D)$(CONFDIR)/lvskit.ini; fi
 
 # --- install tests ------------------------------------------------------------
 # A Debian 12 minbase root with Debian's own python3 and packages, built once
@@ -165,6 +212,17 @@ $(BOOKWORM)/.lvskit-stamp:
 	    bookworm $(BOOKWORM).tmp $(or $(MIRROR),http://deb.debian.org/debian) > build/debootstrap.log 2>&1 \
 	    || { tail -20 build/debootstrap.log; exit 1; }
 	mv $(BOOKWORM).tmp $(BOOKWORM)
+	touch $@
+
+# Debian's python3-pyroute2 and what it needs, as .debs: the real server's
+# install test puts them into a copy of that root (tests/install).
+REALSERVER_DEBS = build/debs/.lvskit-stamp
+
+realserver-debs: $(REALSERVER_DEBS)
+
+$(REALSERVER_DEBS):
+	rm -rf build/debs && mkdir -p build/debs
+	cd build/debs && apt-get download -q python3-pyroute2 python3-psutil >/dev/null
 	touch $@
 
 test-install: $(VENDOR)

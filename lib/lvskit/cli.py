@@ -29,6 +29,9 @@ class Parser(argparse.ArgumentParser):
                           help="also log to stderr, and say more")
 
     def error(self, message):
+        if not log.writes_stderr():     # stderr is a client's socket (lvs-agent under inetd)
+            log.error(message)
+            sys.exit(errors.USAGE)
         self.print_usage(sys.stderr)
         print(f"{self.prog}: {message}", file=sys.stderr)
         sys.exit(errors.USAGE)

@@ -33,6 +33,11 @@ def setup(prog=None, verbose=False, use_syslog=None, stderr=True):
     _use_syslog = use_syslog
 
 
+def writes_stderr():
+    """False after setup(stderr=False): nothing may be written to stderr."""
+    return _to_stderr
+
+
 def program():
     return _prog
 

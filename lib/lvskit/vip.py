@@ -7,14 +7,20 @@ previous holder is exactly the node we know is gone.
 """
 import ipaddress
 
-from .errors import Fatal, NOT_CONFIGURED, PERMISSION
+from .errors import Fatal, NOT_CONFIGURED, NOT_INSTALLED, PERMISSION
 
 IFA_F_NODAD = 0x02
 IFF_UP = 0x1
 
 
 def _iproute():
-    from pyroute2 import IPRoute     # late: a large import, only for who changes addresses
+    # Late: a large import, only for who changes addresses.  Debian's own
+    # python3-pyroute2 (0.7.2) does for addresses; a real server installed
+    # without the vendored copy (make install-realserver) uses it.
+    try:
+        from pyroute2 import IPRoute
+    except ImportError:
+        raise Fatal("needs pyroute2: apt-get install python3-pyroute2", NOT_INSTALLED) from None
     return IPRoute()
 
 

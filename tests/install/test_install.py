@@ -115,7 +115,8 @@ def test_uninstall_removes_what_it_installed_and_keeps_the_admins_files(tmp_path
     left = sorted(os.path.relpath(os.path.join(dp, f), d)
                   for dp, _, files in os.walk(d) for f in files)
     assert left == ["etc/lvskit/hb.key", "etc/lvskit/lvskit.ini"]
-    assert os.listdir(d + SBINDIR) == [] and os.listdir(d + UNITDIR) == []
+    assert os.listdir(d + SBINDIR) == [] and not os.path.exists(d + UNITDIR)
+    assert empty_dirs_of_ours(d) == []
 
     # An edited cron file is the admin's now: kept.
     make("install", f"DESTDIR={d}")
@@ -124,6 +125,12 @@ def test_uninstall_removes_what_it_installed_and_keeps_the_admins_files(tmp_path
     res = make("uninstall", f"DESTDIR={d}")
     assert os.path.exists(d + "/etc/cron.d/lvskit") and "(edited)" in res.stdout
     assert not os.path.exists(d + LIBDIR)
+
+
+def empty_dirs_of_ours(d):
+    """Empty directories left under d that lvskit made (the system's SBINDIR, cron.d... aside)."""
+    return sorted(os.path.relpath(dp, d) for dp, dirs, files in os.walk(d)
+                  if not dirs and not files and ("lvskit" in dp or "systemd" in dp))
 
 
 # --- cron.d -----------------------------------------------------------------
@@ -229,8 +236,9 @@ def test_inetd_lines(destdir):
 _SECTIONS = {
     "Unit": {"Description", "Documentation", "After", "Before", "Wants", "Requires"},
     "Service": {"Type", "ExecStart", "ExecStop", "Restart", "RestartSec", "RemainAfterExit",
-                "SuccessExitStatus"},
+                "SuccessExitStatus", "StandardInput", "StandardOutput", "StandardError", "DynamicUser"},
     "Timer": {"OnBootSec", "OnUnitActiveSec", "OnCalendar", "AccuracySec", "Persistent"},
+    "Socket": {"ListenStream", "Accept"},
     "Install": {"WantedBy"},
 }
 _TIMESPAN = r"\d+(ms|s|min|h|d)?"
@@ -240,6 +248,8 @@ _VALUES = {
     "RestartSec": _TIMESPAN, "OnBootSec": _TIMESPAN, "OnUnitActiveSec": _TIMESPAN,
     "AccuracySec": _TIMESPAN, "WantedBy": r"[a-z.-]+\.target",
     "Documentation": r"(file|man|https?):\S+", "After": r"[\w.@-]+( [\w.@-]+)*",
+    "StandardInput": r"socket", "StandardOutput": r"socket|journal", "StandardError": r"journal",
+    "DynamicUser": r"yes|no", "ListenStream": r"\d+", "Accept": r"yes|no",
     "Before": r"[\w.@-]+( [\w.@-]+)*", "Wants": r"[\w.@-]+( [\w.@-]+)*",
 }
 
@@ -286,7 +296,7 @@ def _units(d):
 def test_units_are_strictly_valid(destdir):
     d, _ = destdir
     units = _units(d)
-    assert {"hb-send.service", "hb-listen.service"} <= set(units)
+    assert {"hb-send.service", "hb-listen.service", "lvs-agent.socket", "lvs-agent@.service"} <= set(units)
     assert {f"{j}.timer" for j in CRON_JOBS} <= set(units)
     for unit in units:
         u = parse_unit(d + UNITDIR + "/" + unit)
@@ -299,8 +309,18 @@ def test_units_are_strictly_valid(destdir):
             s = parse_unit(d + UNITDIR + "/" + svc)
             assert s["Service"]["Type"] == "oneshot" and "Install" not in s
             continue
+        if unit.endswith(".socket"):
+            # inetd-style: Accept=yes starts NAME@.service per connection, the connection on stdin
+            assert set(u) == {"Unit", "Socket", "Install"}
+            assert u["Install"]["WantedBy"] == "sockets.target" and u["Socket"]["Accept"] == "yes"
+            svc = unit[:-len(".socket")] + "@.service"
+            assert svc in units, f"{unit} has no {svc}"
+            s = parse_unit(d + UNITDIR + "/" + svc)
+            assert (s["Service"]["StandardInput"], s["Service"]["StandardOutput"]) == ("socket", "socket")
+            assert "Install" not in s
+            continue
         argv = u["Service"]["ExecStart"].split()
-        assert argv[0] == SBINDIR + "/" + unit[:-len(".service")]
+        assert argv[0] == SBINDIR + "/" + unit[:-len(".service")].rstrip("@")
         assert argv[1:3] == ["-c", CONFIG]
         if unit in ("hb-send.service", "hb-listen.service"):
             assert u["Service"]["Restart"] == "always"
@@ -314,7 +334,7 @@ def test_units_pass_systemd_analyze_verify(destdir, tmp_path):
     d, _ = destdir
     checked = []
     for unit in _units(d):
-        prog = unit.rsplit(".", 1)[0]
+        prog = unit.rsplit(".", 1)[0].rstrip("@")
         if prog not in scripts():
             continue
         text = open(d + UNITDIR + "/" + unit).read().replace(SBINDIR + "/", d + SBINDIR + "/")

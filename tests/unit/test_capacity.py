@@ -99,30 +99,71 @@ def test_script_inetd_mode_writes_one_line(tmp_path):
     cfg = tmp_path / "agent.ini"
     cfg.write_text(f"[agent]\nmemory = off\nstate_file = {tmp_path}/state\nutmp = {tmp_path}/utmp\n")
     r = run_agent("--proc-root", root, cfg=str(cfg))
-    assert (r.returncode, r.stdout, r.stderr) == (0, "up 75%\n", "")
-    (tmp_path / "state").write_text("drain\n")
-    assert run_agent("--proc-root", root, cfg=str(cfg)).stdout == "drain 75%\n"
+    assert (r.returncode, r.stdout, r.stderr) == (0, "up ready 75%\n", "")
+    for word, line in (("drain", "up drain 75%\n"), ("maint", "up maint 75%\n"), ("down", "down ready 75%\n")):
+        (tmp_path / "state").write_text(word + "\n")
+        assert run_agent("--proc-root", root, cfg=str(cfg)).stdout == line
 
 
-def test_under_inetd_the_client_gets_only_the_answer(tmp_path):
-    """stdin, stdout and stderr one socket, as inetd gives them: warnings and errors go to syslog."""
-    import socket
+# Runs lvs-agent with lvskit.log's /dev/log pointed at a test socket: argv[1] is its path.
+# A prelude may break something first, to stand for a bug.
+_WITH_SYSLOG = ("import runpy, sys; sys.path.insert(0, sys.argv[2]); from lvskit import log; "
+                "log.SYSLOG_PATH = sys.argv[1]; sys.argv = sys.argv[3:]; {prelude}; "
+                "runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def inetd_agent(args, syslog_path, prelude="pass", reset_ok=False):
+    """(exit code, bytes the client got): stdin, stdout and stderr one socket, as inetd gives them.
+
+    The client sends a line first, as HAProxy's agent-send does; the agent never reads it, and
+    must not reset the connection for it when it answers (reset_ok: it does not answer)."""
+    client, server = socket.socketpair()
+    with client, server:
+        client.sendall(b"backend be server web\n")      # never read by the agent
+        code = _WITH_SYSLOG.format(prelude=prelude)
+        p = subprocess.Popen([sys.executable, "-S", "-c", code, syslog_path, os.path.join(ROOT, "lib"),
+                              AGENT] + args, stdin=server, stdout=server, stderr=server,
+                             env=dict(os.environ, LVSKIT_NO_SYSLOG="0"))
+        server.close()
+        client.settimeout(10)
+        got = b""
+        try:
+            for data in iter(lambda: client.recv(4096), b""):
+                got += data
+        except ConnectionResetError:
+            if not reset_ok:
+                raise
+    return p.wait(timeout=20), got
+
+
+def test_under_inetd_the_client_gets_only_the_answer_and_syslog_the_rest(tmp_path, syslog_socket):
     root = fake_proc(tmp_path / "p", load="1.00", cpus=4)
     cfg = tmp_path / "agent.ini"
     cfg.write_text(f"[agent]\nmemory = off\nstate_file = {tmp_path}/state\nutmp = {tmp_path}/utmp\n")
-    (tmp_path / "state").write_bytes(b"\xff\xfe not a state\n")      # warned about: not to the client
-    for args, want, code in ((["--proc-root", root], b"up 75%\n", 0),
-                             (["--proc-root", str(tmp_path / "missing")], b"", 1)):
-        client, server = socket.socketpair()
-        with client, server:
-            p = subprocess.run([sys.executable, AGENT, "-c", str(cfg)] + args, stdin=server, stdout=server,
-                               stderr=server, env=dict(os.environ, LVSKIT_NO_SYSLOG="1"), timeout=20)
-            server.close()
-            client.settimeout(10)
-            got = b"".join(iter(lambda: client.recv(4096), b""))
-        assert (p.returncode, got) == (code, want)
+    (tmp_path / "state").write_bytes(b"\xff\xfe not a state\n")
+    assert inetd_agent(["-c", str(cfg), "--proc-root", root], syslog_socket.path) == (0, b"up ready 75%\n")
+    assert "ignoring this state file (not ASCII text)" in syslog_socket.text()
+    (tmp_path / "bad.ini").write_text("[agent]\ncpu_full = lots\n")
+    for args, code, logged in (
+            (["-c", str(cfg), "--proc-root", str(tmp_path / "missing")], 1, "cannot measure load"),
+            (["-c", str(cfg), "--bogus"], 2, "unrecognized arguments: --bogus"),
+            (["-c", str(tmp_path / "bad.ini")], 6, "[agent] cpu_full: 'lots' is not a number"),
+            (["-c", str(tmp_path / "none.ini")], 6, "none.ini")):
+        assert inetd_agent(args, syslog_socket.path, reset_ok=True) == (code, b""), args
+        line = syslog_socket.line()
+        assert line.startswith("<27>lvs-agent[") and logged in line      # daemon.err
     r = run_agent("--proc-root", str(tmp_path / "missing"), cfg=str(cfg))   # not under inetd: said
     assert r.returncode == 1 and "cannot measure load" in r.stderr
+
+
+def test_under_inetd_a_bug_is_one_syslog_line_not_a_traceback_to_the_client(tmp_path, syslog_socket):
+    cfg = tmp_path / "agent.ini"
+    cfg.write_text(f"[agent]\nmemory = off\nstate_file = {tmp_path}/state\n")
+    bug = "from lvskit import capacity; capacity.measure = lambda *a, **k: 1 / 0"
+    code, got = inetd_agent(["-c", str(cfg)], syslog_socket.path, prelude=bug, reset_ok=True)
+    assert (code, got) == (1, b"")
+    line = syslog_socket.line()
+    assert line.startswith("<27>lvs-agent[") and "bug: ZeroDivisionError: division by zero at" in line
 
 
 def test_script_errors(tmp_path):
@@ -158,13 +199,13 @@ def test_script_listen_mode_answers_each_connection(tmp_path):
         while len(answers) < 3 and time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
-                    answers.append(c.makefile("rb").readline())
+                    c.sendall(b"backend be server web\n")      # HAProxy's agent-send: unread, no reset
+                    answers.append(b"".join(iter(lambda: c.recv(4096), b"")))   # to the agent's end
             except ConnectionRefusedError:
                 time.sleep(0.05)        # poll: the agent is not listening yet
             if len(answers) == 1:
                 (tmp_path / "p" / "loadavg").write_text("1.00 0 0 1/1 1\n")
-        assert [parse(a).capacity for a in answers] == [pytest.approx(0.25), pytest.approx(0.75),
-                                                       pytest.approx(0.75)]
+        assert answers == [b"up ready 25%\n", b"up ready 75%\n", b"up ready 75%\n"]
     finally:
         proc.terminate()
         proc.wait(5)
@@ -278,4 +319,4 @@ def test_script_with_a_missing_cgroup_says_so_in_one_line(tmp_path):
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.count("\n") == 1 and f"cgroup {tmp_path}/gone: cannot read cpu.stat" in r.stderr
     fake_cgroup(tmp_path / "gone", 42)
-    assert run_agent(cfg=str(cfg)).stdout == "up 100%\n"
+    assert run_agent(cfg=str(cfg)).stdout == "up ready 100%\n"

@@ -152,13 +152,13 @@ def test_bad_answers_change_nothing_and_are_logged_once(tmp_path, agents, capsys
         reweight.round_(cfg, k, now=i)
     before = weights(k, cfg)
     capsys.readouterr()
-    agents.say = {"127.0.0.2": b"up 150%\n", "127.0.0.3": b"<html>busy</html>\n", "127.0.0.4": None}
+    agents.say = {"127.0.0.2": b"up 12.5%\n", "127.0.0.3": b"<html>busy</html>\n", "127.0.0.4": None}
     for i in range(3):
         out = reweight.round_(cfg, k, now=100 + i)
         assert out.ops == []
     assert weights(k, cfg) == before
     err = capsys.readouterr().err
-    assert err.count("127.0.0.2:80") == 1 and "out of range" in err
+    assert err.count("127.0.0.2:80") == 1 and "bad weight '12.5%'" in err
     assert err.count("127.0.0.3:80") == 1 and "unknown word" in err
     assert err.count("127.0.0.4:80") == 1 and "timeout" in err
     agents.socks.pop("127.0.0.4").close()         # now refused: a new problem, one new line
@@ -167,6 +167,22 @@ def test_bad_answers_change_nothing_and_are_logged_once(tmp_path, agents, capsys
     agents.say = {"127.0.0.2": b"up 50%\n", "127.0.0.3": b"up 50%\n"}
     reweight.round_(cfg, k, now=300)
     assert "answers again" in capsys.readouterr().err
+
+
+def test_haproxy_lines_with_health_and_admin_words(tmp_path, agents):
+    """lvs-agent's lines ("up ready 40%", "up drain 40%", ...) and HAProxy's >100%:
+    drain, maint and down take a server to weight 0, ready brings it back."""
+    text = CFG.replace("[reweight]", "[reweight]\nalpha = 1\nmax_step = 1")
+    cfg, k = make(tmp_path, agents, text)
+    agents.say = {"127.0.0.2": b"up ready 40%\n", "127.0.0.3": b"up ready 150%\n",
+                  "127.0.0.4": b"up drain 40%\n"}
+    reweight.round_(cfg, k, now=1)
+    assert weights(k, cfg) == {"127.0.0.2": 80, "127.0.0.3": 200, "127.0.0.4": 0}
+    agents.say = {"127.0.0.2": b"up maint 40%\n", "127.0.0.3": b"down ready 90%\n",
+                  "127.0.0.4": b"up ready 40%\n"}
+    reweight.round_(cfg, k, now=2)
+    assert weights(k, cfg) == {"127.0.0.2": 0, "127.0.0.3": 0, "127.0.0.4": 80}
+    assert saved(tmp_path)["web"]["127.0.0.2:80"]["answer"] == "up maint 40%"
 
 
 def test_never_drains_every_server_and_check_real_wins(tmp_path, agents):
