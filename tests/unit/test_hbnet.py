@@ -799,3 +799,15 @@ def test_realtime_is_for_the_loop_only_its_children_start_normal():
     parent, policy, priority, locked = out.stdout.split()
     assert int(parent) == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, out
     assert (int(policy), int(priority), locked) == (os.SCHED_OTHER, 0, "0"), out
+
+
+@pytest.mark.parametrize("generation, announce", [(1, ["announce"]), (2, [])])
+def test_a_peer_back_as_standby_is_announced_to_only_if_it_never_restarted(cfg, generation, announce):
+    """The same run: it may have taken the VIPs unheard (a partition) and let go.
+    Restarted (a reboot): it holds nothing, and is about to take them back."""
+    li, worker = _node(cfg, "a", ACTIVE)
+    li.heard(_beat("b", STANDBY, 1), 8.0)
+    li.step(8.0)
+    li.heard(_beat("b", STANDBY, 2, generation), 10.0)
+    li.step(10.0)
+    assert worker.sent == announce

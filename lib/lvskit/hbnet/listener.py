@@ -251,12 +251,16 @@ class Listener:
             log.info(f"peer {beat.name} alive ({beat.state}, priority {beat.priority})")
         elif old.state != beat.state:
             log.info(f"peer {beat.name} now {beat.state}")
-        # A peer that just let go of the VIPs had announced them as its own:
-        # whoever stays active says so again, or the ARP caches could keep
-        # pointing at the node that let go.  Not for a peer back as standby:
-        # it holds nothing, and when it comes back to take the VIPs
-        # (failback) an announcement of ours would race its own.
-        if old is not None and old.state == ACTIVE and beat.state != ACTIVE and not back:
+        # A peer that just let go of the VIPs had announced them as its own,
+        # and so may one heard again in the same run of its hb-send (a healed
+        # partition: it may have taken them and let go unheard): whoever
+        # stays active says so again, or the ARP caches could keep pointing
+        # at the node that let go.  Not for a peer that restarted (a reboot,
+        # a crash): it held nothing since, and when it comes back to take the
+        # VIPs (failback) an announcement of ours would race its own.
+        if back and old.generation == beat.generation:
+            self.announce_due = True
+        elif old is not None and not back and old.state == ACTIVE and beat.state != ACTIVE:
             self.announce_due = True
         # Split brain: a peer first heard, or heard again after a silence in
         # the same run of its hb-send (generation), active while we are: both
