@@ -14,6 +14,15 @@ director and spare answers with its name on port 9000 of the VIP.
             how long `takeover --release` took (it returns once the spare is active);
             then `takeover --rejoin`, the failback (auto_failback, make-before-break):
             probes lost, and time from --rejoin to the director's first answer.
+  failback  the director killed as in `gap`, the spare serving; then the director
+            "rebooted" (no VIP, RUN_DIR emptied, its programs started fresh)
+            and, with auto_failback (keepalived: preempt), taking the VIP back:
+            probes lost (min/median/max over the trials) and the longest time
+            between two answers, from its links up to 1 s after the handover;
+            the longest stall of a SCHED_FIFO 10 process on the host meanwhile;
+            and the failover gap of the kill.  The systems take turns.
+  crash     the same, but a crash without a reboot: RUN_DIR kept (the role
+            file still says "active"), no VIP.
   soak      both pairs (lvskit and keepalived advert_int 0.1) idle side by side
             under `stress-ng --cpu 2` for MINUTES: takeovers counted (all false).
   usage     CPU and memory of the spare's hb-send, hb-listen (and the takeover
@@ -29,7 +38,7 @@ director and spare answers with its name on port 9000 of the VIP.
 Each trial is a JSON line on stdout; the summaries are kept in
 bench/results/failover.json (the figures in bench/README.md come from it).
 
-usage: bench/failover.py [gap|handover|soak|usage|compare|all] [--trials N] [--minutes M] [--systems ...]\n                         [--against TREE --runs N --seconds S]
+usage: bench/failover.py [gap|handover|failback|crash|soak|usage|compare|all] [--trials N] [--minutes M] [--systems ...]\n                         [--against TREE --runs N --seconds S]
 Needs root; installs keepalived and stress-ng with apt-get when missing.
 """
 import argparse
@@ -239,6 +248,105 @@ def handover(trials):
             "release_median": statistics.median(took), "release_max": max(took), "load": load_avg()}
 
 
+# --- failback after a reboot, and a crash without one ----------------------------------
+
+# A real-time process that only sleeps 1 ms at a time, as an audio or control
+# loop would: it prints the start and lateness of every wake more than 2 ms
+# late, i.e. the times something of higher priority kept it off every CPU.
+STALL = r"""
+import time
+while True:
+    t = time.monotonic()
+    time.sleep(0.001)
+    late = time.monotonic() - t - 0.001
+    if late > 0.002:
+        print('%.6f %.6f' % (t, late), flush=True)
+"""
+
+
+def _lines(proc):
+    proc.send_signal(signal.SIGTERM)
+    return [tuple(map(float, line.split())) for line in proc.communicate(timeout=10)[0].splitlines()]
+
+
+def _start(p, system, node):
+    if system == "lvskit":
+        p.start(node)
+    else:
+        for name in ("k.pid", "kv.pid"):        # in /run on a real machine: gone or stale
+            try:
+                os.unlink(os.path.join(p.node_dir[node], name))
+            except FileNotFoundError:
+                pass
+        start_keepalived(p, node, float(system.split("=")[1]))
+
+
+def one_restore(system, tag, reboot):
+    """Kill the director as a machine, let the spare serve, bring the director back.
+
+    reboot: its RUN_DIR emptied (else kept, as after a crash without a
+    reboot); no VIP either way.  What the client saw from the moment the
+    director's links came up to 1 s after the director holds the VIP alone:
+    probes lost and the longest time between two answers; and the longest
+    stall of a SCHED_FIFO 10 process on this host in that window.
+    """
+    workdir = tempfile.mkdtemp(prefix="hbbench-")
+    p = make_pair(system, workdir, tag)
+    try:
+        probe = _probe(p)
+        stall = p.popen("client", ["chrt", "-f", "10", PY, "-c", STALL], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        t_kill = p.kill("director")
+        if not p.wait(lambda: p.holds_vip("spare") and p.ask() == "spare", 10, 0.01):
+            raise RuntimeError(f"{system}: the spare never took over")
+        time.sleep(1.5)         # a reboot takes longer than the spare's second ARP burst (arp_repeat)
+        t_back = p.revive("director", reboot=reboot)
+        _start(p, system, "director")
+        back = p.wait(lambda: p.holds_vip("director") and not p.holds_vip("spare"), 15, 0.01)
+        t_held = time.monotonic()
+        time.sleep(1.0)
+        answers, stalls = _answers(probe), _lines(stall)
+        gap = next((t - t_kill for t, name in answers if t > t_kill and name == "spare"), None)
+        window = [(t, name) for t, name in answers if t >= t_back]
+        before = [t for t, name in answers if t < t_back and name != "-"][-1:]
+        answered = before + [t for t, name in window if name != "-"]
+        return {"bench": "reboot" if reboot else "crash", "system": system, "trial": tag,
+                "back": back and bool(window) and window[-1][1] == "director",
+                "takes_s": round(t_held - t_back, 3),
+                "lost": sum(name == "-" for _, name in window),
+                "longest_s": round(max((b - a for a, b in zip(answered, answered[1:])), default=0), 3),
+                "stall_max_s": round(max((late for t, late in stalls if t >= t_back), default=0), 3),
+                "failover_gap_s": None if gap is None else round(gap, 3)}
+    finally:
+        p.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def restore(systems, trials, reboot):
+    """one_restore, trials times per system, the systems taking turns (so they share the load)."""
+    rows = {s: [] for s in systems}
+    for i in range(trials):
+        for system in systems:
+            row = one_restore(system, i % 10, reboot)
+            print(json.dumps(row), flush=True)
+            rows[system].append(row)
+    out = {}
+    for system, got in rows.items():
+        good = [r for r in got if r["back"]]
+        lost = sorted(r["lost"] for r in good)
+        gaps = [r["failover_gap_s"] for r in got if r["failover_gap_s"] is not None]
+        out[system] = {"trials": trials, "failed": trials - len(good),
+                       "lost_min": lost[0] if lost else None,
+                       "lost_median": statistics.median(lost) if lost else None,
+                       "lost_max": lost[-1] if lost else None,
+                       "longest_max_s": max((r["longest_s"] for r in good), default=None),
+                       "stall_max_s": max((r["stall_max_s"] for r in got), default=None),
+                       "takes_median_s": statistics.median([r["takes_s"] for r in good]) if good else None,
+                       "failover_gap_median_s": statistics.median(gaps) if gaps else None,
+                       "rows": got, "load": load_avg()}
+    return out
+
+
 # --- soak under CPU stress --------------------------------------------------------------
 
 def soak(minutes, systems=("lvskit", "keepalived=0.1")):
@@ -263,7 +371,7 @@ def soak(minutes, systems=("lvskit", "keepalived=0.1")):
         for system, p in pairs.items():
             spare_log = p.log("spare")[len(before[system][0]):]
             if system == "lvskit":
-                takeovers = spare_log.count("taking over")
+                takeovers = spare_log.count(": now active")
                 warnings = spare_log.count("(warntime)")
             else:
                 takeovers = spare_log.count("Entering MASTER STATE")
@@ -358,7 +466,7 @@ def usage(interval, seconds=60, sunk=False):
         time.sleep(seconds)
         end = {w: _proc(pid) for w, pid in pids.items()}
         # A measurement of a pair that failed over would measure something else.
-        if "taking over" in p.log("spare") or not p.holds_vip("director"):
+        if ": now active" in p.log("spare") or not p.holds_vip("director"):
             raise RuntimeError("usage: the spare took over during the measurement")
         return {w: {"cpu_percent": round(100.0 * (end[w][0] - start[w][0]) / hz / seconds, 2),
                     "rss_mb": round(end[w][1] / 1024, 1)} for w in pids} | {
@@ -388,7 +496,7 @@ def compare(against, runs, seconds):
             time.sleep(2)
             pids = {(t, w): _find(p, "spare", w) for t, p in pairs.items() for w in ("hb-send", "hb-listen")}
             start = {k: _proc(pid, runs=True) for k, pid in pids.items()}
-            before = {t: p.log("spare").count("taking over") for t, p in pairs.items()}
+            before = {t: p.log("spare").count(": now active") for t, p in pairs.items()}
             load0 = load_avg()
             time.sleep(seconds)
             end = {k: _proc(pid, runs=True) for k, pid in pids.items()}
@@ -396,8 +504,8 @@ def compare(against, runs, seconds):
                    "load": f"{load0} .. {load_avg()}"}
             for t, p in pairs.items():
                 # A pair that failed over is no measurement; during the window, it is a false takeover.
-                row[f"{t}_failed_over"] = "taking over" in p.log("spare") or not p.holds_vip("director")
-                row[f"{t}_takeovers_in_window"] = p.log("spare").count("taking over") - before[t]
+                row[f"{t}_failed_over"] = ": now active" in p.log("spare") or not p.holds_vip("director")
+                row[f"{t}_takeovers_in_window"] = p.log("spare").count(": now active") - before[t]
                 if row[f"{t}_failed_over"]:
                     kept = os.path.join(tempfile.gettempdir(), f"hbcompare-{run}-{t}-spare.log")
                     shutil.copy(os.path.join(p.dir, "spare.log"), kept)
@@ -432,7 +540,8 @@ def save(key, value):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", nargs="?", default="all", choices=["gap", "handover", "soak", "usage", "compare", "all"])
+    ap.add_argument("what", nargs="?", default="all",
+                    choices=["gap", "handover", "failback", "crash", "soak", "usage", "compare", "all"])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--systems", default="lvskit,keepalived=1,keepalived=0.1")
@@ -459,6 +568,10 @@ def main():
         save("gap", previous | fresh)       # a re-run of some systems keeps the others
     if args.what in ("handover", "all"):
         save("handover", handover(min(args.trials, 10)))
+    for what, reboot in (("failback", True), ("crash", False)):
+        if args.what in (what, "all"):
+            systems = [s for s in args.systems.split(",") if s != "keepalived=1"] or ["lvskit"]
+            save(what, restore(systems, min(args.trials, 10), reboot))
     if args.what in ("usage", "all"):
         # 20 ms is the fastest interval the config allows
         save("usage", {"20ms": usage(0.02), "20ms_sunk": usage(0.02, sunk=True)})

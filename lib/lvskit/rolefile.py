@@ -10,6 +10,13 @@ higher-ranked peer would take them, and neither would let go.  hb-listen
 then has its worker rewrite the file from the VIPs on the interface
 (takeover.Director.current_role); hb-send, when the file is missing at its
 start, asks `takeover status` once (interface_role).
+
+A file that says "active" when hb-send starts is checked the same way: left
+by a crash without a reboot (RUN_DIR kept, the VIPs gone), it would have our
+heartbeats claim the VIPs before anything corrected it, and the spare would
+let them go while nobody holds them.  A node advertises "active" only while
+it holds the VIPs or is taking them (takeover writes the file after adding
+them); any later write of the file is taken as it is.
 """
 from . import errors, log, state
 from .errors import Fatal
@@ -60,23 +67,28 @@ class RoleFile:
     get() stats the file at every call and reads it only when its version
     (state.file_version) moved, so a change is seen at the next call.
     `lost` is True while the file is missing or unusable (the role last read
-    stays); `fallback()` gives the role when no file was ever read.
+    stays).  `interface()` gives the role the interface says (interface_role):
+    asked when no file was ever read, and when the first file read says
+    active (it may be older than a crash).
     """
 
-    def __init__(self, cfg, fallback=None):
-        self.cfg, self.path, self.fallback = cfg, state.role_path(cfg), fallback
+    def __init__(self, cfg, interface=None):
+        self.cfg, self.path, self.interface = cfg, state.role_path(cfg), interface
         self.stamp, self.role, self.lost = _UNREAD, None, False
 
     def get(self):
         stamp = state.file_version(self.path)
         if stamp != self.stamp:
+            first = self.role is None
             self.stamp = stamp
             role = read_role(self.cfg) if stamp else None
             self.lost = role is None
+            if role is None and first:
+                role = self.interface() if self.interface else STANDBY
+            elif role == ACTIVE and first and self.interface:
+                role = self.interface()
             if role is not None:
                 self.role = role
-            elif self.role is None:
-                self.role = (self.fallback() if self.fallback else None) or STANDBY
         return self.role
 
     def told(self, role):

@@ -34,12 +34,14 @@ class PeerView:
 
     priority; state: what its last heartbeat said; last: when its last valid
     heartbeat arrived (monotonic seconds); since: since when it has been alive
-    without a gap of deadtime.
+    without a gap of deadtime; generation: its hb-send's run (a new one at
+    every start), None when unknown.
     """
-    __slots__ = ("priority", "state", "last", "since")
+    __slots__ = ("priority", "state", "last", "since", "generation")
 
-    def __init__(self, priority, state, last, since):
+    def __init__(self, priority, state, last, since, generation=None):
         self.priority, self.state, self.last, self.since = priority, state, last, since
+        self.generation = generation
 
 
 def outranks(a_priority, a_name, b_priority, b_name):

@@ -13,7 +13,6 @@ harmless: hb-send keeps advertising the role it last read, and hb-listen has
 its worker (``status``, current_role) rewrite it from the VIPs the interface
 holds.  A held node's file deleted comes back as standby.
 """
-import os
 import shlex
 import threading
 import time
@@ -65,15 +64,6 @@ def read_peers(cfg, max_age=None):
     return data.get("peers", {})
 
 
-def _normal_priority():
-    """Slow steps and hooks must not run at the heartbeat's real-time priority."""
-    try:
-        if os.sched_getscheduler(0) != os.SCHED_OTHER:
-            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    except (OSError, AttributeError):
-        pass
-
-
 class Director:
     def __init__(self, cfg, addresses=None, kernel_factory=None):
         if cfg.heartbeat is None:
@@ -83,6 +73,10 @@ class Director:
         self.addresses = addresses
         self.kernel_factory = kernel_factory
         self._slow = threading.Lock()
+        # The late ARP burst checks the role and sends under this lock, and a
+        # release says standby under it: no burst of ours goes out after the
+        # release began (a failback's new holder announced already).
+        self._late_arp = threading.Lock()
         self._said_no_ipvs = False
 
     @property
@@ -177,8 +171,9 @@ class Director:
             if rest > 0:
                 time.sleep(rest)
             # Still ours? A release may have come in the meantime.
-            if read_role(self.cfg) == ACTIVE:
-                self._announce(self.hb.arp_count)
+            with self._late_arp:
+                if read_role(self.cfg) == ACTIVE:
+                    self._announce(self.hb.arp_count)
         return ok
 
     def announce(self):
@@ -192,7 +187,8 @@ class Director:
         too old to tell) keeps the VIPs and raises Fatal, unless `force`:
         dropping them then may leave nobody serving.
         """
-        write_role(self.cfg, HELD if hold else STANDBY)
+        with self._late_arp:
+            write_role(self.cfg, HELD if hold else STANDBY)
         if wait > 0 and self.held_vips():
             seen = self._wait_for_peer(wait)
             if seen is not True:
@@ -284,7 +280,6 @@ class Director:
         if not cmd:
             return True
         from . import run
-        _normal_priority()
         result = run.run(shlex.split(cmd), timeout=60)
         if result.code != 0:
             detail = "timed out" if result.timed_out else f"exit {result.code}"
@@ -304,7 +299,6 @@ def serve(director, stdin, stdout):
     """
     def slow(fn):
         def body():
-            _normal_priority()
             try:
                 fn()
             except Exception as e:     # a bug in a slow step must not kill the worker

@@ -10,6 +10,7 @@ the root namespace.  Heartbeats can go over both nets (paths "front" and
 """
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -192,6 +193,16 @@ class Pair:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+
+    def revive(self, node, reboot=True):
+        """The killed machine back, before its programs start: no VIP (an interface comes up
+        bare), RUN_DIR emptied by a reboot or kept by a crash without one (STATE_DIR kept
+        either way), links up.  Returns the monotonic time the links came up."""
+        self.run(node, ["ip", "addr", "del", f"{VIP}/32", "dev", "eth0"])
+        if reboot:
+            shutil.rmtree(os.path.join(self.node_dir[node], "run"), ignore_errors=True)
+        self.links(node, "up")
+        return time.monotonic()
 
     def links(self, node, updown, devs=("eth0", "eth1")):
         for dev in devs:

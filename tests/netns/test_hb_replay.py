@@ -128,4 +128,4 @@ def test_a_listener_restart_with_the_director_alive_takes_nothing(pair, how):
     deadline = time.monotonic() + 2.0       # initdead 1 s, and twice that
     while time.monotonic() < deadline:
         assert p.holds_vip("director") and not p.holds_vip("spare")
-    assert "taking over" not in p.log("spare")[mark:], p.log("spare")[mark:]
+    assert ": now active" not in p.log("spare")[mark:], p.log("spare")[mark:]

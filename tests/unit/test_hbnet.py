@@ -8,7 +8,7 @@ import pytest
 from lvskit import config, hbnet, rolefile, state
 from lvskit.hbnet import floors, listener, sockets
 from lvskit.hbnet import sender as sender_module
-from lvskit.heartbeat import ACTIVE, STANDBY
+from lvskit.heartbeat import ACTIVE, HELD, STANDBY
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -73,8 +73,9 @@ def beat_of_b(state, seq, key=KEY):
 
 def test_deleted_role_file_keeps_the_last_role(cfg):
     rolefile.write_role(cfg, ACTIVE)
-    rf = rolefile.RoleFile(cfg, fallback=lambda: pytest.fail("file was there"))
-    assert rf.get() == ACTIVE and not rf.lost
+    asked = []
+    rf = rolefile.RoleFile(cfg, interface=lambda: asked.append(1) or ACTIVE)
+    assert rf.get() == ACTIVE and not rf.lost and asked == [1]
     os.unlink(state.role_path(cfg))
     assert rf.get() == ACTIVE and rf.lost          # not "standby" while we hold the VIPs
     with open(state.role_path(cfg), "w") as f:
@@ -82,11 +83,28 @@ def test_deleted_role_file_keeps_the_last_role(cfg):
     assert rf.get() == ACTIVE and rf.lost
     rolefile.write_role(cfg, STANDBY)
     assert rf.get() == STANDBY and not rf.lost
+    assert asked == [1]             # the interface is asked at the start only
 
 
 def test_no_role_file_at_start_asks_the_interface(cfg):
-    assert rolefile.RoleFile(cfg, fallback=lambda: ACTIVE).get() == ACTIVE
+    assert rolefile.RoleFile(cfg, interface=lambda: ACTIVE).get() == ACTIVE
     assert rolefile.RoleFile(cfg).get() == STANDBY
+
+
+def test_a_stale_active_role_file_is_not_advertised(cfg):
+    """Left by a crash without a reboot: the file says active, the VIPs are gone."""
+    rolefile.write_role(cfg, ACTIVE)
+    rf = rolefile.RoleFile(cfg, interface=lambda: STANDBY)
+    assert rf.get() == STANDBY
+    assert rf.get() == STANDBY              # the same stale file: still standby
+    rolefile.write_role(cfg, ACTIVE)        # takeover wrote it again, after adding the VIPs
+    assert rf.get() == ACTIVE
+
+
+@pytest.mark.parametrize("role", [STANDBY, HELD])
+def test_a_role_file_that_claims_nothing_is_taken_as_it_is(cfg, role):
+    rolefile.write_role(cfg, role)
+    assert rolefile.RoleFile(cfg, interface=lambda: pytest.fail("asked")).get() == role
 
 
 def test_listener_has_the_worker_rewrite_a_deleted_role_file(cfg):
@@ -640,3 +658,156 @@ def test_send_loop_advertises_a_role_change_at_the_next_beat(cfg):
     r = Recorder()
     hbnet.send_loop(cfg, r, 0.001, count=6)
     assert r.roles == [STANDBY] * 3 + [ACTIVE] * 3
+
+
+# --- role transitions: what is sent to the worker, and the one log line each -------------
+
+@pytest.fixture
+def said(monkeypatch):
+    """The log lines hb-listen writes, in order."""
+    lines = []
+    for level in ("info", "warning", "error"):
+        monkeypatch.setattr(listener.log, level, lines.append)
+    return lines
+
+
+def _node(cfg, me, role):
+    """hb-listen of node me (a: priority 200, b: 100), its worker saying role, the role file too."""
+    rolefile.write_role(cfg, role)
+    worker = FakeWorker(role)
+    return hbnet.Listener(cfg, cfg.node(me), KEY, [], worker, clock=lambda: 10.0), worker
+
+
+def _answers(cfg, li, role):
+    """The worker did its command (it writes the role file first) and answers."""
+    rolefile.write_role(cfg, role)
+    li.worker.answers.append((True, role))
+    li._answer()
+
+
+def _beat(name, role, seq, generation=1):
+    from lvskit.heartbeat import Beat
+    return Beat(name, role, 200 if name == "a" else 100, "lo", generation, seq)
+
+
+@pytest.mark.parametrize("generation, why", [
+    (2, "failback, peer a (priority 200) took the VIPs"),      # restarted, took the VIPs on hearing us
+    (1, "split brain, peer a (priority 200) was active too"),  # the same run: it took them unheard
+])
+def test_a_peer_back_active_is_a_split_brain_only_if_it_never_stopped(cfg, said, generation, why):
+    li, worker = _node(cfg, "b", ACTIVE)
+    li.heard(_beat("a", STANDBY, 1), 8.0)
+    li.step(8.0)
+    assert worker.sent == []
+    li.heard(_beat("a", ACTIVE, 2, generation), 10.0)      # silent for 2 s, back active
+    li.step(10.0)
+    assert worker.sent[-1] == "release"
+    _answers(cfg, li, STANDBY)
+    assert said[-1] == f"now standby: {why}"
+
+
+def test_failback_at_the_spare_no_announcement_then_one_line(cfg, said):
+    li, worker = _node(cfg, "b", ACTIVE)
+    li.heard(_beat("a", STANDBY, 1), 10.0)      # the director back after a reboot
+    li.step(10.0)
+    assert worker.sent == []        # an announcement now would race the director's own
+    li.heard(_beat("a", ACTIVE, 2), 10.02)      # it took the VIPs
+    li.step(10.02)
+    assert worker.sent == ["release"]
+    _answers(cfg, li, STANDBY)
+    transitions = [line for line in said if line.startswith("now ")]
+    assert transitions == ["now standby: failback, peer a (priority 200) took the VIPs"], said
+    assert not any("split brain" in line for line in said), said
+
+
+def test_failback_at_the_director_is_one_line_and_no_split_brain(cfg, said):
+    li, worker = _node(cfg, "a", STANDBY)
+    li.heard(_beat("b", ACTIVE, 1), 10.0)
+    li.step(10.0)
+    assert worker.sent == ["acquire"]
+    _answers(cfg, li, ACTIVE)
+    for seq, t in enumerate((10.02, 10.04, 10.06), 2):     # b not let go yet
+        li.heard(_beat("b", ACTIVE, seq), t)
+        li.step(t)
+    assert worker.sent == ["acquire"]        # our acquire just announced: no second one yet
+    li.heard(_beat("b", STANDBY, 5), 10.08)   # b let go: we announce again, quietly
+    li.step(10.08)
+    assert worker.sent == ["acquire", "announce"]
+    _answers(cfg, li, ACTIVE)
+    transitions = [line for line in said if line.startswith("now ")]
+    assert transitions == ["now active: failback, peer b (priority 100) was active"], said
+    assert not any("split brain" in line for line in said), said
+
+
+def test_a_healed_split_brain_is_said_once_on_both_sides(cfg, said):
+    a, worker_a = _node(cfg, "a", ACTIVE)
+    for seq in range(1, 61):        # b, active, heard for the first time, for 1.2 s
+        t = 10.0 + (seq - 1) * 0.02
+        a.heard(_beat("b", ACTIVE, seq), t)
+        a.step(t)
+        if worker_a.pending:
+            _answers(cfg, a, ACTIVE)
+    assert worker_a.sent == ["announce", "announce"]      # again after a second
+    assert said == ["peer b alive (active, priority 100)",
+                    "split brain: peer b (priority 100) active too; staying active, announcing again"]
+    said.clear()
+    b, worker_b = _node(cfg, "b", ACTIVE)
+    b.heard(_beat("a", ACTIVE, 1), 10.0)
+    b.step(10.0)
+    assert worker_b.sent == ["release"]
+    _answers(cfg, b, STANDBY)
+    assert said[-1] == "now standby: split brain, peer a (priority 200) was active too"
+
+
+def test_a_takeover_says_who_went_silent(cfg, said):
+    li, worker = _node(cfg, "b", STANDBY)
+    li.heard(_beat("a", ACTIVE, 1), 10.0)
+    li.step(10.0)
+    li.step(10.0 + cfg.heartbeat.deadtime + 0.01)
+    assert worker.sent == ["acquire"]
+    assert not any(line.startswith("now ") for line in said)     # not before the VIPs are held
+    _answers(cfg, li, ACTIVE)
+    assert said[-1] == "now active: peer a silent for 130 ms (was active)"
+
+
+def test_a_handover_by_hand_is_said_on_both_sides(cfg, said):
+    a, _ = _node(cfg, "a", ACTIVE)
+    rolefile.write_role(cfg, HELD)                          # takeover --release
+    a.step(10.0)
+    assert said == ["now held: takeover --release by hand"]
+    said.clear()
+    b, worker = _node(cfg, "b", STANDBY)
+    b.heard(_beat("a", HELD, 1), 10.0)
+    b.step(10.0)
+    assert worker.sent == ["acquire"]
+    _answers(cfg, b, ACTIVE)
+    assert said[-1] == "now active: handover, peer a (priority 200) held"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="real-time scheduling needs root")
+def test_realtime_is_for_the_loop_only_its_children_start_normal():
+    import subprocess
+    import sys
+    lib = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "lib")
+    child = ("import os; s = os.sched_getscheduler(0); "
+             "lck = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmLck')][0]; "
+             "print(s, os.sched_getparam(0).sched_priority, lck)")
+    code = ("import os, subprocess, sys; sys.path.insert(0, sys.argv[1]); from lvskit import hbnet; "
+            "hbnet.realtime(); print(os.sched_getscheduler(0), flush=True); "
+            "subprocess.run([sys.executable, '-c', sys.argv[2]])")
+    out = subprocess.run([sys.executable, "-c", code, lib, child], capture_output=True, text=True, timeout=30)
+    parent, policy, priority, locked = out.stdout.split()
+    assert int(parent) == os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, out
+    assert (int(policy), int(priority), locked) == (os.SCHED_OTHER, 0, "0"), out
+
+
+@pytest.mark.parametrize("generation, announce", [(1, ["announce"]), (2, [])])
+def test_a_peer_back_as_standby_is_announced_to_only_if_it_never_restarted(cfg, generation, announce):
+    """The same run: it may have taken the VIPs unheard (a partition) and let go.
+    Restarted (a reboot): it holds nothing, and is about to take them back."""
+    li, worker = _node(cfg, "a", ACTIVE)
+    li.heard(_beat("b", STANDBY, 1), 8.0)
+    li.step(8.0)
+    li.heard(_beat("b", STANDBY, 2, generation), 10.0)
+    li.step(10.0)
+    assert worker.sent == announce

@@ -41,15 +41,26 @@ def which_node(cfg, name=None):
 
 
 def realtime(priority=50):
-    """SCHED_FIFO and locked memory: a busy CPU or a swapped page must not look like a dead peer."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-    except (OSError, AttributeError) as e:
-        log.warning(f"no real-time scheduling ({getattr(e, 'strerror', e)}): "
-                    "a busy CPU may delay heartbeats")
+    """SCHED_FIFO and locked memory: a busy CPU or a swapped page must not look like a dead peer.
+
+    For this process only: with SCHED_RESET_ON_FORK every child (the
+    takeover worker, `takeover status`) starts at normal priority, from its
+    first instruction.  Its imports (pyroute2) and hooks at real-time
+    priority would keep every lower real-time task (audio, a control loop, a
+    probe) off the CPUs while they run.  Memory locks are not inherited
+    either (fork and exec drop them, MCL_FUTURE included).
+
+    Memory first: locking faults in every page mapped (the interpreter, its
+    libraries), work that must not run at real-time priority either.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
         log.warning(f"mlockall: {os.strerror(ctypes.get_errno())}")
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
+    except (OSError, AttributeError) as e:
+        log.warning(f"no real-time scheduling ({getattr(e, 'strerror', e)}): "
+                    "a busy CPU may delay heartbeats")
 
 
 class Limited:

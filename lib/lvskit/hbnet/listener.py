@@ -9,7 +9,7 @@ import socket
 import time
 
 from .. import log, state
-from ..heartbeat import ACTIVE, BadBeat, Receiver
+from ..heartbeat import ACTIVE, HELD, STANDBY, BadBeat, Receiver
 from ..roles import ACQUIRE, ANNOUNCE, PeerView, Policy, RELEASE, decide
 from ..rolefile import RoleFile
 from .daemon import Limited
@@ -37,6 +37,10 @@ def arrival(stamp, now, wall, floor):
 
 def _first(item):
     return item[0]
+
+
+# Why the role file changed when hb-listen's worker did not change it.
+BY_HAND = {ACTIVE: "takeover by hand", HELD: "takeover --release by hand", STANDBY: "takeover --rejoin by hand"}
 
 
 class Listener:
@@ -92,6 +96,9 @@ class Listener:
         self.quiet_until = -1e9
         self.role = worker.role
         self.announce_due = None
+        self.why = None         # why the command the worker is doing was sent (logged at its answer)
+        self.split = set()      # peers heard already active while we were active (see heard)
+        self.split_said = set()
         self.peer_names = [n.name for n in cfg.nodes if n.name != me.name]
 
     def run(self):
@@ -229,7 +236,8 @@ class Listener:
         old = self.peers.get(beat.name)
         key = (beat.name, beat.path)
         if (old is not None and now - old.last <= self.hb.deadtime and old.state == beat.state
-                and old.priority == beat.priority and key not in self.dead_paths):
+                and old.priority == beat.priority and old.generation == beat.generation
+                and key not in self.dead_paths):
             # The routine beat, the common case by far: only the times move.
             self.paths[key] = now
             if now > old.last:      # another path's beat, read in the same wake, may be newer
@@ -243,13 +251,29 @@ class Listener:
             log.info(f"peer {beat.name} alive ({beat.state}, priority {beat.priority})")
         elif old.state != beat.state:
             log.info(f"peer {beat.name} now {beat.state}")
-        # A peer back from silence may have announced the VIPs as its own
-        # meanwhile (a healed partition), and one that just released surely
-        # did: whoever stays active says so again, or the ARP caches keep
-        # pointing at the node that let go.
-        if back or (old is not None and old.state == ACTIVE and beat.state != ACTIVE):
-            self.announce_due = f"peer {beat.name} {'back' if back else 'released'}"
-        self.peers[beat.name] = PeerView(beat.priority, beat.state, now, since)
+        # A peer that just let go of the VIPs had announced them as its own,
+        # and so may one heard again in the same run of its hb-send (a healed
+        # partition: it may have taken them and let go unheard): whoever
+        # stays active says so again, or the ARP caches could keep pointing
+        # at the node that let go.  Not for a peer that restarted (a reboot,
+        # a crash): it held nothing since, and when it comes back to take the
+        # VIPs (failback) an announcement of ours would race its own.
+        if back and old.generation == beat.generation:
+            self.announce_due = True
+        elif old is not None and not back and old.state == ACTIVE and beat.state != ACTIVE:
+            self.announce_due = True
+        # Split brain: a peer first heard, or heard again after a silence in
+        # the same run of its hb-send (generation), active while we are: both
+        # held the VIPs without hearing each other.  A peer that turns active
+        # while heard, or comes back restarted and active, took the VIPs over
+        # from us on purpose (failback, make-before-break): no split brain.
+        if beat.state != ACTIVE or back:
+            self.split.discard(beat.name)
+            self.split_said.discard(beat.name)
+        if (beat.state == ACTIVE and self.role == ACTIVE
+                and (old is None or (back and old.generation == beat.generation))):
+            self.split.add(beat.name)
+        self.peers[beat.name] = PeerView(beat.priority, beat.state, now, since, beat.generation)
         if key in self.dead_paths:
             self.dead_paths.discard(key)
             log.info(f"peer {beat.name}: path {beat.path} up again")
@@ -274,7 +298,10 @@ class Listener:
                 self.worker.restart(f"gave no answer to {self.worker.pending!r} "
                                     f"in {self.worker.timeout:g} s")
             return
-        role = self.role = self.role_file.get()
+        role = self.role_file.get()
+        if role != self.role:       # not our worker's doing: a `takeover` by hand
+            log.warning(f"now {role}: {BY_HAND[role]}")
+            self.role = role
         if self.role_file.lost and now - self.last_try.get("status", -1e9) >= 0.5:
             # Deleted or garbled: the worker reads the interface and writes it again.
             self.last_try["status"] = now
@@ -284,23 +311,29 @@ class Listener:
                         self.policy, self.peer_names)
         if self.announce_due and role == ACTIVE and action is None:
             self.worker.send("announce")
-            log.warning(f"{self.announce_due}: staying active, announcing again")
         self.announce_due = None
         if action is None:
             return
+        if action == ANNOUNCE:
+            split = {n for n in self._live(now, ACTIVE) if n in self.split}
+            # After a failback the peer we took the VIPs from is active until
+            # it lets go, and our acquire has just announced: again only if it
+            # has not let go a second later.
+            if not split and now - self.last_try.get(ACQUIRE, -1e9) < 1.0:
+                return
         period = 1.0 if action == ANNOUNCE else 0.5
         if now - self.last_try.get(action, -1e9) < period:
             return
         self.last_try[action] = now
         self.worker.send(action)
         if action == ACQUIRE:
-            log.warning("taking over: " + self._why(now))
+            self.why = self._why_acquire(now)
         elif action == RELEASE:
-            log.warning("releasing: " + ", ".join(
-                f"{n} {p.state} priority {p.priority}" for n, p in self.peers.items()
-                if now - p.last <= self.hb.deadtime))
-        else:
-            log.warning("split brain healed: staying active, announcing again")
+            self.why = self._why_release(now)
+        elif split != self.split_said:
+            if split:
+                log.warning(f"split brain: {self._peers(split)} active too; staying active, announcing again")
+            self.split_said = split
 
     def _report(self, now):
         for name, peer in self.peers.items():
@@ -314,27 +347,54 @@ class Listener:
                 log.warning(f"peer {key[0]}: path {key[1]} silent for "
                             f"{(now - last) * 1000:.0f} ms")
 
-    def _why(self, now):
-        parts = []
-        for name, p in self.peers.items():
-            if now - p.last > self.hb.deadtime:
-                parts.append(f"{name} silent for {(now - p.last) * 1000:.0f} ms")
-            else:
-                parts.append(f"{name} {p.state}")
-        return ", ".join(parts) or "no peer heard since start"
+    def _live(self, now, state):
+        return {n: p for n, p in self.peers.items() if now - p.last <= self.hb.deadtime and p.state == state}
+
+    def _peers(self, names):
+        return ", ".join(f"peer {n} (priority {self.peers[n].priority})" for n in sorted(names))
+
+    def _why_acquire(self, now):
+        """Why we take the VIPs, in the words of the log line."""
+        active = self._live(now, ACTIVE)
+        if active:
+            return f"failback, {self._peers(active)} was active"
+        held = self._live(now, HELD)
+        if held:
+            return f"handover, {self._peers(held)} held"
+        silent = [f"peer {n} silent for {(now - p.last) * 1000:.0f} ms"
+                  + (" (was active)" if p.state == ACTIVE else "")
+                  for n, p in sorted(self.peers.items()) if now - p.last > self.hb.deadtime]
+        unheard = [f"peer {n} never heard" for n in self.peer_names if n not in self.peers]
+        standby = self._live(now, STANDBY)
+        return ", ".join(silent + unheard) or (f"{self._peers(standby)} standby" if standby else "no peer")
+
+    def _why_release(self, now):
+        rivals = self._live(now, ACTIVE)
+        split = {n for n in rivals if n in self.split}
+        if split:
+            return f"split brain, {self._peers(split)} was active too"
+        return f"failback, {self._peers(rivals)} took the VIPs"
 
     def _answer(self):
+        starting = self.worker.pending == "start"
         ok, text = self.worker.answer()
-        if ok:
-            self.role = text
-            # Our own write: not a hand change.  Still missing (RUN_DIR not
-            # writable?): the worker's word is the role.
-            self.role_file.told(text)
-            if text == ACTIVE:
-                self.last_try.pop(RELEASE, None)
-            log.info(f"now {text}")
-        else:
+        why, self.why = self.why, None
+        if not ok:
             log.error(f"takeover: {text}")
+            return
+        old, self.role = self.role, text
+        # Our own write: not a hand change.  Still missing (RUN_DIR not
+        # writable?): the worker's word is the role.
+        self.role_file.told(text)
+        if text == ACTIVE:
+            self.last_try.pop(RELEASE, None)
+        # One line per change of role, once the worker holds (or has
+        # dropped) the VIPs: an announcement or a status that changes
+        # nothing is no news.
+        if text != old:
+            log.warning(f"now {text}: {why or 'the interface says so'}")
+        elif starting:
+            log.info(f"takeover worker ready, {text}")
 
     def close(self):
         """At a clean exit: the exact newest beats, so that the next start hears the peers at once."""

@@ -87,14 +87,15 @@ class Sender:
                        for seq in range(self.seq + AHEAD - 1, self.seq - 1, -1)]
 
 
-def send_loop(cfg, sender, interval, count=None, fallback=None):
+def send_loop(cfg, sender, interval, count=None, role=None):
     """Beat every interval (count times, or forever), with the role the role file says at that beat.
 
-    The role file is looked at (a stat; read when it changed) before every
+    The role file (role: a RoleFile; by default one that never asks the
+    interface) is looked at (a stat; read when it changed) before every
     beat, so a role change goes out with the next beat: within one interval
-    of takeover writing it.  fallback: the role when there never was a file.
+    of takeover writing it.
     """
-    role = RoleFile(cfg, fallback)
+    role = role or RoleFile(cfg)
     deadline, sent = time.monotonic(), 0
     while count is None or sent < count:
         sender.send(role.get())
