@@ -254,6 +254,9 @@ def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
     """One round with its consequences; returns (Round, tracks, checked).
     kernel: an ipvs.Kernel (or the fake kernel in tests), a sync.Follower, or None.
 
+    A real server that comes back from down gets a fresh start (sync.fresh_start):
+    deleted, its old connection entries expired, added again with its weight.
+
     The kernel first, from the health in memory: neither a state file that
     cannot be written nor a slow or hanging hook may delay taking a dead
     server out.  A state file that cannot be written is one error line naming
@@ -262,6 +265,10 @@ def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
     rnd, tracks, checked = run_round(cfg, tracks, checked, all_due=all_due)
     if kernel is not None:
         try:
+            returning = [(r.service.wanted(), r.real.dest) for r in rnd.changes()
+                         if r.before.up is False and r.after.up] if not dry_run else []
+            if returning and sync.fresh_start(getattr(kernel, "kernel", kernel), returning):
+                full = True         # the table changed behind a Follower's memory
             rnd.kernel = update_kernel(cfg, kernel, tracks, dry_run, full)
             if rnd.kernel.unrecorded:      # reconcile's own record (ipvs-sync.json), logged there
                 rnd.state_error = rnd.kernel.unrecorded
