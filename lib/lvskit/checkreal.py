@@ -267,7 +267,7 @@ def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
         try:
             returning = [(r.service.wanted(), r.real.dest) for r in rnd.changes()
                          if r.before.up is False and r.after.up] if not dry_run else []
-            if returning and sync.fresh_start(getattr(kernel, "kernel", kernel), returning):
+            if returning and sync.fresh_start(cfg, getattr(kernel, "kernel", kernel), returning):
                 full = True         # the table changed behind a Follower's memory
             rnd.kernel = update_kernel(cfg, kernel, tracks, dry_run, full)
             if rnd.kernel.unrecorded:      # reconcile's own record (ipvs-sync.json), logged there

@@ -205,7 +205,7 @@ def _applied(table, ops):
 RETURN_WAIT = 2.0      # seconds the kernel gets to expire a returning server's old entries
 
 
-def fresh_start(kernel, returning, conn_table="/proc/net/ip_vs_conn"):
+def fresh_start(cfg, kernel, returning, conn_table="/proc/net/ip_vs_conn"):
     """Take real servers that come back from down out of the kernel until their old
     connection entries are gone; the next reconcile adds them again.
 
@@ -225,13 +225,15 @@ def fresh_start(kernel, returning, conn_table="/proc/net/ip_vs_conn"):
                 return []
     except OSError:
         return []
-    ops = [Op(DEL_DEST, svc, dest) for svc, dest in returning]
-    failed = {id(op) for op, _ in kernel.execute(ops)}      # already gone (on_failure = remove): fine
-    ops = [op for op in ops if id(op) not in failed]
-    log.infos(f"{op.ipvsadm()}: a fresh start for a returning real server" for op in ops)
-    deadline = time.monotonic() + RETURN_WAIT
-    while ops and _entries_of(conn_table, ops) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    from .lock import Lock
+    with Lock(cfg.run_dir, "ipvs-table", wait=TABLE_LOCK_WAIT):
+        ops = [Op(DEL_DEST, svc, dest) for svc, dest in returning]
+        failed = {id(op) for op, _ in kernel.execute(ops)}      # already gone (on_failure = remove): fine
+        ops = [op for op in ops if id(op) not in failed]
+        log.infos(f"{op.ipvsadm()}: a fresh start for a returning real server" for op in ops)
+        deadline = time.monotonic() + RETURN_WAIT
+        while ops and _entries_of(conn_table, ops) and time.monotonic() < deadline:
+            time.sleep(0.02)
     return ops
 
 

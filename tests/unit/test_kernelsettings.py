@@ -124,15 +124,16 @@ CONN_HEADER = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires
 GHOST = "TCP 0AC8010A 9C40 0AC80164 0050 0AC8010B 0050 SYN_RECV         59\n"     # -> 10.200.1.11:80
 
 
-def _returning():
-    cfg = config.parse("[service www]\naddress = 10.200.1.100\nport = 80\nreal.10.200.1.11 = weight=2\n")
+def _returning(tmp_path):
+    cfg = config.parse(f"[global]\nrun_dir = {tmp_path}/run\n"
+                       "[service www]\naddress = 10.200.1.100\nport = 80\nreal.10.200.1.11 = weight=2\n")
     vs = cfg.services[0]
-    return vs, [(vs.wanted(), vs.reals[0].dest)]
+    return cfg, vs, [(vs.wanted(), vs.reals[0].dest)]
 
 
 def test_fresh_start_deletes_and_waits_for_the_entries(sysctls, tmp_path, monkeypatch):
     (sysctls / "expire_nodest_conn").write_text("1\n")
-    vs, returning = _returning()
+    cfg, vs, returning = _returning(tmp_path)
     table = tmp_path / "ip_vs_conn"
     table.write_text(CONN_HEADER + GHOST)
     kernel = FakeKernel([vs.wanted()])
@@ -142,23 +143,23 @@ def test_fresh_start_deletes_and_waits_for_the_entries(sysctls, tmp_path, monkey
         sleeps.append(s)
         table.write_text(CONN_HEADER)
     monkeypatch.setattr(sync.time, "sleep", sleep)
-    ops = sync.fresh_start(kernel, returning, conn_table=str(table))
+    ops = sync.fresh_start(cfg, kernel, returning, conn_table=str(table))
     assert [op.ipvsadm() for op in ops] == ["ipvsadm -d -t 10.200.1.100:80 -r 10.200.1.11:80"]
     assert kernel.table[vs.key].dests == {} and len(sleeps) == 1
 
 
 def test_fresh_start_does_nothing_when_the_kernel_would_keep_the_entries(sysctls, tmp_path):
-    vs, returning = _returning()           # expire_nodest_conn = 0: deleting would not expire them
+    cfg, vs, returning = _returning(tmp_path)      # expire_nodest_conn = 0: deleting would not expire them
     kernel = FakeKernel([vs.wanted()])
-    assert sync.fresh_start(kernel, returning, conn_table=str(tmp_path / "none")) == []
+    assert sync.fresh_start(cfg, kernel, returning, conn_table=str(tmp_path / "none")) == []
     assert kernel.writes == []
 
 
 def test_fresh_start_of_a_server_already_out_of_the_table(sysctls, tmp_path):
     (sysctls / "expire_nodest_conn").write_text("1\n")
-    vs, returning = _returning()
+    cfg, vs, returning = _returning(tmp_path)
     kernel = FakeKernel([vs.wanted().replace(dests={})])       # on_failure = remove took it out
-    assert sync.fresh_start(kernel, returning, conn_table=str(tmp_path / "none")) == []
+    assert sync.fresh_start(cfg, kernel, returning, conn_table=str(tmp_path / "none")) == []
 
 
 def test_lvs_status_shows_them(sysctls, tmp_path):
