@@ -46,7 +46,6 @@ def test_short_demo(tmp_path):
     assert m["takeover_s"] <= 10, m
     assert m["ok_after_takeover"] >= 20, m
     assert m["failback_s"] is not None and m["holder_end"] == "midas", m
-    assert near(m["spare_share"], m["spare_expected"], demo.SPARE_TOLERANCE), m
     assert m["failed_failback"] == 0, m
     assert "summary" in text and "4 midas dies" in text
 
