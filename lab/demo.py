@@ -82,8 +82,7 @@ INITIAL = {"hades": "h", "kama": "k", "apolo": "a", "cronos": "c"}
 # What the client must see (issue "what the client sees"), asserted on every run:
 BACK_WINDOW = 10.0      # s after check-real puts the healed server back ...
 BACK_SHARE = 0.8        # ... in which it gets at least this much of its www weight share
-SPARE_WINDOW = 20.0     # s of the spare's first traffic ...
-SPARE_TOLERANCE = 0.10  # ... in which every www share is within this of its weight share
+SPARE_WINDOW = 20.0     # s of the spare's first traffic whose www shares the summary gives
 
 
 class DemoError(RuntimeError):
