@@ -47,6 +47,8 @@ def test_short_demo(tmp_path):
     assert m["ok_after_takeover"] >= 20, m
     assert m["failback_s"] is not None and m["holder_end"] == "midas", m
     assert m["failed_failback"] == 0, m
+    # the spare's www shares follow the weights (run() raises on this too)
+    assert all(abs(m["spare_share"].get(n, 0) - e) <= demo.SPARE_POINTS for n, e in m["spare_expected"].items()), m
     assert "summary" in text and "4 midas dies" in text
 
 

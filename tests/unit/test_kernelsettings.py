@@ -38,7 +38,7 @@ def sysctls(tmp_path, monkeypatch):
 
 
 def test_defaults_without_a_section():
-    assert config.parse("[global]\n").ipvs == Ipvs(1, 1, 900, 120, 300)
+    assert config.parse("[global]\n").ipvs == Ipvs(1, 1, 900, 10, 300)
 
 
 def test_keys_and_keep():
@@ -81,15 +81,15 @@ def test_sync_applies_once_then_is_idempotent(sysctls):
     made = kernelsettings.sync(Ipvs(), kernel)
     assert [c.name for c in made] == ["expire_nodest_conn", "expire_quiescent_template", "tcpfin_timeout"]
     assert (sysctls / "expire_nodest_conn").read_text() == "1\n"
-    assert kernel.sets == [(0, 120, 0)]
+    assert kernel.sets == [(0, 10, 0)]
     assert kernelsettings.sync(Ipvs(), kernel) == []
-    assert kernel.sets == [(0, 120, 0)]
+    assert kernel.sets == [(0, 10, 0)]
 
 
 def test_dry_run_changes_nothing(sysctls):
     kernel = Kernel(udp=10)
     planned = kernelsettings.sync(Ipvs(), kernel, dry_run=True)
-    assert len(planned) == 3 and kernel.sets == []
+    assert len(planned) == 4 and kernel.sets == []      # two switches, tcpfin and udp
     assert (sysctls / "expire_nodest_conn").read_text() == "0\n"
 
 
@@ -99,9 +99,10 @@ def test_reconcile_sets_them_on_whole_runs_only(sysctls, tmp_path):
     out = sync.reconcile(cfg, kernel, select=lambda op: True)
     assert out.settings == [] and kernel.sets == []
     out = sync.reconcile(cfg, kernel, dry_run=True)
-    assert [c.command() for c in out.settings][-1] == "ipvsadm --set 900 0 0" and kernel.sets == []
+    assert [c.command() for c in out.settings][-2:] == ["ipvsadm --set 900 0 0", "ipvsadm --set 0 10 0"]
+    assert kernel.sets == []
     out = sync.reconcile(cfg, kernel)
-    assert len(out.settings) == 3 and kernel.sets == [(900, 0, 0)]
+    assert len(out.settings) == 4 and kernel.sets == [(900, 10, 0)]
     assert sync.reconcile(cfg, kernel).settings == []
 
 
@@ -170,6 +171,6 @@ def test_lvs_status_shows_them(sysctls, tmp_path):
     assert code == 0
     rows = {r["key"]: (r["wanted"], r["kernel"]) for r in st["settings"]}
     assert rows == {"expire_nodest_conn": (1, 0), "expire_quiescent_template": (1, 0),
-                    "tcp_timeout": (900, 900), "tcpfin_timeout": (120, 30), "udp_timeout": (None, 10)}
+                    "tcp_timeout": (900, 900), "tcpfin_timeout": (10, 30), "udp_timeout": (None, 10)}
     assert "kernel: expire_nodest_conn 0 (want 1), expire_quiescent_template 0 (want 1), tcp_timeout 900, " \
-           "tcpfin_timeout 30 (want 120), udp_timeout 10" in status.text(st)
+           "tcpfin_timeout 30 (want 10), udp_timeout 10" in status.text(st)

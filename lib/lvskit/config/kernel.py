@@ -19,7 +19,10 @@ class Ipvs(record(
         # connection goes to a live server, not to the quiesced one it stuck to
         expire_quiescent_template=1,
         tcp_timeout=900,            # seconds an idle established TCP connection is kept
-        tcpfin_timeout=120,         # seconds a closing one (FIN_WAIT) is kept
+        # seconds a closing one (FIN_WAIT) is kept; wlc and lc count these entries, so this
+        # is how long the schedulers remember a real server's past connections: short, so a
+        # healed server is not flooded and a spare's synced entries do not skew its schedule
+        tcpfin_timeout=10,
         udp_timeout=300)):          # seconds an idle UDP "connection" is kept
     """[ipvs]: each value, or None to leave the kernel's setting alone (keep)."""
     __slots__ = ()
