@@ -69,7 +69,7 @@ PHASES = {
     "after_detection": (10, 5),
     "after_return": (8, 3),
     "busy": (30, 14),
-    "after_takeover": (12, 6),
+    "after_takeover": (20, 20),     # SPARE_WINDOW: the spare's shares are judged over its first 20 s
     "after_failback": (10, 5),
 }
 USERS_FIRST = "10.200.16.1"      # the simulated X terminals (one address per XDMCP session)
