@@ -69,7 +69,7 @@ PHASES = {
     "after_detection": (10, 5),
     "after_return": (8, 3),
     "busy": (30, 14),
-    "after_takeover": (12, 6),
+    "after_takeover": (20, 20),     # SPARE_WINDOW: the spare's shares are judged over its first 20 s
     "after_failback": (10, 5),
 }
 USERS_FIRST = "10.200.16.1"      # the simulated X terminals (one address per XDMCP session)
@@ -79,6 +79,11 @@ BURNERS = 2                      # the guest's CPUs
 # kama's capacity settles near 0.4 with the shipped cpu_full = 1: its weight falls below half.
 LOW, BACK = 0.5, 0.9               # fractions of kama's full weight: loaded, recovered
 INITIAL = {"hades": "h", "kama": "k", "apolo": "a", "cronos": "c"}
+# What the client must see (issue "what the client sees"), asserted on every run:
+BACK_WINDOW = 10.0      # s after check-real puts the healed server back ...
+BACK_SHARE = 0.8        # ... in which it gets at least this much of its www weight share
+SPARE_WINDOW = 20.0     # s of the spare's first traffic, whose www shares ...
+SPARE_POINTS = 0.10     # ... are each within this of the weights' shares
 
 
 class DemoError(RuntimeError):
@@ -779,6 +784,41 @@ class Demo:
         return "; ".join(steps)
 
     # --- the end -------------------------------------------------------------------------------
+    def client_figures(self):
+        """What the client saw after the healing and after the takeover (www answers)."""
+        self.read_log()
+        conf = self.configured["www"]
+        want = {n: w / sum(conf.values()) for n, w in conf.items()}
+        h, m = self.figures.get("hades"), self.figures.get("midas")
+        if h:
+            recs = self.window(h["back"], h["back"] + BACK_WINDOW, "www")
+            first = next((r for r in recs if r["server"] == "hades"), None)
+            h.update(share_back=self.shares(recs).get("hades", 0.0), expected_back=want["hades"],
+                     sent_back=len(recs), back_window_s=BACK_WINDOW,
+                     first_answer_back_s=(first["t"] + first["d"] - h["back"]) if first else None)
+        if m:
+            recs = self.window(m["vip"], min(m["vip"] + SPARE_WINDOW, m["return"]), "www")
+            m.update(spare_share=self.shares(recs), spare_expected=want, spare_sent=len(recs),
+                     spare_window_s=min(SPARE_WINDOW, m["return"] - m["vip"]))
+
+    def client_problems(self):
+        """Lines for each client-level figure that is not what the client must see."""
+        out = []
+        h, m = self.figures.get("hades"), self.figures.get("midas")
+        if h and h["share_back"] < BACK_SHARE * h["expected_back"]:
+            out.append(f"healed hades got {h['share_back']:.0%} of {h['sent_back']} www requests in the "
+                       f"{BACK_WINDOW:g} s after its return, want >= {BACK_SHARE:.0%} of {h['expected_back']:.0%}")
+        if m:
+            off = {n: m["spare_share"].get(n, 0.0) - e for n, e in m["spare_expected"].items()}
+            if any(abs(d) > SPARE_POINTS for d in off.values()):
+                out.append(f"estepe's www shares " + " ".join(
+                    f"{n} {m['spare_share'].get(n, 0):.0%}/{e:.0%}" for n, e in m["spare_expected"].items())
+                    + f" (measured/weights) over its first {m['spare_window_s']:.0f} s: more than "
+                    f"{SPARE_POINTS:.0%} off")
+            if m["failed_failback"]:
+                out.append(f"{m['failed_failback']} requests failed during the failback")
+        return out
+
     def summary(self):
         f = self.figures
         rows = []
@@ -795,6 +835,11 @@ class Demo:
                          f"detection {h['detect_s']:.1f} s (bound {h['bound_s']:.0f} s)"))
             rows.append(("2 hades out: after detection", h["sent_after_detection"], h["failed_after_detection"],
                          f"to hades: {h['to_victim_after_detection']}; back {h['back_s']:.1f} s after restart"))
+            if "share_back" in h:
+                first = h["first_answer_back_s"]
+                rows.append((f"2 hades back: {h['back_window_s']:g} s (www)", h["sent_back"], 0,
+                             f"hades's share {h['share_back']:.0%} (weights {h['expected_back']:.0%}); first "
+                             f"answer {'none' if first is None else f'{first:.1f} s'} after its return"))
         k = f.get("kama")
         if k:
             rows.append((f"3 kama busy ({k['service']})", k["sessions_during"], k["failed_during"],
@@ -806,6 +851,11 @@ class Demo:
         if m:
             rows.append(("4 midas dies -> estepe", m["sent_down"], m["failed_down"],
                          f"VIP on estepe {m['takeover_s']:.1f} s, client gap {m['gap_s']:.1f} s"))
+            if "spare_share" in m:
+                rows.append((f"4 estepe's first {m['spare_window_s']:.0f} s (www)", m["spare_sent"], 0,
+                             "share measured/weights: " + " ".join(
+                                 f"{n} {m['spare_share'].get(n, 0):.0%}/{e:.0%}"
+                                 for n, e in m["spare_expected"].items())))
             fb = (f"failback {m['failback_s']:.1f} s after return, longest www gap "
                   f"{m['failback_gap_s']:.2f} s" if m["failback_s"] is not None else "no failback")
             rows.append(("4 midas returns (failback)", m["sent_failback"], m["failed_failback"], fb))
@@ -872,6 +922,22 @@ def bench_quote():
 COLORS = {"hades": "tab:blue", "kama": "tab:orange", "apolo": "tab:green", "cronos": "tab:purple"}
 
 
+LABEL_GAP = 0.015      # of the time axis: two labels closer than this would overlap (7-point text)
+
+
+def label_groups(events, end):
+    """[(t, text)]: the events' labels, those closer in time than LABEL_GAP of the axis
+    joined into one (at the first one's time, "a / b"), so no two labels overlap."""
+    groups = []
+    for e in sorted(events, key=lambda e: e["t"]):
+        if groups and e["t"] - groups[-1][2] < LABEL_GAP * max(end, 1.0):
+            groups[-1][1].append(e["what"])
+            groups[-1][2] = e["t"]
+        else:
+            groups.append([e["t"], [e["what"]], e["t"]])
+    return [(t, " / ".join(whats)) for t, whats, _ in groups]
+
+
 def plot(demo, path):
     try:
         import matplotlib
@@ -924,13 +990,14 @@ def plot(demo, path):
     ax.set_ylim(-5, 110)
     ax.set_xlabel("seconds since the demo started (guest clock)")
     ax.legend(loc="lower left", fontsize=7, ncol=4)
-    for e in demo.events:
-        if e["what"][:2] in ("1.", "2.", "3.", "4.") or any(w in e["what"] for w in
-                                                           ("took", "back", "holds", "reweight", "idle")):
-            for ax in axes:
-                ax.axvline(e["t"], color="0.4", lw=0.7, ls=":")
-            axes[0].annotate(e["what"], (e["t"], 1.0), xycoords=("data", "axes fraction"), rotation=90,
-                             fontsize=7, va="top", ha="right", color="0.25")
+    shown = [e for e in demo.events if e["what"][:2] in ("1.", "2.", "3.", "4.") or any(
+        w in e["what"] for w in ("took", "back", "holds", "reweight", "idle"))]
+    for e in shown:
+        for ax in axes:
+            ax.axvline(e["t"], color="0.4", lw=0.7, ls=":")
+    for t, text in label_groups(shown, end):
+        axes[0].annotate(text, (t, 1.0), xycoords=("data", "axes fraction"), rotation=90,
+                         fontsize=7, va="top", ha="right", color="0.25")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -947,6 +1014,7 @@ def run(short=False, out=None, make_plot=True, say=print):
         demo.phase_kama()
         demo.phase_midas()
         demo.event("end")
+        demo.client_figures()
         say(demo.summary())
         path = demo.save()
         host = os.environ.get("LAB_OUT_HOST")
@@ -957,6 +1025,9 @@ def run(short=False, out=None, make_plot=True, say=print):
             png = plot(demo, os.path.join(demo.out, "demo.png"))
             say(f"picture: {where(png)}" if png else
                 "picture: none (matplotlib is not installed: apt-get install python3-matplotlib)")
+        problems = demo.client_problems()
+        if problems:
+            raise DemoError("what the client saw: " + "; ".join(problems))
         return demo.figures
     finally:
         demo.close()

@@ -250,9 +250,20 @@ def table(rnd):
 
 # --- once (cron, Nagios) or in a loop -------------------------------------------
 
+def _returning(rnd):
+    """[(Service, Dest)] of the real servers this round brings back from down, in
+    services that give them a fresh start (on_return = fresh)."""
+    return [(r.service.wanted(), r.real.dest) for r in rnd.changes()
+            if r.before.up is False and r.after.up and r.service.on_return == "fresh"]
+
+
 def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
     """One round with its consequences; returns (Round, tracks, checked).
     kernel: an ipvs.Kernel (or the fake kernel in tests), a sync.Follower, or None.
+
+    A real server that comes back from down gets a fresh start (sync.fresh_start):
+    deleted, its old connection entries expired, added again with its weight;
+    not in a service with on_return = keep.
 
     The kernel first, from the health in memory: neither a state file that
     cannot be written nor a slow or hanging hook may delay taking a dead
@@ -262,6 +273,9 @@ def once(cfg, kernel, tracks, checked, dry_run=False, all_due=True, full=True):
     rnd, tracks, checked = run_round(cfg, tracks, checked, all_due=all_due)
     if kernel is not None:
         try:
+            returning = [] if dry_run else _returning(rnd)
+            if returning and sync.fresh_start(cfg, getattr(kernel, "kernel", kernel), returning):
+                full = True         # the table changed behind a Follower's memory
             rnd.kernel = update_kernel(cfg, kernel, tracks, dry_run, full)
             if rnd.kernel.unrecorded:      # reconcile's own record (ipvs-sync.json), logged there
                 rnd.state_error = rnd.kernel.unrecorded

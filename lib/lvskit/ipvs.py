@@ -36,7 +36,7 @@ SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 # uapi/linux/ip_vs.h
 (CMD_NEW_SERVICE, CMD_SET_SERVICE, CMD_DEL_SERVICE, CMD_GET_SERVICE,
  CMD_NEW_DEST, CMD_SET_DEST, CMD_DEL_DEST, CMD_GET_DEST,
- CMD_NEW_DAEMON, CMD_DEL_DAEMON, CMD_GET_DAEMON) = range(1, 12)
+ CMD_NEW_DAEMON, CMD_DEL_DAEMON, CMD_GET_DAEMON, CMD_SET_CONFIG, CMD_GET_CONFIG) = range(1, 14)
 DAEMON_MASTER, DAEMON_BACKUP = 1, 2
 FWD_MASK = 0x7
 
@@ -161,7 +161,8 @@ DEST = Attrs(address=(1, ADDR), port=(2, BE16), forward=(3, U32), weight=(4, S32
              l_threshold=(6, U32), active=(7, U32), inactive=(8, U32), persistent=(9, U32),
              family=(11, U16))
 DAEMON = Attrs(state=(1, U32), interface=(2, STRING), syncid=(3, U32))
-MESSAGE = Attrs(service=(1, _Nested(SERVICE)), dest=(2, _Nested(DEST)), daemon=(3, _Nested(DAEMON)))
+MESSAGE = Attrs(service=(1, _Nested(SERVICE)), dest=(2, _Nested(DEST)), daemon=(3, _Nested(DAEMON)),
+                tcp=(4, U32), tcpfin=(5, U32), udp=(6, U32))     # the timeouts of ipvsadm --set, seconds
 CTRL = Attrs(family_id=(1, U16), family_name=(2, STRING))
 ERROR = Attrs(msg=(1, STRING))      # NLMSGERR_ATTR_MSG: the extended ack's text
 
@@ -521,6 +522,32 @@ class Kernel:
         """Apply operations in order; return [(op, message)] for those that failed."""
         failed = self._requests([encode_op(op) for op in ops])
         return [(ops[i], text or _explain(ops[i], err)) for i, (err, text) in sorted(failed.items())]
+
+    # --- the connection timeouts (ipvsadm --set) --------------------------------------
+    def timeouts(self):
+        """{"tcp", "tcpfin", "udp": seconds}: how long the kernel keeps an established
+        TCP, a closing TCP (FIN_WAIT) and a UDP connection entry without traffic."""
+        seq, msg = self._message(self.family, CMD_GET_CONFIG, b"", NLM_F_REQUEST | NLM_F_ACK)
+        self.sock.send(msg)
+        out = {}
+        while True:
+            for kind, rseq, payload in self._replies():
+                if rseq != seq:
+                    continue
+                if kind == NLMSG_ERROR:     # the ack (or the error) ends the answer
+                    err, text = self._error(payload)
+                    if err:
+                        raise Fatal(f"reading the IPVS timeouts: {text or os.strerror(err)}")
+                    return out
+                a = MESSAGE.unpack(payload, _GENL.size)
+                out = {name: a.get(name, 0) for name in ("tcp", "tcpfin", "udp")}
+
+    def set_timeouts(self, tcp=0, tcpfin=0, udp=0):
+        """ipvsadm --set: a timeout of 0 stays as it is."""
+        failed = self._requests([(CMD_SET_CONFIG, MESSAGE.pack(tcp=tcp, tcpfin=tcpfin, udp=udp))])
+        if failed:
+            err, text = failed[0]
+            raise Fatal(f"setting the IPVS timeouts: {text or os.strerror(err)}")
 
     # --- connection synchronisation (for takeover) ---------------------------------
     def sync_daemons(self):

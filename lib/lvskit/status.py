@@ -24,6 +24,8 @@ JSON schema (``"schema": 1``; keys are only ever added):
   peers:    [{name, state, alive, priority, heard_age,
               paths: {PATH: age s or null (never heard)}}]
   ipvs:     {available: bool, error: str or null}
+  settings: [{key: an [ipvs] key, wanted: the config's value or null (keep),
+              kernel: the kernel's value or null (unknown)}]
   services: [{name, key ("tcp 192.168.45.26:80"), protocol, address, port,
               fwmark, scheduler, in_kernel: bool or null (unknown), check,
               checked_age,
@@ -57,15 +59,30 @@ def _age(now, t):
 
 
 def _read_kernel(kernel):
-    """(table or None, error text or None, exit code)."""
+    """(table or None, [ipvs] settings {key: value} or None, error text or None, exit code)."""
     try:
         if kernel is None:
             from .ipvs import Kernel    # late: only a real run reads the kernel
             with Kernel() as k:
-                return k.read(), None, errors.OK
-        return kernel.read(), None, errors.OK
+                return k.read(), _settings(k), None, errors.OK
+        return kernel.read(), _settings(kernel), None, errors.OK
     except errors.Fatal as e:
-        return None, str(e), e.code
+        return None, None, str(e), e.code
+
+
+def _settings(kernel):
+    """The kernel's [ipvs] settings, or None for a kernel that cannot tell (a test's fake)."""
+    if not hasattr(kernel, "timeouts"):
+        return None
+    from . import kernelsettings
+    return kernelsettings.read(kernel)
+
+
+def _settings_rows(cfg, settings):
+    """[{key, wanted (null: keep), kernel (null: unknown)}] of the [ipvs] settings."""
+    from .config.kernel import SWITCHES, TIMEOUTS
+    return [{"key": key, "wanted": getattr(cfg.ipvs, key), "kernel": (settings or {}).get(key)}
+            for key in SWITCHES + TIMEOUTS]
 
 
 def _node(cfg, node_name):
@@ -127,7 +144,7 @@ def _real_row(vs, name, dest, kdest, health, loads, wanted, configured=True, sor
 def gather(cfg, kernel=None, node_name=None, now=None):
     """(status dict, exit code): 0, or the code of why the kernel could not be read."""
     now = time.time() if now is None else now
-    table, error, code = _read_kernel(kernel)
+    table, settings, error, code = _read_kernel(kernel)
     health = health_mod.read(cfg)
     loads = load_weights(cfg)
     desired = desired_table(cfg, health=health, weights=loads)
@@ -135,7 +152,8 @@ def gather(cfg, kernel=None, node_name=None, now=None):
     hb, peers = _peers(cfg, node, now) if cfg.heartbeat else (None, [])
     out = {"schema": SCHEMA, "time": round(now, 3), "config": cfg.path, "director": cfg.director,
            "node": node, "heartbeat": hb, "peers": peers,
-           "ipvs": {"available": table is not None, "error": error}, "services": [], "foreign": []}
+           "ipvs": {"available": table is not None, "error": error},
+           "settings": _settings_rows(cfg, settings), "services": [], "foreign": []}
     for vs in cfg.services:
         k = vs.key
         ksvc = table.get(k) if table is not None else None
@@ -249,12 +267,24 @@ def text(st):
     lines.append("PROT VIP:PORT SCHEDULER  [SERVICE]")
     lines.append(fmt(head))
     lines += [fmt(r) if isinstance(r, tuple) else r for r in rows]
+    lines.append(_settings_line(st["settings"]))
     for f in st["foreign"]:
         lines.append(f"{f['key']} {f['scheduler']}  (foreign: not in the config)")
         for r in f["reals"]:
             lines.append(f"  -> {r['entry']}  weight {r['weight']}  active {r['active']}  "
                          f"inactive {r['inactive']}")
     return "\n".join(lines) + "\n"
+
+
+def _settings_line(rows):
+    """kernel: expire_nodest_conn 1, ..., tcpfin_timeout 30 (want 120): the [ipvs] settings."""
+    cells = []
+    for r in rows:
+        cell = f"{r['key']} {_n(r['kernel'])}"
+        if r["wanted"] is not None and r["kernel"] is not None and r["wanted"] != r["kernel"]:
+            cell += f" (want {r['wanted']})"
+        cells.append(cell)
+    return "kernel: " + ", ".join(cells)
 
 
 # --- Prometheus text exposition (node_exporter's textfile collector) -----------------

@@ -3,7 +3,11 @@
 Every program that changes the table (ipvs-sync, check-real, reweight,
 takeover) goes through ``reconcile``: no second code path to the kernel.
 """
-from . import log, state
+import ipaddress
+import os
+import time
+
+from . import kernelsettings, log, state
 from .desired import desired_table
 from .errors import NOT_CONFIGURED, Fatal
 from .model import AF_INET, AF_INET6, ServiceKey
@@ -83,6 +87,8 @@ class Outcome:
         self.failed = []            # [(op, message)]
         self.current = current      # the table the plan was made against
         self.unrecorded = None      # why ipvs-sync.json could not be written
+        self.settings = []          # kernelsettings.Change: [ipvs] settings made (planned, in a dry run)
+        self.settings_error = None  # why they could not be read or made
 
 
 TABLE_LOCK_WAIT = 30.0     # seconds a writer waits for another one's plan and writes
@@ -119,6 +125,8 @@ def _reconcile(cfg, kernel, desired, dry_run, current, select, force):
     out = Outcome(ops, current=current)
     if not force:
         guard(cfg, ops, current, owned)
+    if select is None and hasattr(kernel, "timeouts"):     # a whole run: the [ipvs] settings too
+        _settings(cfg, kernel, dry_run, out)
     if dry_run:
         return out
     # recorded before they are made: a run killed mid-load leaves no service nobody owns
@@ -137,6 +145,15 @@ def _reconcile(cfg, kernel, desired, dry_run, current, select, force):
     if select is None and owned != keep:
         out.unrecorded = save_owned(cfg, keep) or out.unrecorded
     return out
+
+
+def _settings(cfg, kernel, dry_run, out):
+    """The [ipvs] kernel settings into out; a failure is one error line, the table still goes on."""
+    try:
+        out.settings = kernelsettings.sync(cfg.ipvs, kernel, dry_run)
+    except (OSError, Fatal) as e:
+        out.settings_error = f"[ipvs] settings: {getattr(e, 'strerror', None) or e}"
+        log.error(out.settings_error)
 
 
 class Follower:
@@ -185,6 +202,65 @@ def _applied(table, ops):
     return table
 
 
+RETURN_WAIT = 2.0      # seconds the kernel gets to expire a returning server's old entries
+
+
+def fresh_start(cfg, kernel, returning, conn_table="/proc/net/ip_vs_conn"):
+    """Take real servers that come back from down out of the kernel until their old
+    connection entries are gone; the next reconcile adds them again.
+
+    returning: [(Service, Dest)].  In direct routing the director never sees a
+    real server's resets: the handshakes it refused while dying stay as
+    SYN_RECV entries for a minute and its killed connections as ESTABLISHED
+    ones for the TCP timeout, all counted as active connections, so a least-
+    connection scheduler would pass the healed server over.  Deleting the
+    real server makes the kernel expire every entry of it (expire_nodest_conn
+    = 1, Linux 5.9 and later); without that setting the entries would
+    survive the deletion, so nothing is done.  Returns the ops made.
+    """
+    from .plan import DEL_DEST, Op
+    try:
+        with open(os.path.join(kernelsettings.SYSCTL_DIR, "expire_nodest_conn")) as f:
+            if f.read().strip() != "1":
+                return []
+    except OSError:
+        return []
+    from .lock import Lock
+    with Lock(cfg.run_dir, "ipvs-table", wait=TABLE_LOCK_WAIT):
+        ops = [Op(DEL_DEST, svc, dest) for svc, dest in returning]
+        failed = {id(op) for op, _ in kernel.execute(ops)}      # already gone (on_failure = remove): fine
+        ops = [op for op in ops if id(op) not in failed]
+        log.infos(f"{op.ipvsadm()}: a fresh start for a returning real server" for op in ops)
+        deadline = time.monotonic() + RETURN_WAIT
+        while ops and _entries_of(conn_table, ops) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return ops
+
+
+def _entries_of(conn_table, ops):
+    """Whether the connection table still holds an entry of one of the deleted real servers."""
+    gone = {(ipaddress.ip_address(op.dest.address), op.dest.port) for op in ops}
+    try:
+        with open(conn_table) as f:
+            next(f, None)       # the header
+            for line in f:
+                words = line.split()
+                if len(words) >= 7 and _endpoint(words[5], words[6]) in gone:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def _endpoint(address, port):
+    """(ip_address, port) of /proc/net/ip_vs_conn's columns: IPv4 in hex, IPv6 as text."""
+    try:
+        ip = ipaddress.ip_address(address) if ":" in address else ipaddress.ip_address(int(address, 16))
+        return ip, int(port, 16)
+    except ValueError:
+        return None
+
+
 def open_kernel():
     from .ipvs import Kernel    # late: --check-config and config errors need no kernel
     return Kernel()
@@ -213,16 +289,19 @@ def check(cfg, kernel=None):
     wanted = {vs.key for vs in cfg.services}
     foreign = sorted(k for k in current if k not in wanted and k not in owned) \
         if cfg.foreign == "warn" else []
-    result.metric("changes", len(out.ops), lo=0)
+    pending = [c.command() for c in out.settings] + [op.ipvsadm() for op in out.ops]
+    result.metric("changes", len(pending), lo=0)
     result.metric("foreign", len(foreign), lo=0)
-    if out.ops:
+    if out.settings_error:
+        result.add(CHECK_UNKNOWN, out.settings_error)
+    if pending:
         result.add(CHECK_CRITICAL)
-        summary = f"{len(out.ops)} changes pending, first: {out.ops[0].ipvsadm()}"
-        for op in out.ops[1:]:
-            result.detail(op.ipvsadm())
+        summary = f"{len(pending)} changes pending, first: {pending[0]}"
+        for line in pending[1:]:
+            result.detail(line)
     else:
         summary = f"{n} services in line with the config"
-    if foreign and not out.ops:
+    if foreign and not pending:
         result.add(CHECK_WARNING, f"{len(foreign)} in the kernel that are not in it nor made by ipvs-sync: "
                                   f"{', '.join(map(str, foreign[:5]))}{' ...' if len(foreign) > 5 else ''}")
     print(*result.lines(summary), sep="\n")
@@ -233,10 +312,12 @@ def _once(cfg, kernel, dry_run, force):
     from .errors import ERROR, OK
     out = reconcile(cfg, kernel, dry_run=dry_run, force=force)
     if dry_run:
+        for change in out.settings:
+            print(change.command())
         for op in out.ops:
             print(op.ipvsadm())
         return OK
-    return ERROR if out.failed or out.unrecorded else OK
+    return ERROR if out.failed or out.unrecorded or out.settings_error else OK
 
 
 def run(cfg, path, dry_run=False, every=None, kernel=None, force=False):

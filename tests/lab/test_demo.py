@@ -30,6 +30,9 @@ def test_short_demo(tmp_path):
     assert h["detect_s"] <= h["bound_s"], h
     assert h["sent_after_detection"] >= 20 and h["failed_after_detection"] == 0, h
     assert h["to_victim_after_detection"] == 0, h
+    # what the client saw once hades was back (run() raises on these too)
+    assert h["share_back"] >= demo.BACK_SHARE * h["expected_back"], h
+    assert h["first_answer_back_s"] is not None and h["first_answer_back_s"] <= demo.BACK_WINDOW, h
 
     k = f["kama"]
     assert k["weight_before"] == k["full"], k
@@ -43,4 +46,17 @@ def test_short_demo(tmp_path):
     assert m["takeover_s"] <= 10, m
     assert m["ok_after_takeover"] >= 20, m
     assert m["failback_s"] is not None and m["holder_end"] == "midas", m
+    assert m["failed_failback"] == 0, m
+    # the spare's www shares follow the weights (run() raises on this too)
+    assert all(abs(m["spare_share"].get(n, 0) - e) <= demo.SPARE_POINTS for n, e in m["spare_expected"].items()), m
     assert "summary" in text and "4 midas dies" in text
+
+
+def test_event_labels_never_overlap():
+    events = [{"t": t, "what": w} for t, w in ((70.6, "2. hades's services killed"), (73.5, "check-real took hades out"),
+                                              (134.8, "4. midas dies"), (136.1, "estepe holds the VIP"),
+                                              (156.6, "midas back"), (156.8, "failback: midas holds the VIP"))]
+    groups = demo.label_groups(events, 170.0)
+    assert [t for t, _ in groups] == [70.6, 73.5, 134.8, 156.6]
+    assert all(b - a >= demo.LABEL_GAP * 170.0 for (a, _), (b, _) in zip(groups, groups[1:]))
+    assert groups[2][1] == "4. midas dies / estepe holds the VIP"

@@ -296,3 +296,20 @@ def test_a_server_in_warning_that_could_not_be_checked_is_named_once(tmp_path):
     assert checkreal.report(rnd) == (CHECK_UNKNOWN, [
         "CHECK_REAL UNKNOWN - 2/2 up; web 127.0.0.1 warning: no answer | up=2;;;0;2 down=0;;;0;2 "
         "maint=0;;;0;2 warning=1;;;0;2 probes=0;;;0 time=0.000s;;;0"])
+
+
+@pytest.mark.parametrize("on_return, fresh", [("", ["127.0.0.2"]), ("on_return = keep\n", [])])
+def test_a_returning_server_gets_a_fresh_start_unless_kept(tmp_path, lis, monkeypatch, on_return, fresh):
+    calls = []
+    monkeypatch.setattr(sync, "fresh_start",
+                        lambda cfg, kernel, returning: calls.extend(d.address for _, d in returning) or [])
+    lis.start(1), lis.start(2)
+    cfg, k = make_cfg(tmp_path, lis.port, on_return, fall=1), MemoryTable()
+    round_(cfg, k)
+    lis.stop(2)
+    round_(cfg, k)
+    assert weights(k, lis.port)["127.0.0.2"] == 0 and calls == []
+    lis.start(2)
+    round_(cfg, k), round_(cfg, k)                      # rise is 2
+    assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 2}
+    assert calls == fresh

@@ -58,6 +58,9 @@ BAD = {
     "check_status": ["99", "700", "2xx", "\uff1200"],
     "state_dir": ["relative/dir"], "run_dir": ["relative/dir"], "maint_dir": ["relative/dir"],
     "key_file": ["relative/hb.key"], "vip_interface": ["eth 0"], "sync_interface": ["eth 0"],
+    "expire_nodest_conn": ["1", "bogus"], "expire_quiescent_template": ["maybe"],
+    "tcp_timeout": INTEGER + ["0", "2678401", "kept"], "tcpfin_timeout": INTEGER + ["0"],
+    "udp_timeout": INTEGER + ["0"],
 }
 WEIGHTS = ["weight=70000", "weight=-1", "weight=x", "wieght=2", "weight=\uff11", "weight=1_0"]
 # Keys whose value is free text: a director's name, an HTTP path or host.

@@ -15,6 +15,7 @@ One way through, top to bottom (load):
   [agent]           lvs-agent's capacity formula, on a real server  (reweight.py)
   [heartbeat]       director failover: timings, key, VIPs, hooks    (heartbeat.py)
   [node NAME]       a director (or spare): priority, its addresses  (heartbeat.py)
+  [ipvs]            the director's kernel settings (sysctls, timeouts) (kernel.py)
 
 Every problem raises ConfigError naming file, line, section and key (see
 values.py for the typed getters); the result is a tree of frozen records.
@@ -28,13 +29,14 @@ from ..model import record
 from . import ini, values as v
 from .checks import CHECKS, Check
 from .heartbeat import Heartbeat, Node, heartbeat, node
+from .kernel import Ipvs, ipvs
 from .reweight import CGROUP_ROOT, Agent, Reweight, agent, parse_listen, reweight
 from .services import (ON_FAILURE, REMOVAL, REWEIGHT, RealServer, Server, VirtualService, server,
                        service)
 
 __all__ = [
     "load", "parse", "build", "Config", "ConfigError",
-    "Server", "RealServer", "VirtualService", "Check", "Reweight", "Agent", "Node", "Heartbeat",
+    "Server", "RealServer", "VirtualService", "Check", "Reweight", "Agent", "Node", "Heartbeat", "Ipvs",
     "Dest", "Service", "ServiceKey",
     "CHECKS", "REMOVAL", "ON_FAILURE", "REWEIGHT", "CGROUP_ROOT", "parse_listen",
 ]
@@ -54,6 +56,7 @@ class Config(record(
         services=(),            # of VirtualService
         reweight=Reweight(),
         agent=Agent(),
+        ipvs=Ipvs(),            # the director's kernel settings
         heartbeat=None,         # Heartbeat or None
         nodes=())):             # of Node, in file order
     __slots__ = ()
@@ -81,7 +84,7 @@ def parse(text, path="<config>"):
     return build(ini.parse(text, path), path)
 
 
-KINDS = ("global", "server", "service", "reweight", "agent", "heartbeat", "node")
+KINDS = ("global", "server", "service", "reweight", "agent", "heartbeat", "node", "ipvs")
 
 
 def build(sections, path, service=service):
@@ -107,6 +110,8 @@ def build(sections, path, service=service):
         v.no_name(sec)
         fields["agent"] = agent(sec)
         v.no_leftovers(sec)
+    for sec in by_kind["ipvs"]:
+        fields["ipvs"] = ipvs(sec)
     servers = {}
     for sec in by_kind["server"]:
         servers[sec.name] = server(sec)

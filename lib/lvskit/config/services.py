@@ -16,6 +16,7 @@ from .checks import Check, check
 
 REMOVAL = ("drain", "delete")
 ON_FAILURE = ("quiesce", "remove")
+ON_RETURN = ("fresh", "keep")
 REWEIGHT = ("agent", "http", "external", "none")
 
 
@@ -37,7 +38,8 @@ class VirtualService(record(
         on_failure="quiesce",       # a failed real server: weight 0, or out of the table
         check=Check(),
         sorry=None,                 # a Dest, in the table only while every real server is down
-        reweight="none")):          # how reweight learns load: agent, http, external, none
+        reweight="none",            # how reweight learns load: agent, http, external, none
+        on_return="fresh")):        # a healed real server: fresh start (checkreal), or keep its entries
     __slots__ = ()
 
     @property
@@ -76,6 +78,7 @@ def service(sec, servers):
     forward = v.choice(sec, "forward", tuple(FORWARD), "dr")
     removal = v.choice(sec, "removal", REMOVAL, "drain")
     on_failure = v.choice(sec, "on_failure", ON_FAILURE, "quiesce")
+    on_return = v.choice(sec, "on_return", ON_RETURN, "fresh")
     reweight = v.choice(sec, "reweight", REWEIGHT, "none")
     reals = _reals(sec, servers, key, forward)
     how = check(sec, key)
@@ -85,7 +88,7 @@ def service(sec, servers):
             raise sec.error(f"the sorry server is also real.{real.name}", "sorry")
     v.no_leftovers(sec)
     return VirtualService(sec.name, Service(key, scheduler, flags, timeout, netmask), reals,
-                          removal, on_failure, how, sorry, reweight)
+                          removal, on_failure, how, sorry, reweight, on_return)
 
 
 def _service_key(sec):
