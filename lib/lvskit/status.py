@@ -304,7 +304,8 @@ METRICS = (  # name, type, help
     ("lvskit_peer_alive", "gauge", "1 when hb-listen last saw the peer alive."),
     ("lvskit_heartbeat_age_seconds", "gauge",
      "Seconds since a heartbeat from the peer arrived on the path (about 1 s resolution)."),
-    ("lvskit_service_in_kernel", "gauge", "1 when the configured virtual service is in the kernel."),
+    ("lvskit_service_in_kernel", "gauge", "1 when the configured virtual service (key: tcp VIP:PORT "
+                                          "or fwmark N) is in the kernel."),
     ("lvskit_real_server_up", "gauge", "1 when check-real has the real server up (or warning); "
                                        "absent when it has no health."),
     ("lvskit_real_server_configured_weight", "gauge", "Weight in the config."),
@@ -331,7 +332,9 @@ def prometheus(st):
     for s in st["services"]:
         vip = s["key"]
         if s["in_kernel"] is not None:
-            samples["lvskit_service_in_kernel"].append(({"service": s["name"], "address": vip},
+            # key, not address: "tcp VIP:PORT" or "fwmark N" is a service's identity (lvs-status
+            # --json's "key"); address is always a real server's ADDR:PORT
+            samples["lvskit_service_in_kernel"].append(({"service": s["name"], "key": vip},
                                                         int(s["in_kernel"])))
         for r in s["reals"]:
             lab = {"service": s["name"], "server": r["server"] or "", "address": r["entry"]}

@@ -206,7 +206,10 @@ def test_textfile_parses_as_prometheus_text_format(director, tmp_path):
     assert value("lvskit_director_active", node="midas") == 1
     assert value("lvskit_heartbeat_age_seconds", peer="estepe", path="cross") == 30.0
     assert value("lvskit_ipvs_available") == 1
-    assert value("lvskit_service_in_kernel", service="www", address="tcp 10.0.0.26:80") == 1
+    assert value("lvskit_service_in_kernel", service="www", key="tcp 10.0.0.26:80") == 1
+    # address means one thing on every metric: a real server's ADDR:PORT
+    addresses = {s.labels["address"] for f in families.values() for s in f.samples if "address" in s.labels}
+    assert "10.0.0.13:80" in addresses and all(re.fullmatch(r"[0-9.]+:[0-9]+", a) for a in addresses)
     # no health, no sample (xdmcp has no check): absent, not a made-up 0 or 1
     assert not [s for s in families["lvskit_real_server_up"].samples if s.labels["service"] == "xdmcp"]
     # every family's HELP and TYPE come before its samples, and names are unique
