@@ -312,8 +312,15 @@ def test_script_errors(director, tmp_path):
     bad.write_text("[service x]\nport = 99999\n")
     r = run("-c", str(bad))
     assert r.returncode == errors.NOT_CONFIGURED and len(r.stderr.splitlines()) == 1
-    r = run("-c", path, "--json", "--check")
+    r = run("-c", path, "--json", "--check")      # a check: UNKNOWN (3), never CRITICAL (2)
+    assert r.returncode == errors.CHECK_UNKNOWN
+    assert r.stdout.startswith("LVS_STATUS UNKNOWN - usage: argument --check: not allowed with argument --json")
+    r = run("-c", path, "--json", "--bogus")
     assert r.returncode == errors.USAGE
+    for args, why in (([str(bad)], f"{bad}:1: [service x] address: missing"), ([path, "--node", "nobody"], f"{path}: no [node nobody]")):
+        r = run("--check", "-c", *args)
+        assert r.returncode == errors.CHECK_UNKNOWN and r.stderr == f"lvs-status: {why}\n", r
+        assert r.stdout.startswith(f"LVS_STATUS UNKNOWN - {why}") and r.stdout.count("\n") == 1, r.stdout
     r = run("-c", path, "--node", "nobody")
     assert r.returncode == errors.NOT_CONFIGURED and "no [node nobody]" in r.stderr
     r = run("-c", path, "--node", "midas", "--textfile", str(tmp_path / "no" / "such" / "dir.prom"))
