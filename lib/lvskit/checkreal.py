@@ -286,7 +286,7 @@ def check_only(cfg, kernel=None, now=None, why="", use_kernel=True):
             continue
         tracks = known.of(vs.name)
         for real in vs.reals:
-            t = tracks.get(str(real.dest), health.Track())
+            t = tracks.get(str(real.dest)) or health.Track(reason="no result yet")
             rnd.rows.append(Row(vs, real, t, t))
         checked = known.checked.get(vs.name)
         if checked is None:

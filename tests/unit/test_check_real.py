@@ -354,6 +354,7 @@ def test_check_mode_reads_only_and_says_when_the_state_is_stale(tmp_path, lis):
     r = run("-c", cfg.path, "--no-kernel", "--check")
     assert r.returncode == 3 and r.stdout.count("\n") == 1
     assert r.stdout.startswith("CHECK_REAL UNKNOWN - 0/2 up; web never checked")
+    assert "web 127.0.0.1 unknown: no result yet" in r.stdout
     assert not os.path.exists(state.health_path(cfg))                  # nothing written
     assert run("-c", cfg.path, "--no-kernel").returncode == 0         # a real round writes it
     with Lock(cfg.run_dir, "check-real"):                            # the loop holds the lock
