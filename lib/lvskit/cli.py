@@ -50,11 +50,6 @@ def _release_stderr():
             pass
 
 
-def plugin():
-    """The plugin's name when this run is a check, else None."""
-    return _plugin
-
-
 def unknown(why):
     """Print a check's UNKNOWN status line for why; returns its exit code, 3."""
     from .pluginoutput import Output
