@@ -30,10 +30,11 @@ CONFDIR     = $(SYSCONFDIR)/lvskit
 # missing: a stamp that is also the proof of which version is there.
 VENDOR      = lib/vendor/pyroute2-$(PYROUTE2_VERSION).dist-info/RECORD
 PYTEST      = $(PYTHON) -m pytest -q -p no:cacheprovider
+# sudo: tests/netns runs the checks as an unprivileged user through conf/sudoers.lvskit.
 # haproxy: tests/netns runs Debian's against lvs-agent; systemd: systemd-socket-activate
 # (lvs-agent inetd-style in that test) and systemd-analyze (the install tests).
 APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip iproute2 ipvsadm kmod \
-              haproxy systemd \
+              haproxy systemd sudo \
               python3-prometheus-client \
               debootstrap
 
@@ -128,6 +129,8 @@ install: $(VENDOR)
 	for s in $(SCRIPTS); do ln -sfr $(D)$(LIBDIR)/bin/$$s $(D)$(SBINDIR)/$$s; done
 	$(SUBST) conf/cron.d/lvskit > $(D)$(DATADIR)/cron.d-lvskit
 	$(SUBST) conf/inetd.conf > $(D)$(DATADIR)/inetd.conf
+	$(SUBST) conf/sudoers.lvskit > $(D)$(DATADIR)/sudoers.lvskit
+	$(SUBST) conf/nrpe.lvskit.cfg > $(D)$(DATADIR)/nrpe.lvskit.cfg
 	install -m 0644 conf/lvskit.ini README.md $(D)$(DATADIR)/
 	for u in $(UNITS); do $(SUBST) conf/systemd/$$u > $(D)$(SYSTEMDUNITDIR)/$$u; \
 	    chmod 0644 $(D)$(SYSTEMDUNITDIR)/$$u; done

@@ -14,7 +14,7 @@ import os
 import shlex
 import time
 
-from . import checks, health, log, state, sync
+from . import checks, health, log, state, sync, verdict
 from .desired import all_down, desired_table
 from .errors import CHECK_CRITICAL, CHECK_OK, CHECK_UNKNOWN, CHECK_WARNING
 from .model import hostport, record
@@ -167,10 +167,8 @@ def _hook(cfg, row):
 
 
 def _all_down_text(vs, rnd):
-    if vs.sorry:
-        return f"{vs.name} ALL DOWN: sorry server {vs.sorry} serves it"
-    kept = [r.real.name for r in rnd.rows if r.service is vs and r.after.kept]
-    return f"{vs.name} ALL DOWN: keeping the last healthy set ({', '.join(kept) or 'all'}) in the table"
+    return verdict.all_down_text(vs.name, vs.sorry, [r.real.name for r in rnd.rows
+                                                     if r.service is vs and r.after.kept])
 
 
 def update_kernel(cfg, kernel, tracks, dry_run=False, full=True):
@@ -191,13 +189,20 @@ def _not_deleting_services(op):
 
 # --- the monitoring-plugins line ------------------------------------------------
 
-def report(rnd):
-    """(exit code, the plugin's output lines): failed servers first, perfdata."""
+def report(rnd, extra=()):
+    """(exit code, the plugin's output lines): failed servers first, perfdata.
+
+    Each service's state is verdict.service's, as lvs-status --check says it.
+    extra: more (state, text) to say after the services that are all down."""
     rows = rnd.rows
     out = Output("CHECK_REAL")
     for vs in {r.service.name: r.service for r in rows}.values():
-        if all_down(vs, _tracks(rnd, vs)):
+        states = [(r.after.state, r.after.last) for r in rows if r.service is vs]
+        out.add(verdict.service(states))
+        if verdict.all_down(s for s, _ in states):
             out.add(CHECK_CRITICAL, _all_down_text(vs, rnd))
+    for code, text in extra:
+        out.add(code, text)
     named = sorted(((r, sub) for r in rows if (sub := _sub_check(r))), key=lambda x: x[1][0])
     for i, (r, (_, code)) in enumerate(named):
         out.add(code, f"{r.service.name} {r.label()} {r.after.state}: {r.after.reason}" if i < MAX_LISTED else "")
@@ -223,16 +228,16 @@ def report(rnd):
 
 
 def _sub_check(r):
-    """(place in the line, state) of a server the line names, or None: down first
-    (CRITICAL), then maintenance and warning (WARNING), then those whose check
-    could not tell (UNKNOWN, also when in warning)."""
+    """(place in the line, state) of a server the line names, or None: down first,
+    then maintenance, warning, and those whose check could not tell; the state is
+    verdict.server's (a server in warning whose check could not tell: UNKNOWN, once)."""
     t = r.after
-    unknown = t.up is None or (r.checked and t.last == health.UNKNOWN)
+    code = verdict.server(t.state, t.last)
+    if code == CHECK_OK:
+        return None
     if t.up is False and t.state != health.MAINT:
-        return 0, CHECK_CRITICAL
-    if t.state in (health.MAINT, health.WARNING):
-        return (1 if t.state == health.MAINT else 2), CHECK_UNKNOWN if unknown else CHECK_WARNING
-    return (3, CHECK_UNKNOWN) if unknown else None
+        return 0, code
+    return {health.MAINT: 1, health.WARNING: 2}.get(t.state, 3), code
 
 
 def table(rnd):
@@ -246,6 +251,65 @@ def table(rnd):
     if any(r.after.kept for r in rnd.rows):
         lines.append("* down, but kept in the table: its service has no server up")
     return lines
+
+
+# --- check-real --check: what the running check-real knows, read only ------------
+
+STALE_INTERVALS = 3     # a service's health is stale after this many of its check_interval ...
+STALE_MIN = 180.0       # ... and never sooner (seconds): cron runs check-real once a minute
+
+
+def stale_after(vs):
+    """Seconds after its last check at which a service's health in health.json is stale."""
+    return max(STALE_INTERVALS * vs.check.interval, STALE_MIN)
+
+
+def check_only(cfg, kernel=None, now=None, why="", use_kernel=True):
+    """(exit code, lines): check-real --check, and a plain run while another holds the lock.
+
+    Reports from the state the running check-real writes (STATE_DIR/health.json)
+    with the kernel's table read back; no probe, no lock, nothing written, so
+    it never competes with the loop or cron.  UNKNOWN when a service was never
+    checked or its last check is older than stale_after (check-real stopped:
+    the state no longer says how its servers are, so the check cannot tell);
+    WARNING when the kernel does not yet hold what the health asks for (the
+    next round, or ipvs-sync with --no-kernel, applies it); UNKNOWN when the
+    kernel cannot be read.  why: said first (a plain run that found the lock
+    busy).  use_kernel=False (--no-kernel): the health alone.
+    """
+    from .errors import Fatal
+    now = time.time() if now is None else now
+    known = health.read(cfg)
+    rnd, extra, oldest = Round(), [], 0.0
+    for vs in cfg.services:
+        if vs.check.kind == "none":
+            continue
+        tracks = known.of(vs.name)
+        for real in vs.reals:
+            t = tracks.get(str(real.dest)) or health.Track(reason="no result yet")
+            rnd.rows.append(Row(vs, real, t, t))
+        checked = known.checked.get(vs.name)
+        if checked is None:
+            extra.append((CHECK_UNKNOWN, f"{vs.name} never checked ({state.health_path(cfg)}: "
+                                         f"is check-real running?)"))
+            continue
+        age = now - checked
+        oldest = max(oldest, age)
+        if age > stale_after(vs):
+            extra.append((CHECK_UNKNOWN, f"{vs.name} last checked {age:.0f}s ago (stale after "
+                                         f"{stale_after(vs):.0f}s: is check-real running?)"))
+    try:
+        if use_kernel:
+            kernel = kernel or sync.open_kernel()
+            rnd.kernel = update_kernel(cfg, kernel, known.tracks, dry_run=True)
+    except (Fatal, OSError) as e:
+        rnd.kernel_error = getattr(e, "strerror", None) or str(e)
+    if rnd.kernel and rnd.kernel.ops:
+        ops = rnd.kernel.ops
+        extra.append((CHECK_WARNING, f"kernel: {len(ops)} changes pending, first: {ops[0].ipvsadm()}"))
+    code, lines = report(rnd, extra=([(CHECK_OK, why)] if why else []) + extra)
+    head = lines[0] + (" " if " | " in lines[0] else " | ") + f"age={oldest:.0f}s;;;0"
+    return code, [head] + lines[1:]
 
 
 # --- once (cron, Nagios) or in a loop -------------------------------------------
@@ -297,13 +361,25 @@ def _state_failed(rnd, e):
 
 
 def run(cfg, path, dry_run=False, every=None, use_kernel=True, verbose=False, kernel=None, out=print):
-    """check-real's work: one round and its report, or rounds every `every` seconds (every.run)."""
+    """check-real's work: one round and its report, or rounds every `every` seconds (every.run).
+
+    A single run that finds another check-real holding the lock (the loop, or
+    cron's run) does not probe: it reports what that one knows (check_only)."""
     from . import every as loop
-    from .errors import Fatal, USAGE
+    from .errors import BUSY, Fatal, USAGE
     from .lock import Lock
     if every is not None and dry_run:
         raise Fatal("--dry-run and --every do not mix: a dry run looks once", USAGE)
-    lock = None if dry_run else Lock(cfg.run_dir, "check-real")  # noqa: F841 (held until exit)
+    try:
+        lock = None if dry_run else Lock(cfg.run_dir, "check-real")  # noqa: F841 (held until exit)
+    except Fatal as e:
+        if e.code != BUSY or every is not None:
+            raise
+        code, lines = check_only(cfg, kernel, why="another check-real runs: its state reported",
+                                 use_kernel=use_kernel)
+        for line in lines:
+            out(line)
+        return code
     if use_kernel and kernel is None:
         kernel = sync.open_kernel()
     known = health.read(cfg)

@@ -5,12 +5,58 @@ A script in bin/ builds an argparse parser from its docstring, then calls
 code; a traceback reaches the user only for a real bug.
 """
 import argparse
+import io
 import os
 import sys
 
 from . import errors, log
 
 DEFAULT_CONFIG = os.environ.get("LVSKIT_CONFIG", "/etc/lvskit/lvskit.ini")
+
+_plugin = None      # the plugin's name while this run is a check (plugin_mode)
+
+
+def plugin_mode(name, argv, when=None, unless=None):
+    """Make this run a monitoring plugin (Nagios, Icinga, NRPE) before parsing argv.
+
+    A check must answer 0-3 with its status line first in every path, so
+    from here on a bad command line and every error (bad config, no IPVS,
+    permission, a bug) end as ``NAME UNKNOWN - why`` and exit 3, and what
+    goes to stderr (warnings, errors) is held until the status line is out
+    (Icinga 2 merges stderr into the output: a warning must not become its
+    first line); run() writes it after, as long output.  argparse knows the
+    options only after parsing, which may itself fail: hence argv is
+    scanned.  when: the option that makes a run a check (None: every run
+    is); unless: an option that makes it none (check-real --every is a
+    daemon).
+    """
+    global _plugin
+    words = {a.split("=", 1)[0] for a in (argv[:argv.index("--")] if "--" in argv else argv)}
+    if (when is None or when in words) and (unless is None or unless not in words):
+        _plugin = name
+        sys.stderr = io.StringIO()
+    return _plugin is not None
+
+
+def _release_stderr():
+    """What a check wrote to stderr, now that its status line is out."""
+    if isinstance(sys.stderr, io.StringIO) and sys.stderr is not sys.__stderr__:
+        held, sys.stderr = sys.stderr.getvalue(), sys.__stderr__
+        try:
+            sys.stdout.flush()
+            sys.stderr.write(held)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def unknown(why):
+    """Print a check's UNKNOWN status line for why; returns its exit code, 3."""
+    from .pluginoutput import Output
+    out = Output(_plugin)
+    out.add(errors.CHECK_UNKNOWN)
+    print(out.lines(" ".join(str(why).split()))[0], flush=True)
+    return errors.CHECK_UNKNOWN
 
 
 class Parser(argparse.ArgumentParser):
@@ -29,6 +75,9 @@ class Parser(argparse.ArgumentParser):
                           help="also log to stderr, and say more")
 
     def error(self, message):
+        if _plugin:                     # a check: UNKNOWN, never CRITICAL (2) for a typo
+            log.error(message)
+            sys.exit(unknown(f"usage: {message} (see {self.prog} --help)"))
         if not log.writes_stderr():     # stderr is a client's socket (lvs-agent under inetd)
             log.error(message)
             sys.exit(errors.USAGE)
@@ -50,20 +99,36 @@ def seconds(text):
 
 
 def run(main, argv=None):
-    """Call main(argv); exit with its return value or the Fatal's code."""
+    """Call main(argv); exit with its return value or the Fatal's code.
+
+    In a check (plugin_mode), every error is UNKNOWN: its status line, exit 3.
+    """
     prog = os.path.basename(sys.argv[0])
     log.setup(prog)
     try:
-        code = main(sys.argv[1:] if argv is None else argv)
+        code = _run(main, sys.argv[1:] if argv is None else argv)
+    finally:
+        _release_stderr()
+    sys.exit(code or 0)
+
+
+def _run(main, argv):
+    try:
+        code = main(argv)
     except errors.Fatal as e:
         log.error(str(e))
-        code = e.code
+        code = unknown(e) if _plugin else e.code
     except OSError as e:
         # the environment, not a bug: a directory that cannot be written, a full disk
-        log.error(f"{str(e.filename) + ': ' if e.filename is not None else ''}{e.strerror or e}")
-        code = errors.ERROR
+        why = f"{str(e.filename) + ': ' if e.filename is not None else ''}{e.strerror or e}"
+        log.error(why)
+        code = unknown(why) if _plugin else errors.ERROR
     except KeyboardInterrupt:
-        code = errors.INTERRUPTED
-    except BrokenPipeError:
-        code = errors.ERROR
-    sys.exit(code or 0)
+        code = unknown("interrupted") if _plugin else errors.INTERRUPTED
+    except Exception as e:
+        if not _plugin:
+            raise
+        code = unknown(f"internal error: {e.__class__.__name__}: {e}")
+        import traceback    # after the status line: a bug's trace for whoever reads on
+        traceback.print_exc()
+    return code

@@ -45,7 +45,7 @@ could not be read or the entry is not in it.
 import os
 import time
 
-from . import errors, health as health_mod, log
+from . import errors, health as health_mod, log, verdict
 from .desired import desired_table, load_weights
 from .model import FORWARD_NAMES, PROTOCOL_NAMES, hostport
 from .pluginoutput import Output
@@ -136,7 +136,7 @@ def _real_row(vs, name, dest, kdest, health, loads, wanted, configured=True, sor
             "wanted_weight": wanted.weight if wanted is not None else None,
             "kernel_weight": kdest.weight if kdest else None, "in_kernel": kdest is not None,
             "active": kdest.active if kdest else None, "inactive": kdest.inactive if kdest else None,
-            "health": state_, "up": t.up if t else None,
+            "health": state_, "up": t.up if t else None, "last": t.last or None if t else None,
             "reason": t.reason if t else "", "since_age": _age(now, t.since) if t else None,
             "kept": t.kept if t else False}
 
@@ -304,7 +304,8 @@ METRICS = (  # name, type, help
     ("lvskit_peer_alive", "gauge", "1 when hb-listen last saw the peer alive."),
     ("lvskit_heartbeat_age_seconds", "gauge",
      "Seconds since a heartbeat from the peer arrived on the path (about 1 s resolution)."),
-    ("lvskit_service_in_kernel", "gauge", "1 when the configured virtual service is in the kernel."),
+    ("lvskit_service_in_kernel", "gauge", "1 when the configured virtual service (key: tcp VIP:PORT "
+                                          "or fwmark N) is in the kernel."),
     ("lvskit_real_server_up", "gauge", "1 when check-real has the real server up (or warning); "
                                        "absent when it has no health."),
     ("lvskit_real_server_configured_weight", "gauge", "Weight in the config."),
@@ -331,7 +332,9 @@ def prometheus(st):
     for s in st["services"]:
         vip = s["key"]
         if s["in_kernel"] is not None:
-            samples["lvskit_service_in_kernel"].append(({"service": s["name"], "address": vip},
+            # key, not address: "tcp VIP:PORT" or "fwmark N" is a service's identity (lvs-status
+            # --json's "key"); address is always a real server's ADDR:PORT
+            samples["lvskit_service_in_kernel"].append(({"service": s["name"], "key": vip},
                                                         int(s["in_kernel"])))
         for r in s["reals"]:
             lab = {"service": s["name"], "server": r["server"] or "", "address": r["entry"]}
@@ -372,36 +375,44 @@ def write_textfile(path, body):
 # --- --check (monitoring-plugins) --------------------------------------------------
 
 def check(st):
-    """(exit code, one line): CRITICAL when a service has nothing with weight in the kernel,
-    WARNING when a real server is not up or a peer path is silent."""
+    """(exit code, one line): each service's state as check-real says it (verdict.service),
+    and CRITICAL when a service is missing from the kernel or has nothing with weight
+    there; WARNING when a peer or one of its paths is silent."""
     out = Output("LVS_STATUS")
     if not st["ipvs"]["available"]:
         out.add(errors.CHECK_UNKNOWN)
         return out.code, out.lines(st["ipvs"]["error"])[0]
-    warn, up, total, conns = [], 0, 0, 0
+    named, up, total, conns = [], 0, 0, 0
     for s in st["services"]:
         if not s["in_kernel"]:
             out.add(errors.CHECK_CRITICAL, f"{s['name']} not in the kernel")
             continue
         if not any(r["kernel_weight"] for r in s["reals"]):
             out.add(errors.CHECK_CRITICAL, f"{s['name']} has no real server with weight")
+        reals = [r for r in s["reals"] if r["configured"] and not r["sorry"]]
+        states = [(r["health"], r["last"]) for r in reals]
+        out.add(verdict.service(states))
+        if verdict.all_down(h for h, _ in states):
+            sorry = next((r["entry"] for r in s["reals"] if r["sorry"]), None)
+            out.add(errors.CHECK_CRITICAL, verdict.all_down_text(s["name"], sorry,
+                                                                 [r["server"] for r in reals if r["kept"]]))
         for r in s["reals"]:
             conns += r["active"] or 0
-            if not r["configured"] or r["sorry"]:
-                continue
+        for r in reals:
             total += 1
-            if r["up"] is False:
-                warn.append(f"{s['name']} {r['server']} {r['health']}: {r['reason']}")
-            else:
-                up += 1
+            up += verdict.is_up(r["health"])
+            code = verdict.server(r["health"], r["last"])
+            if code != errors.CHECK_OK:
+                named.append((code, f"{s['name']} {r['server']} {r['health']}: {r['reason']}"))
     for p in st["peers"]:
         if not p["alive"]:
-            warn.append(f"peer {p['name']} silent")
+            named.append((errors.CHECK_WARNING, f"peer {p['name']} silent"))
         else:
-            warn += [f"peer {p['name']} path {path} silent" for path, age in p["paths"].items()
-                     if age is None or age > st["heartbeat"]["deadtime"] + 2]
-    for text in warn:       # after every critical one
-        out.add(errors.CHECK_WARNING, text)
+            named += [(errors.CHECK_WARNING, f"peer {p['name']} path {path} silent")
+                      for path, age in p["paths"].items()
+                      if age is None or age > st["heartbeat"]["deadtime"] + 2]
+    for code, text in sorted(named, key=lambda x: x[0] != errors.CHECK_UNKNOWN):  # after every critical one
+        out.add(code, text)
     out.metric("up", up, lo=0, hi=total)
     out.metric("active", conns, lo=0)
     role = f"; {st['node']['role'] or 'no role'}" if st["node"] else ""

@@ -357,3 +357,23 @@ def test_install_honours_prefix_and_sysconfdir(tmp_path):
     res = run_installed([d + "/opt/lvs/sbin/ipvs-sync", "--check-config",
                          "-c", d + "/etc/alt/lvskit/lvskit.ini"])
     assert res.returncode == 0, res.stderr
+
+
+# --- monitoring examples --------------------------------------------------------
+
+def test_monitoring_examples_name_the_installed_checks(tmp_path):
+    """sudoers.lvskit parses (visudo) and allows exactly the three checks as installed;
+    nrpe.lvskit.cfg runs the same command lines through sudo -n."""
+    d = str(tmp_path)
+    make("install", f"DESTDIR={d}")
+    sudoers, nrpe = (open(d + DATADIR + f).read() for f in ("/sudoers.lvskit", "/nrpe.lvskit.cfg"))
+    checks = [f"{SBINDIR}/{name} --check -c /etc/lvskit/lvskit.ini" for name in ("check-real", "ipvs-sync", "lvs-status")]
+    assert "@" not in sudoers + nrpe            # every placeholder filled in
+    allowed = re.search(r"Cmnd_Alias LVSKIT_CHECKS = (.*?)\n\n", sudoers, re.S).group(1)
+    assert [c.strip() for c in allowed.replace("\\\n", "").split(",")] == checks
+    assert re.findall(r"^command\[\w+\]=/usr/bin/sudo -n (.*)$", nrpe, re.M) == checks
+    for script in checks:
+        assert os.access(d + script.split()[0], os.X_OK)
+    if shutil.which("visudo"):
+        r = subprocess.run(["visudo", "-cf", d + DATADIR + "/sudoers.lvskit"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr

@@ -83,7 +83,7 @@ real.{kama} = weight=5
         assert client.stdout.readline().strip() == "connected"      # 3 + 3 held: active
         lab.kill_server(kama)
         r = script(director, "check-real", "-c", str(cfg), "--no-kernel")
-        assert r.returncode == 2 and "down" in r.stdout, (r.stdout, r.stderr)
+        assert r.returncode == 1 and "down" in r.stdout, (r.stdout, r.stderr)     # one of two: WARNING
 
         # The counters move (TIME_WAIT entries expire): take a reading between two equal ones.
         for _ in range(5):

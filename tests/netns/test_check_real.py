@@ -50,8 +50,8 @@ def test_round_of_many_with_dead_servers_lasts_one_timeout(reals, tmp_path):
     t0 = time.monotonic()
     r = check_real(reals, "-c", path, "--no-kernel")
     took = time.monotonic() - t0
-    assert r.returncode == 2, r.stderr
-    assert r.stdout.startswith("CHECK_REAL CRITICAL - 5/305 down; web 10.203.0.1 down: timeout after 0.8s")
+    assert r.returncode == 1, r.stderr     # 300 serve: degraded, WARNING
+    assert r.stdout.startswith("CHECK_REAL WARNING - 5/305 down; web 10.203.0.1 down: timeout after 0.8s")
     assert "probes=305" in r.stdout
     # sequentially this would be 5 x 0.8 s of timeouts alone; startup included, about one timeout
     assert took < 0.8 + 1.5, took

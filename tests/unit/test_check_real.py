@@ -1,5 +1,6 @@
 """check-real end to end against local listeners and the fake kernel table."""
 import json
+import time
 import os
 import socket
 import subprocess
@@ -91,8 +92,8 @@ def test_fail_quiesce_then_return_after_rise(tmp_path, lis):
     rnd = round_(cfg, k)
     assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 0}
     code, lines = checkreal.report(rnd)
-    assert code == CHECK_CRITICAL
-    assert lines[0].startswith("CHECK_REAL CRITICAL - 1/2 down; web 127.0.0.2 down: connection refused")
+    assert code == CHECK_WARNING  # one down, the other serves: degraded
+    assert lines[0].startswith("CHECK_REAL WARNING - 1/2 down; web 127.0.0.2 down: connection refused")
     assert "| up=1;;;0;2 down=1;;;0;2" in lines[0]
     # ipvs-sync reads the same health and plans nothing: one path to the kernel
     assert sync.reconcile(cfg, k, dry_run=True).ops == []
@@ -233,8 +234,10 @@ def test_loop_honours_each_services_interval(tmp_path, lis):
 
 # --- the script, as cron and Nagios run it ---------------------------------------
 
-def run(*args, env=None):
-    return subprocess.run([sys.executable, BIN, *args], capture_output=True, text=True, timeout=30,
+def run(*args, env=None, merged=False):
+    """check-real's run; merged: stderr into stdout, as Icinga 2 reads a plugin."""
+    return subprocess.run([sys.executable, BIN, *args], stdout=subprocess.PIPE, text=True, timeout=30,
+                          stderr=subprocess.STDOUT if merged else subprocess.PIPE,
                           env=dict(os.environ, LVSKIT_NO_SYSLOG="1", **(env or {})))
 
 
@@ -243,15 +246,17 @@ def test_script_help_and_bad_config(tmp_path):
     assert r.returncode == 0 and "exit codes" in r.stdout and "check-real --every" in r.stdout
     bad = tmp_path / "bad.ini"
     bad.write_text("[service web]\naddress = 10.0.0.1\nport = 80\ncheck = telepathy\n")
-    r = run("-c", str(bad), "--no-kernel")
-    assert r.returncode == 6 and r.stdout == ""
-    assert r.stderr.strip().splitlines() == [
-        f"check-real: {bad}:4: [service web] check: 'telepathy' is not one of "
-        "none, tcp, http, https, udp, xdmcp, ssh, ping, external"]
-    assert run("--every", "0", "-c", str(bad)).returncode == 2     # the command line first
+    r = run("-c", str(bad), "--no-kernel", merged=True)   # stderr merged, as Icinga 2 reads it
+    why = (f"{bad}:4: [service web] check: 'telepathy' is not one of "
+           "none, tcp, http, https, udp, xdmcp, ssh, ping, external")
+    assert r.returncode == 3        # a check: UNKNOWN, the why on its status line, first
+    assert r.stdout.splitlines() == [f"CHECK_REAL UNKNOWN - {why}", f"check-real: {why}"]
+    # --every is the daemon, not a check: the command line first, then the config
+    assert run("--every", "0", "-c", str(bad)).returncode == 2
     assert run("--every", "nan", "-c", str(bad)).returncode == 2
     assert run("-n", "--every", "5", "-c", str(bad)).returncode == 6
-    assert run("--bogus").returncode == 2
+    assert run("--bogus").returncode == 3     # a check: UNKNOWN, with its status line
+    assert run("--bogus").stdout.startswith("CHECK_REAL UNKNOWN - usage: unrecognized arguments: --bogus")
 
 
 def test_script_plugin_output_and_exit_codes(tmp_path, lis):
@@ -264,9 +269,9 @@ def test_script_plugin_output_and_exit_codes(tmp_path, lis):
     lis.stop(2)
     run("-c", cfg.path, "--no-kernel")
     r = run("-c", cfg.path, "--no-kernel", "-v")
-    assert r.returncode == 2
+    assert r.returncode == 1
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("CHECK_REAL CRITICAL - 1/2 down; web 127.0.0.2 down: connection refused")
+    assert lines[0].startswith("CHECK_REAL WARNING - 1/2 down; web 127.0.0.2 down: connection refused")
     assert lines[1].split()[:3] == ["SERVICE", "SERVER", "STATE"]
     assert lines[2].split()[:3] == ["web", "127.0.0.2", "down"]     # failed first
     assert lines[3].split()[:3] == ["web", "127.0.0.1", "up"]
@@ -313,3 +318,56 @@ def test_a_returning_server_gets_a_fresh_start_unless_kept(tmp_path, lis, monkey
     round_(cfg, k), round_(cfg, k)                      # rise is 2
     assert weights(k, lis.port) == {"127.0.0.1": 3, "127.0.0.2": 2}
     assert calls == fresh
+
+
+@pytest.mark.parametrize("a, b, want", [
+    (("up", "up"), ("up", "up"), CHECK_OK),
+    (("up", "up"), ("down", "down"), CHECK_WARNING),              # degraded: the other serves
+    (("down", "down"), ("down", "down"), CHECK_CRITICAL),         # none up: ALL DOWN
+    (("maint", "maint"), ("down", "down"), CHECK_CRITICAL),
+    (("maint", "maint"), ("up", "up"), CHECK_WARNING),
+    (("warning", "unknown"), ("up", "up"), 3),                    # could not tell: UNKNOWN
+    (("unknown", "unknown"), ("up", "up"), 3),                    # no result yet
+])
+def test_check_real_and_lvs_status_agree_on_a_service(tmp_path, a, b, want):
+    """One state (health.json, the kernel as it follows it): both checks say the same."""
+    import time
+    from lvskit import status
+    from lvskit.health import Track
+    cfg = make_cfg(tmp_path, 80)
+    r1, r2 = (str(r.dest) for r in cfg.service("web").reals)
+    tracks = {"web": {r1: Track(state=a[0], last=a[1], reason="x"), r2: Track(state=b[0], last=b[1], reason="y")}}
+    health.save(cfg, health.View(tracks, {"web": time.time()}))
+    kernel = MemoryTable()
+    sync.reconcile(cfg, kernel)
+    real_code, lines = checkreal.check_only(cfg, kernel)
+    status_code, line = status.check(status.gather(cfg, kernel)[0])
+    assert (real_code, status_code) == (want, want), (lines[0], line)
+    assert ("ALL DOWN" in lines[0]) == ("ALL DOWN" in line) == (want == CHECK_CRITICAL)
+
+
+def test_check_mode_reads_only_and_says_when_the_state_is_stale(tmp_path, lis):
+    """--check: no probe, no lock, nothing written; an old or missing state is UNKNOWN."""
+    from lvskit.lock import Lock
+    lis.start(1), lis.start(2)
+    cfg = make_cfg(tmp_path, lis.port)
+    r = run("-c", cfg.path, "--no-kernel", "--check")
+    assert r.returncode == 3 and r.stdout.count("\n") == 1
+    assert r.stdout.startswith("CHECK_REAL UNKNOWN - 0/2 up; web never checked")
+    assert "web 127.0.0.1 unknown: no result yet" in r.stdout
+    assert not os.path.exists(state.health_path(cfg))                  # nothing written
+    assert run("-c", cfg.path, "--no-kernel").returncode == 0         # a real round writes it
+    with Lock(cfg.run_dir, "check-real"):                            # the loop holds the lock
+        r = run("-c", cfg.path, "--no-kernel", "--check")
+        assert r.returncode == 0 and r.stdout.startswith("CHECK_REAL OK - 2/2 up |"), r.stdout
+        assert r.stdout.count("\n") == 1 and " age=" in r.stdout
+        lis.stop(2)                                                   # --check does not probe
+        assert run("-c", cfg.path, "--no-kernel", "--check").returncode == 0
+        r = run("-c", cfg.path, "--no-kernel")                        # a plain run: busy, reports the state
+        assert r.returncode == 0 and r.stdout.startswith(
+            "CHECK_REAL OK - 2/2 up; another check-real runs: its state reported |"), r.stdout
+    view = health.read(cfg)
+    old = time.time() - checkreal.stale_after(cfg.service("web")) - 5
+    health.save(cfg, health.View(view.tracks, {"web": old}))
+    r = run("-c", cfg.path, "--no-kernel", "--check")
+    assert r.returncode == 3 and "web last checked" in r.stdout and "is check-real running?" in r.stdout

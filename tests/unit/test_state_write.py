@@ -12,7 +12,7 @@ import pytest
 
 from lvskit import checkreal, config, reweight, state, sync
 from lvskit.desired import desired_table
-from lvskit.errors import CHECK_CRITICAL, CHECK_UNKNOWN
+from lvskit.errors import CHECK_UNKNOWN
 from fakekernel import FakeKernel as MemoryTable
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
@@ -124,9 +124,9 @@ def test_check_real_takes_the_dead_server_out_and_says_which_file(tmp_path, tmpf
     capsys.readouterr()
     code = checkreal.run(cfg, cfg.path, kernel=kernel, out=lines.append)
     assert weights(kernel) == {"127.0.0.1": 3, "127.0.0.2": 0}      # the dead one is out
-    assert code == CHECK_CRITICAL                                    # as documented: a server down
+    assert code == CHECK_UNKNOWN            # a server down (WARNING), the state unwritable (UNKNOWN)
     problem = f"{d}/health.json: cannot write it {why}"
-    assert lines[0].startswith("CHECK_REAL CRITICAL - 1/2 down; web 127.0.0.2 down")
+    assert lines[0].startswith("CHECK_REAL UNKNOWN - 1/2 down; web 127.0.0.2 down")
     assert f"; state: {problem} |" in lines[0]
     assert capsys.readouterr().err.splitlines() == [f"{__import__('lvskit').log.program()}: {problem}"]
 

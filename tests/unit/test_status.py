@@ -206,7 +206,10 @@ def test_textfile_parses_as_prometheus_text_format(director, tmp_path):
     assert value("lvskit_director_active", node="midas") == 1
     assert value("lvskit_heartbeat_age_seconds", peer="estepe", path="cross") == 30.0
     assert value("lvskit_ipvs_available") == 1
-    assert value("lvskit_service_in_kernel", service="www", address="tcp 10.0.0.26:80") == 1
+    assert value("lvskit_service_in_kernel", service="www", key="tcp 10.0.0.26:80") == 1
+    # address means one thing on every metric: a real server's ADDR:PORT
+    addresses = {s.labels["address"] for f in families.values() for s in f.samples if "address" in s.labels}
+    assert "10.0.0.13:80" in addresses and all(re.fullmatch(r"[0-9.]+:[0-9]+", a) for a in addresses)
     # no health, no sample (xdmcp has no check): absent, not a made-up 0 or 1
     assert not [s for s in families["lvskit_real_server_up"].samples if s.labels["service"] == "xdmcp"]
     # every family's HELP and TYPE come before its samples, and names are unique
@@ -309,8 +312,15 @@ def test_script_errors(director, tmp_path):
     bad.write_text("[service x]\nport = 99999\n")
     r = run("-c", str(bad))
     assert r.returncode == errors.NOT_CONFIGURED and len(r.stderr.splitlines()) == 1
-    r = run("-c", path, "--json", "--check")
+    r = run("-c", path, "--json", "--check")      # a check: UNKNOWN (3), never CRITICAL (2)
+    assert r.returncode == errors.CHECK_UNKNOWN
+    assert r.stdout.startswith("LVS_STATUS UNKNOWN - usage: argument --check: not allowed with argument --json")
+    r = run("-c", path, "--json", "--bogus")
     assert r.returncode == errors.USAGE
+    for args, why in (([str(bad)], f"{bad}:1: [service x] address: missing"), ([path, "--node", "nobody"], f"{path}: no [node nobody]")):
+        r = run("--check", "-c", *args)
+        assert r.returncode == errors.CHECK_UNKNOWN and r.stderr == f"lvs-status: {why}\n", r
+        assert r.stdout.startswith(f"LVS_STATUS UNKNOWN - {why}") and r.stdout.count("\n") == 1, r.stdout
     r = run("-c", path, "--node", "nobody")
     assert r.returncode == errors.NOT_CONFIGURED and "no [node nobody]" in r.stderr
     r = run("-c", path, "--node", "midas", "--textfile", str(tmp_path / "no" / "such" / "dir.prom"))
