@@ -5,8 +5,9 @@ Host network namespaces (tests/netns/hbtopo.py): client, director, spare on
 one bridge, a second bridge for the heartbeat path.  A UDP responder on
 director and spare answers with its name on port 9000 of the VIP.
 
-  gap       a probe client sends a UDP request to the VIP every 10 ms (20 ms
-            timeout, a fresh socket each, so a late answer is never counted);
+  gap       a probe client sends a UDP request to the VIP every 10 ms on the
+            clock (20 ms timeout, a fresh socket each, so a late answer is
+            never counted; an unanswered request does not delay the next);
             the director is killed as a machine dies (links down, then SIGKILL
             of everything in its namespace); gap = kill to the first answer
             from the spare.  TRIALS trials per system, fresh namespaces each.
@@ -99,20 +100,45 @@ def deadtime_of(system):
     return 0.1      # TIMINGS
 
 
+# A UDP request to the VIP every 10 ms on the clock, each on a fresh socket
+# with 20 ms to be answered (a late answer is never counted): one line per
+# request, the time of its answer and who answered, or of its timeout and
+# "-".  Requests overlap: one unanswered does not hold back the next, so the
+# client asks every 10 ms through an outage too, as a busy client would.
 PROBE = r"""
-import socket, sys, time
+import select, socket, sys, time
 vip = sys.argv[1]
+waiting = {}                    # socket -> when its request times out
+due = time.monotonic()
 while True:
-    t = time.monotonic()
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.02)
-    try:
-        s.sendto(b'?', (vip, 9000))
-        name = s.recv(100).decode()
-        print('%.6f %s' % (time.monotonic(), name), flush=True)
-    except OSError:
-        print('%.6f -' % time.monotonic(), flush=True)
-    s.close()
-    time.sleep(max(0, 0.01 - (time.monotonic() - t)))
+    now = time.monotonic()
+    if now >= due:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        try:
+            s.sendto(b'?', (vip, 9000))
+        except OSError:
+            pass
+        waiting[s] = now + 0.02
+        due += 0.01
+        if due < now:           # fell behind: no burst to catch up
+            due = now + 0.01
+    wait = min([due] + list(waiting.values())) - time.monotonic()
+    ready = select.select(list(waiting), [], [], max(0, wait))[0]
+    now = time.monotonic()
+    for s in ready:
+        try:
+            name = s.recv(100).decode()
+        except OSError:
+            continue            # an ICMP error: it times out below
+        print('%.6f %s' % (now, name), flush=True)
+        del waiting[s]
+        s.close()
+    for s, until in list(waiting.items()):
+        if now >= until:
+            print('%.6f -' % now, flush=True)
+            del waiting[s]
+            s.close()
 """
 
 
@@ -576,7 +602,8 @@ def usage(interval, seconds=60, sunk=False, deadtime=None):
     """CPU and RSS of the spare's processes; sunk: its datagrams end in its own queues (sink)."""
     workdir = tempfile.mkdtemp(prefix="hbbench-")
     deadtime = max(0.12, interval * 6) if deadtime is None else deadtime
-    p = Pair("hbbu", workdir, timings=f"interval = {interval}\ndeadtime = {deadtime}\ninitdead = 1s\n")
+    # initdead as shipped: it sets how often hb-listen writes its replay floors (hbnet.floors)
+    p = Pair("hbbu", workdir, timings=f"interval = {interval}\ndeadtime = {deadtime}\n")
     try:
         p.start("director")
         p.start("spare")
