@@ -36,7 +36,7 @@ PYTEST      = $(PYTHON) -m pytest -q -p no:cacheprovider
 APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip iproute2 ipvsadm kmod \
               haproxy systemd sudo \
               python3-prometheus-client \
-              debootstrap
+              debootstrap stress-ng
 
 .PHONY: all deps apt-deps vendor lab test test-unit test-lab test-netns test-install demo demo-deps bench clean \
         install uninstall install-realserver realserver-deps realserver-debs bookworm-root

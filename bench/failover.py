@@ -5,8 +5,9 @@ Host network namespaces (tests/netns/hbtopo.py): client, director, spare on
 one bridge, a second bridge for the heartbeat path.  A UDP responder on
 director and spare answers with its name on port 9000 of the VIP.
 
-  gap       a probe client sends a UDP request to the VIP every 10 ms (20 ms
-            timeout, a fresh socket each, so a late answer is never counted);
+  gap       a probe client sends a UDP request to the VIP every 10 ms on the
+            clock (20 ms timeout, a fresh socket each, so a late answer is
+            never counted; an unanswered request does not delay the next);
             the director is killed as a machine dies (links down, then SIGKILL
             of everything in its namespace); gap = kill to the first answer
             from the spare.  TRIALS trials per system, fresh namespaces each.
@@ -23,10 +24,13 @@ director and spare answers with its name on port 9000 of the VIP.
             and the failover gap of the kill.  The systems take turns.
   crash     the same, but a crash without a reboot: RUN_DIR kept (the role
             file still says "active"), no VIP.
-  soak      both pairs (lvskit and keepalived advert_int 0.1) idle side by side
-            under `stress-ng --cpu 2` for MINUTES: takeovers counted (all false).
+  soak      both pairs (by default lvskit and keepalived advert_int 0.1) idle
+            side by side under `stress-ng --cpu 2` for MINUTES: takeovers
+            counted (all false); and the margin: the largest gaps between the
+            director's heartbeats leaving it and arriving at the spare (each
+            node's kernel packet times), against the spare's deadtime.
   usage     CPU and memory of the spare's hb-send, hb-listen (and the takeover
-            worker) over 60 s at 20 ms (the fastest interval the config allows);
+            worker) over 60 s at 20 ms and at 10 ms (deadtime 30 ms);
             then again with the spare's datagrams dropped at its own interfaces'
             queues (sink()), to tell hb-send's own cost from the veth receive
             path that a send on a veth runs for the receiving peer.
@@ -34,11 +38,18 @@ director and spare answers with its name on port 9000 of the VIP.
             checkout) side by side: both pairs run at once, so both see the
             same load; the spares' processes are measured over the same window
             (--seconds), --runs times, which pair starts first alternating.
+  fast      the fast setting against keepalived's fastest (--systems, default
+            lvskit=0.01/0.03,keepalived=0.01): gap over TRIALS trials and
+            failback over up to 10, the systems in turns; usage of the lvskit
+            pair at that setting; then soak for MINUTES.
+
+Systems: "lvskit" (interval 20 ms, deadtime 100 ms), "lvskit=INTERVAL/DEADTIME"
+(seconds), "keepalived=ADVERT_INT" (VRRPv3 below 1 s).
 
 Each trial is a JSON line on stdout; the summaries are kept in
 bench/results/failover.json (the figures in bench/README.md come from it).
 
-usage: bench/failover.py [gap|handover|failback|crash|soak|usage|compare|all] [--trials N] [--minutes M] [--systems ...]\n                         [--against TREE --runs N --seconds S]
+usage: bench/failover.py [gap|handover|failback|crash|soak|usage|compare|fast|all] [--trials N] [--minutes M] [--systems ...]\n                         [--against TREE --runs N --seconds S]
 Needs root; installs keepalived and stress-ng with apt-get when missing.
 """
 import argparse
@@ -60,21 +71,74 @@ from hbtopo import FRONT, HB, HOST, PY, RESPONDER, VIP, Pair  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results", "failover.json")
 TIMINGS = "interval = 20ms\ndeadtime = 100ms\nwarntime = 60ms\ninitdead = 1s\n"
+# The fast setting README recommends, and keepalived's fastest (VRRPv3, advert_int 0.01).
+FAST = "lvskit=0.01/0.03,keepalived=0.01"
 
+
+def timings(system):
+    """The [heartbeat] timings of a system: "lvskit" (TIMINGS) or "lvskit=INTERVAL/DEADTIME" (seconds).
+
+    keepalived's pairs are made with TIMINGS too (their lvskit config goes unused).
+    """
+    if not system.startswith("lvskit="):
+        return TIMINGS
+    interval, deadtime = system.split("=")[1].split("/")
+    return f"interval = {interval}\ndeadtime = {deadtime}\ninitdead = 1s\n"
+
+
+def deadtime_of(system):
+    """Seconds of silence after which the spare takes over.
+
+    keepalived (VRRPv3): Master_Down_Interval = 3 x advert_int + skew, skew =
+    (256 - priority) x advert_int / 256, the spare's priority being 100.
+    """
+    if system.startswith("keepalived="):
+        advert = float(system.split("=")[1])
+        return 3 * advert + (256 - 100) * advert / 256
+    if system.startswith("lvskit="):
+        return float(system.split("/")[1])
+    return 0.1      # TIMINGS
+
+
+# A UDP request to the VIP every 10 ms on the clock, each on a fresh socket
+# with 20 ms to be answered (a late answer is never counted): one line per
+# request, the time of its answer and who answered, or of its timeout and
+# "-".  Requests overlap: one unanswered does not hold back the next, so the
+# client asks every 10 ms through an outage too, as a busy client would.
 PROBE = r"""
-import socket, sys, time
+import select, socket, sys, time
 vip = sys.argv[1]
+waiting = {}                    # socket -> when its request times out
+due = time.monotonic()
 while True:
-    t = time.monotonic()
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.02)
-    try:
-        s.sendto(b'?', (vip, 9000))
-        name = s.recv(100).decode()
-        print('%.6f %s' % (time.monotonic(), name), flush=True)
-    except OSError:
-        print('%.6f -' % time.monotonic(), flush=True)
-    s.close()
-    time.sleep(max(0, 0.01 - (time.monotonic() - t)))
+    now = time.monotonic()
+    if now >= due:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        try:
+            s.sendto(b'?', (vip, 9000))
+        except OSError:
+            pass
+        waiting[s] = now + 0.02
+        due += 0.01
+        if due < now:           # fell behind: no burst to catch up
+            due = now + 0.01
+    wait = min([due] + list(waiting.values())) - time.monotonic()
+    ready = select.select(list(waiting), [], [], max(0, wait))[0]
+    now = time.monotonic()
+    for s in ready:
+        try:
+            name = s.recv(100).decode()
+        except OSError:
+            continue            # an ICMP error: it times out below
+        print('%.6f %s' % (now, name), flush=True)
+        del waiting[s]
+        s.close()
+    for s, until in list(waiting.items()):
+        if now >= until:
+            print('%.6f -' % now, flush=True)
+            del waiting[s]
+            s.close()
 """
 
 
@@ -134,9 +198,9 @@ def start_keepalived(p, node, advert_int):
 
 
 def make_pair(system, workdir, tag):
-    p = Pair(f"hbb{tag}", workdir, timings=TIMINGS, extra="auto_failback = yes\n")
+    p = Pair(f"hbb{tag}", workdir, timings=timings(system), extra="auto_failback = yes\n")
     for node in ("director", "spare"):
-        if system == "lvskit":
+        if system.startswith("lvskit"):
             p.start(node)
         else:
             start_keepalived(p, node, float(system.split("=")[1]))
@@ -174,18 +238,20 @@ def one_gap(system, tag):
 
 
 def gap(systems, trials):
-    out = {}
-    for system in systems:
-        gaps = []
-        for i in range(trials):
+    """one_gap, trials times per system, the systems taking turns (so they share the load)."""
+    gaps = {s: [] for s in systems}
+    for i in range(trials):
+        for system in systems:
             g = one_gap(system, i % 10)
-            gaps.append(g)
+            gaps[system].append(g)
             print(json.dumps({"bench": "gap", "system": system, "trial": i, "gap": g}), flush=True)
-        good = [g for g in gaps if g is not None]
+    out = {}
+    for system, got in gaps.items():
+        good = [g for g in got if g is not None]
         out[system] = {"trials": trials, "failed": trials - len(good),
                        "median": statistics.median(good) if good else None,
                        "min": min(good, default=None), "max": max(good, default=None),
-                       "gaps": gaps, "load": load_avg()}
+                       "gaps": got, "load": load_avg()}
     return out
 
 
@@ -270,7 +336,7 @@ def _lines(proc):
 
 
 def _start(p, system, node):
-    if system == "lvskit":
+    if system.startswith("lvskit"):
         p.start(node)
     else:
         for name in ("k.pid", "kv.pid"):        # in /run on a real machine: gone or stale
@@ -349,39 +415,124 @@ def restore(systems, trials, reboot):
 
 # --- soak under CPU stress --------------------------------------------------------------
 
+# Heartbeat packets as a node's kernel saw them, each with its kernel
+# timestamp (a packet socket: the time it was handed to the device, or
+# received from it), read at leisure: it measures when the beats went and
+# came, not when this process got to them.  argv: "out" (this node's own
+# beats leaving) or "in" (the peer's arriving), then the peer's or our
+# addresses.  Heartbeats: UDP to port 694 (lvskit) or IP protocol 112 (VRRP).
+# At SIGTERM: one JSON line, the largest gaps between consecutive beats on
+# any path (what keeps a peer alive) and on each path, and the kernel's
+# count of packets this socket dropped (a full queue: then the gaps are
+# not to be trusted).
+SNIFF = r"""
+import json, signal, socket, struct, sys
+direction, addresses = sys.argv[1], set(sys.argv[2:])
+# ETH_P_ALL: a socket of one protocol is not shown outgoing packets; SOCK_DGRAM: from the IP header on
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.setsockopt(socket.SOL_SOCKET, 35, 1)                   # SO_TIMESTAMPNS
+def stop(*_):
+    raise SystemExit
+signal.signal(signal.SIGTERM, stop)
+times = {}
+print("ready", flush=True)
+try:
+    while True:
+        data, anc, _, addr = s.recvmsg(64, socket.CMSG_SPACE(16))
+        if addr[1] != 0x0800 or (addr[2] == 4) != (direction == "out") or len(data) < 24:
+            continue
+        src = socket.inet_ntoa(data[12:16])
+        hb = data[9] == 112 or (data[9] == 17 and data[22:24] == b"\x02\xb6")
+        if hb and src in addresses:
+            for level, kind, raw in anc:
+                if kind == 35:
+                    sec, ns = struct.unpack("@ll", raw)
+                    times.setdefault(addr[0], []).append(sec + ns * 1e-9)
+except SystemExit:
+    pass
+packets, drops = struct.unpack("II", s.getsockopt(263, 6, 8))  # SOL_PACKET, PACKET_STATISTICS
+def gaps(ts):
+    ts = sorted(ts)
+    return sorted((b - a for a, b in zip(ts, ts[1:])), reverse=True)[:5]
+merged = gaps([t for ts in times.values() for t in ts])
+print(json.dumps({"beats": {d: len(ts) for d, ts in times.items()}, "largest_ms": [round(g * 1000, 2) for g in merged],
+                  "per_path_max_ms": {d: round(gaps(ts)[0] * 1000, 2) for d, ts in times.items() if len(ts) > 1},
+                  "drops": drops}), flush=True)
+"""
+
+
+def _sniff(p, node, direction, addresses):
+    proc = p.popen(node, ["chrt", "-f", "1", PY, "-c", SNIFF, direction] + addresses,
+                   stdout=subprocess.PIPE, text=True)
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"sniffer in {node} did not start")
+    return proc
+
+
+def _sniffed(proc):
+    proc.send_signal(signal.SIGTERM)
+    return json.loads(proc.communicate(timeout=30)[0].strip().splitlines()[-1])
+
+
+def steal():
+    """Seconds this (virtual) machine's CPUs were ready but not run by the host: /proc/stat's steal."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def soak(minutes, systems=("lvskit", "keepalived=0.1")):
+    """The pairs idle side by side under `stress-ng --cpu 2` for minutes: false takeovers, and the margin.
+
+    The margin: the director's heartbeats' largest gap between departures
+    (its own kernel's packet times) and the spare's between arrivals,
+    against the spare's deadtime.  A gap past the deadtime is a takeover.
+    """
     ensure("stress-ng", "stress-ng")
     pairs = {}
     workdirs = []
+    sniffers = {}
     try:
         for i, system in enumerate(systems):
             workdir = tempfile.mkdtemp(prefix="hbbench-")
             workdirs.append(workdir)
             pairs[system] = make_pair(system, workdir, f"s{i}")
+        director = [f"{FRONT}{HOST['director']}", f"{HB}{HOST['director']}"]
+        for system, p in pairs.items():
+            sniffers[system] = (_sniff(p, "director", "out", director), _sniff(p, "spare", "in", director))
         before = {s: (p.log("spare"), p.log("director")) for s, p in pairs.items()}
         stress = subprocess.Popen(["stress-ng", "--cpu", "2", "--timeout", f"{int(minutes * 60)}s"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        t0 = time.monotonic()
+        t0, stolen = time.monotonic(), steal()
         loads = []
         while stress.poll() is None:
             time.sleep(5)
             loads.append(float(load_avg().split()[0]))
-        measured = time.monotonic() - t0
+        measured, stolen = time.monotonic() - t0, steal() - stolen
         out = {}
         for system, p in pairs.items():
+            departures, arrivals = (_sniffed(x) for x in sniffers.pop(system))
             spare_log = p.log("spare")[len(before[system][0]):]
-            if system == "lvskit":
+            if system.startswith("lvskit"):
                 takeovers = spare_log.count(": now active")
                 warnings = spare_log.count("(warntime)")
             else:
                 takeovers = spare_log.count("Entering MASTER STATE")
                 warnings = None
+            deadtime = deadtime_of(system)
+            largest = arrivals["largest_ms"][0] if arrivals["largest_ms"] else None
             out[system] = {"false_takeovers": takeovers, "warntime_warnings": warnings,
                            "director_still_active": p.holds_vip("director"),
-                           "spare_holds_vip": p.holds_vip("spare")}
+                           "spare_holds_vip": p.holds_vip("spare"),
+                           "deadtime_ms": round(deadtime * 1000, 2),
+                           "departures": departures, "arrivals": arrivals,
+                           "margin_ms": None if largest is None else round(deadtime * 1000 - largest, 2)}
         return {"minutes": round(measured / 60, 2), "max_load1": max(loads, default=None),
-                "systems": out}
+                "steal_s": round(stolen, 2), "systems": out}
     finally:
+        for pair in sniffers.values():
+            for proc in pair:
+                proc.kill()
         for p in pairs.values():
             p.close()
         for w in workdirs:
@@ -447,11 +598,12 @@ def sink(p, node):
             raise RuntimeError(f"sink {node}: {r.stderr.strip()}")
 
 
-def usage(interval, seconds=60, sunk=False):
+def usage(interval, seconds=60, sunk=False, deadtime=None):
     """CPU and RSS of the spare's processes; sunk: its datagrams end in its own queues (sink)."""
     workdir = tempfile.mkdtemp(prefix="hbbench-")
-    timings = f"interval = {interval}\ndeadtime = {max(0.12, interval * 6)}\ninitdead = 1s\n"
-    p = Pair("hbbu", workdir, timings=timings)
+    deadtime = max(0.12, interval * 6) if deadtime is None else deadtime
+    # initdead as shipped: it sets how often hb-listen writes its replay floors (hbnet.floors)
+    p = Pair("hbbu", workdir, timings=f"interval = {interval}\ndeadtime = {deadtime}\n")
     try:
         p.start("director")
         p.start("spare")
@@ -470,7 +622,8 @@ def usage(interval, seconds=60, sunk=False):
             raise RuntimeError("usage: the spare took over during the measurement")
         return {w: {"cpu_percent": round(100.0 * (end[w][0] - start[w][0]) / hz / seconds, 2),
                     "rss_mb": round(end[w][1] / 1024, 1)} for w in pids} | {
-                "interval": interval, "seconds": seconds, "sunk": sunk, "load": load_avg()}
+                "interval": interval, "deadtime": deadtime, "seconds": seconds, "sunk": sunk,
+                "load": load_avg()}
     finally:
         p.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -538,13 +691,26 @@ def save(key, value):
         json.dump(data, f, indent=1)
 
 
+def fast(systems, trials, minutes):
+    """The fast setting against keepalived's fastest, in one run: gap, failback, usage, soak."""
+    lvskit = next(s for s in systems if s.startswith("lvskit="))
+    interval, deadtime = (float(x) for x in lvskit.split("=")[1].split("/"))
+    save("fast_gap", gap(systems, trials))
+    save("fast_failback", restore(systems, min(trials, 10), reboot=True))
+    save("fast_usage", {"plain": usage(interval, deadtime=deadtime),
+                        "sunk": usage(interval, sunk=True, deadtime=deadtime)})
+    save("fast_soak", soak(minutes, systems))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("what", nargs="?", default="all",
-                    choices=["gap", "handover", "failback", "crash", "soak", "usage", "compare", "all"])
+                    choices=["gap", "handover", "failback", "crash", "soak", "usage", "compare", "fast", "all"])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--minutes", type=float, default=10)
-    ap.add_argument("--systems", default="lvskit,keepalived=1,keepalived=0.1")
+    ap.add_argument("--systems", help="lvskit (interval 20 ms, deadtime 100 ms), lvskit=INTERVAL/DEADTIME, "
+                    "keepalived=ADVERT_INT, comma-separated (default: lvskit,keepalived=1,keepalived=0.1; "
+                    f"fast: {FAST}; soak: lvskit,keepalived=0.1)")
     ap.add_argument("--against", metavar="TREE", help="compare: the other checkout (its bin/ is run)")
     ap.add_argument("--runs", type=int, default=6)
     ap.add_argument("--seconds", type=float, default=45)
@@ -557,6 +723,12 @@ def main():
         save("compare", compare(os.path.abspath(args.against), args.runs, args.seconds))
         return
     ensure("keepalived", "keepalived")
+    systems = (args.systems or "lvskit,keepalived=1,keepalived=0.1").split(",")
+    if args.what == "fast":
+        systems = (args.systems or FAST).split(",")
+        if not any(s.startswith("lvskit=") for s in systems):
+            sys.exit("fast needs an lvskit=INTERVAL/DEADTIME system")
+        fast(systems, args.trials, args.minutes)
     if args.what in ("gap", "all"):
         previous = {}
         if os.path.exists(RESULTS):
@@ -564,19 +736,19 @@ def main():
                 previous = json.load(f).get("gap", {})
         previous.pop("date", None)
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-        fresh = {k: v | {"date": stamp} for k, v in gap(args.systems.split(","), args.trials).items()}
+        fresh = {k: v | {"date": stamp} for k, v in gap(systems, args.trials).items()}
         save("gap", previous | fresh)       # a re-run of some systems keeps the others
     if args.what in ("handover", "all"):
         save("handover", handover(min(args.trials, 10)))
     for what, reboot in (("failback", True), ("crash", False)):
         if args.what in (what, "all"):
-            systems = [s for s in args.systems.split(",") if s != "keepalived=1"] or ["lvskit"]
-            save(what, restore(systems, min(args.trials, 10), reboot))
+            kept = [s for s in systems if s != "keepalived=1"] or ["lvskit"]
+            save(what, restore(kept, min(args.trials, 10), reboot))
     if args.what in ("usage", "all"):
-        # 20 ms is the fastest interval the config allows
-        save("usage", {"20ms": usage(0.02), "20ms_sunk": usage(0.02, sunk=True)})
+        save("usage", {"20ms": usage(0.02), "20ms_sunk": usage(0.02, sunk=True),
+                       "10ms": usage(0.01, deadtime=0.03), "10ms_sunk": usage(0.01, sunk=True, deadtime=0.03)})
     if args.what in ("soak", "all"):
-        save("soak", soak(args.minutes))
+        save("soak", soak(args.minutes, (args.systems or "lvskit,keepalived=0.1").split(",")))
     with open(RESULTS) as f:
         print(json.dumps(json.load(f), indent=1))
 

@@ -9,6 +9,7 @@ out through raw sockets: no external program to start during a takeover.
 import ipaddress
 import socket
 import struct
+import threading
 
 ETH_P_ARP = 0x0806
 BROADCAST = b"\xff" * 6
@@ -37,28 +38,52 @@ def na_message(mac, address):
     return struct.pack("!BBHI", 136, 0, 0, flags) + target + option
 
 
-def announce(interface, vips, count=1):
-    """Send count announcements of every VIP; return the number of packets sent."""
-    mac = mac_of(interface)
-    sent = 0
-    v4 = [v.split("/")[0] for v in vips if ":" not in v]
-    v6 = [v.split("/")[0] for v in vips if ":" in v]
-    if v4:
-        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as s:
-            s.bind((interface, 0))
+class Announcer:
+    """Announces VIPs on one interface; the IPv4 packet socket is opened once and kept.
+
+    Binding a packet socket to an interface, or closing one, waits for an RCU
+    grace period of the kernel (synchronize_net): on the takeover path that
+    wait would hold back the first ARP frame, then the role file.  So the
+    socket is opened without a protocol (no receive hook: it queues nothing
+    and needs no bind) and each frame names its interface and protocol.
+    """
+
+    def __init__(self, interface):
+        self.interface, self.packet = interface, None
+        self.lock = threading.Lock()        # the worker's late ARP burst runs in a thread of its own
+
+    def announce(self, vips, count=1):
+        """Send count announcements of every VIP; return the number of packets sent."""
+        with self.lock:
+            return self._announce(vips, count)
+
+    def _announce(self, vips, count):
+        mac = mac_of(self.interface)
+        sent = 0
+        v4 = [v.split("/")[0] for v in vips if ":" not in v]
+        v6 = [v.split("/")[0] for v in vips if ":" in v]
+        if v4:
+            if self.packet is None:
+                self.packet = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             for _ in range(count):
                 for address in v4:
                     for frame in arp_frames(mac, address):
-                        s.send(frame)
+                        self.packet.sendto(frame, (self.interface, ETH_P_ARP))
                         sent += 1
-    if v6:
-        index = socket.if_nametoindex(interface)
-        for address in v6:
-            with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-                s.bind((address, 0, 0, index))
-                for _ in range(count):
-                    s.sendto(na_message(mac, address), ("ff02::1", 0, 0, index))
-                    sent += 1
-    return sent
+        if v6:
+            index = socket.if_nametoindex(self.interface)
+            for address in v6:
+                with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+                    s.bind((address, 0, 0, index))
+                    for _ in range(count):
+                        s.sendto(na_message(mac, address), ("ff02::1", 0, 0, index))
+                        sent += 1
+        return sent
+
+    def close(self):
+        if self.packet is not None:
+            self.packet.close()
+            self.packet = None
+

@@ -47,15 +47,24 @@ def interface_role(takeover_argv):
     """Active when `takeover status` says this node holds every VIP; else standby.
 
     Another process: the interface is read with pyroute2, which hb-send does
-    not import.
+    not import.  Through subprocess, not run.run: that one reads the
+    program's output in threads, and glibc keeps the stacks of threads that
+    ended mapped for reuse; hb-send's mlockall (hbnet.realtime) would then
+    fault in and lock every page of them.
     """
-    from . import run
-    res = run.run(takeover_argv + ["status"], timeout=30)
-    if res.timed_out or res.code == 127:
-        why = "timed out" if res.timed_out else res.stderr.strip()
+    import subprocess
+    try:
+        res = subprocess.run(takeover_argv + ["status"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, errors="replace", timeout=30)
+        why = res.stderr.strip() if res.returncode == 127 else None
+    except subprocess.TimeoutExpired:
+        why = "timed out"
+    except OSError as e:
+        why = f"{takeover_argv[0]}: {e.strerror}"
+    if why is not None:
         log.warning(f"cannot ask takeover status ({why}): saying standby")
         return STANDBY
-    return ACTIVE if res.code == 0 else STANDBY
+    return ACTIVE if res.returncode == 0 else STANDBY
 
 
 _UNREAD = object()

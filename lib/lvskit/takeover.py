@@ -78,6 +78,7 @@ class Director:
         # release began (a failback's new holder announced already).
         self._late_arp = threading.Lock()
         self._said_no_ipvs = False
+        self._announcer = arp.Announcer(self.hb.vip_interface)
 
     @property
     def addrs(self):
@@ -156,7 +157,7 @@ class Director:
 
     def _announce(self, count):
         try:
-            arp.announce(self.hb.vip_interface, self.hb.vips, count)
+            self._announcer.announce(self.hb.vips, count)
         except OSError as e:
             log.error(f"gratuitous ARP on {self.hb.vip_interface}: {e.strerror or e}")
 

@@ -1,6 +1,7 @@
 """Director and spare in host network namespaces: real heartbeats, real VIP moves, real ARP.
 
-Timings are the fast ones (interval 20 ms, deadtime 120 ms); the assertions
+Timings are hbtopo's (interval 20 ms, deadtime 120 ms), or README's fast
+setting (10 ms, 30 ms) where a test says so; the assertions
 leave generous room (seconds) for a loaded machine, the benchmark
 (bench/failover.py) measures the gap itself.
 """
@@ -71,6 +72,25 @@ def test_machine_death_takeover_and_failback(pair_factory, auto_failback):
         assert only_one_active(p) == ["spare"]
         assert p.ask() == "spare"
         assert p.role("director") == 7
+
+
+def test_fast_setting_fails_over_and_back(pair_factory):
+    """README's fast setting (beats every 10 ms, deadtime three of them), realtime on.
+
+    Conditions with deadlines, not timings: the client is answered by the
+    spare through the moved VIP, then by the director again after failback.
+    """
+    p = pair_factory(timings="interval = 10ms\ndeadtime = 30ms\ninitdead = 1s\n")
+    up(p)
+    assert ": now active" not in p.log("spare")     # no takeover before the kill
+    p.kill("director")
+    assert p.wait(lambda: p.ask() == "spare", 3), p.log("spare")
+    assert p.client_neigh_mac() == p.mac("spare")
+    assert "now active: peer director silent" in p.log("spare")
+    reboot(p, "director")
+    assert p.wait(lambda: only_one_active(p) == ["director"], 10), p.log("spare")
+    assert p.wait(lambda: p.ask() == "director", 3)
+    assert p.client_neigh_mac() == p.mac("director")
 
 
 def test_sigkill_alone_is_death_too(pair_factory):

@@ -49,11 +49,18 @@ def test_durations_and_lists():
     assert hb.sync_interface == "eth1" and hb.syncid == 9
 
 
+def test_the_fast_setting():
+    """README's fast setting: 10 ms beats, deadtime three of them; warntime half of it."""
+    hb = load("interval = 10ms\ndeadtime = 30ms\n").heartbeat
+    assert (hb.interval, hb.deadtime, hb.warntime) == (0.01, 0.03, 0.015)
+
+
 @pytest.mark.parametrize("line, key, words", [
     ("deadtime = 30ms", "deadtime", "two intervals"),
     ("warntime = 1s", "warntime", "shorter than deadtime"),
     ("interval = fast", "interval", "not a duration"),
-    ("interval = 10ms", "interval", "out of range 0.02..60 s"),
+    ("interval = 5ms", "interval", "out of range 0.01..60 s"),
+    ("interval = 10ms\ndeadtime = 15ms", "deadtime", "two intervals"),
     ("multicast = 10.0.0.9", "multicast", "not a multicast"),
     ("vips = 10.0.0.300", "vips", "not an address"),
     ("unicast = no", "unicast", "multicast"),

@@ -85,3 +85,14 @@ def test_interface_role_asks_takeover_status_and_says_standby_when_it_cannot(tmp
     assert rolefile.interface_role(["/bin/sh", "-c", 'test "$1" = status', "takeover"]) == ACTIVE
     assert rolefile.interface_role(["/bin/sh", "-c", "exit 7", "takeover"]) == STANDBY
     assert rolefile.interface_role([str(tmp_path / "no-such-takeover")]) == STANDBY
+
+
+def test_interface_role_starts_no_thread(monkeypatch):
+    """hb-send asks before it locks its memory: a thread's stack, kept mapped after it ends, would be locked too."""
+    import threading
+    from lvskit import rolefile
+
+    def no_thread(self):
+        raise AssertionError("a thread was started")
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    assert rolefile.interface_role(["/bin/sh", "-c", 'test "$1" = status', "takeover"]) == ACTIVE
