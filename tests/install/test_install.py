@@ -247,7 +247,7 @@ _VALUES = {
     "RemainAfterExit": r"yes|no", "SuccessExitStatus": r"\d+( \d+)*",
     "RestartSec": _TIMESPAN, "OnBootSec": _TIMESPAN, "OnUnitActiveSec": _TIMESPAN,
     "AccuracySec": _TIMESPAN, "WantedBy": r"[a-z.-]+\.target",
-    "Documentation": r"(file|man|https?):\S+", "After": r"[\w.@-]+( [\w.@-]+)*",
+    "Documentation": r"(file|man|https?):\S+( (file|man|https?):\S+)*", "After": r"[\w.@-]+( [\w.@-]+)*",
     "StandardInput": r"socket", "StandardOutput": r"socket|journal", "StandardError": r"journal",
     "DynamicUser": r"yes|no", "ListenStream": r"\d+", "Accept": r"yes|no",
     "Before": r"[\w.@-]+( [\w.@-]+)*", "Wants": r"[\w.@-]+( [\w.@-]+)*",
