@@ -340,7 +340,7 @@ def markdown(text, bindir=None):
             j = i + 1
             while j < len(lines) and not lines[j].startswith("```"):
                 j += 1
-            out += [".PP", ".RS 4", ".nf"] + [line(escape(x)) for x in lines[i + 1:j]] + [".fi", ".RE"]
+            out += [".PP", ".nf"] + [line(escape(x)) for x in lines[i + 1:j]] + [".fi"]
             i = j + 1
             continue
         if ln.startswith("    "):
@@ -349,7 +349,7 @@ def markdown(text, bindir=None):
                 j += 1
             while not lines[j - 1].strip():
                 j -= 1
-            out += [".PP", ".RS 4", ".nf"] + [line(escape(x[4:])) for x in lines[i:j]] + [".fi", ".RE"]
+            out += [".PP", ".nf"] + [line(escape(x[4:])) for x in lines[i:j]] + [".fi"]
             i = j
             continue
         if ln.startswith("|"):
