@@ -27,7 +27,6 @@ SCRIPT_SECTION = "8"
 # the docstring parts (a line "NAME:" or "NAME: text...") and their man page sections
 _PARTS = {"exit codes": "EXIT STATUS", "files": "FILES", "examples": "EXAMPLES"}
 _PART = re.compile(r"^(%s):(?:\s+(.*))?$" % "|".join(_PARTS))
-_ORDER = ["NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS", "FILES", "EXAMPLES", "SEE ALSO"]
 
 
 # --- roff text ----------------------------------------------------------------
