@@ -324,6 +324,9 @@ def markdown(text, bindir=None):
                 out += [".TP", line(rf"\fB{escape(name)}\fR({SCRIPT_SECTION})"), line(inline(summary))]
             i += 1
             continue
+        if re.fullmatch(r"\s*<!--.*-->\s*", ln):       # a note to the file's editors
+            i += 1
+            continue
         m = re.match(r"^(#+)\s+(.*)$", ln)
         if m:
             title = inline(_links(m.group(2)).replace("`", ""))

@@ -134,7 +134,8 @@ def test_escapes():
 
 
 def test_markdown_subset():
-    md = """Intro with `code`.
+    md = """<!-- a note to editors: not in the page -->
+Intro with `code`.
 .dot at a line start
 
 ## A section
@@ -163,6 +164,7 @@ y = 1
     assert lines[i - 1] == ".TP" and lines[i + 1:i + 4] == [r"(default \fB1\fR)", ".br", "what k is"]
     assert ["indented code", r"\&.line"] == lines[lines.index("indented code"):lines.index("indented code") + 2]
     assert "y = 1" in lines and "```ini" not in "\n".join(lines)
+    assert "editors" not in "\n".join(lines)
     page = manpage.markdown_page("x", "7", "A test", md, os.path.join(ROOT, "bin"))
     assert groff_warnings(page) == ""
     assert_requests_are_ours(page)
