@@ -8,7 +8,8 @@
 #   make deps     Debian packages + pinned pyroute2 into lib/vendor (`make vendor`)
 #   make install  scripts, library and pinned pyroute2 into $(PREFIX)/lib/lvskit,
 #                 links in $(PREFIX)/sbin, config/key/cron/units (README,
-#                 "Installing on Debian"); `make uninstall` keeps config and key
+#                 "Installing on Debian"), man pages; `make uninstall` keeps config and key
+#   make man      the man pages into build/man (from --help and docs/: make install does it)
 #   make install-realserver   lvs-agent and lvs-realserver only, no pip (README,
 #                 "Real servers"); `make uninstall` removes it too
 #   make bench    the benchmarks in bench/ (minutes; figures in bench/README.md)
@@ -25,6 +26,7 @@ SBINDIR     ?= $(PREFIX)/sbin
 LIBDIR      ?= $(PREFIX)/lib/lvskit
 DATADIR     ?= $(PREFIX)/share/lvskit
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR      ?= $(PREFIX)/share/man
 CONFDIR     = $(SYSCONFDIR)/lvskit
 # The pinned pyroute2 is built when its dist-info for the pinned version is
 # missing: a stamp that is also the proof of which version is there.
@@ -32,14 +34,16 @@ VENDOR      = lib/vendor/pyroute2-$(PYROUTE2_VERSION).dist-info/RECORD
 PYTEST      = $(PYTHON) -m pytest -q -p no:cacheprovider
 # sudo: tests/netns runs the checks as an unprivileged user through conf/sudoers.lvskit.
 # haproxy: tests/netns runs Debian's against lvs-agent; systemd: systemd-socket-activate
-# (lvs-agent inetd-style in that test) and systemd-analyze (the install tests).
+# (lvs-agent inetd-style in that test) and systemd-analyze (the install tests); groff-base
+# and man-db: the tests render every man page (groff -ww) and look them up (man -w).
 APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip iproute2 ipvsadm kmod \
-              haproxy systemd sudo \
+              haproxy systemd sudo groff-base man-db \
               python3-prometheus-client \
               debootstrap stress-ng
 
 .PHONY: all deps apt-deps vendor lab test test-unit test-lab test-netns test-install demo demo-deps bench clean \
-        install uninstall install-realserver realserver-deps realserver-debs bookworm-root
+        install uninstall install-realserver realserver-deps realserver-debs bookworm-root \
+        man install-man FORCE
 
 all: deps
 
@@ -111,6 +115,32 @@ SCRIPTS = $(notdir $(wildcard bin/*))
 UNITS   = $(notdir $(wildcard conf/systemd/*.service conf/systemd/*.timer conf/systemd/*.socket))
 D       = $(DESTDIR)
 
+# --- man pages -----------------------------------------------------------
+# Built, never committed: a script's page is its own --help (the hidden --man
+# option renders its argparse parser), lvskit.ini(5) is README's
+# "Configuration", lvskit(7) docs/lvskit.md (lib/lvskit/manpage.py; pure
+# Python, no groff needed).  Always made afresh (FORCE): a few small runs.
+# The scripts' default config is theirs, not this shell's LVSKIT_CONFIG.
+MAN      = build/man
+DOCPAGES = lvskit.ini.5 lvskit.7
+
+man: $(addprefix $(MAN)/,$(addsuffix .8,$(SCRIPTS)) $(DOCPAGES))
+
+$(MAN)/%.8: FORCE
+	@mkdir -p $(MAN)
+	env -u LVSKIT_CONFIG $(PYTHON) bin/$* --man > $@.tmp && mv $@.tmp $@
+
+$(addprefix $(MAN)/,$(DOCPAGES)): FORCE
+	@mkdir -p $(MAN)
+	(cd lib && $(PYTHON) -m lvskit.manpage .. $(notdir $@)) > $@.tmp && mv $@.tmp $@
+
+FORCE:
+
+# install-man PAGES="...": those pages, made afresh, into MANDIR/manN
+install-man: $(addprefix $(MAN)/,$(PAGES))
+	for p in $(PAGES); do n=$${p##*.}; install -d -m 0755 $(D)$(MANDIR)/man$$n && \
+	    install -m 0644 $(MAN)/$$p $(D)$(MANDIR)/man$$n/$$p || exit 1; done
+
 install: $(VENDOR)
 	install -d -m 0755 $(D)$(SBINDIR) $(D)$(LIBDIR)/bin $(D)$(LIBDIR)/lib/lvskit \
 	    $(D)$(LIBDIR)/lib/vendor $(D)$(DATADIR) $(D)$(SYSTEMDUNITDIR) \
@@ -134,6 +164,7 @@ install: $(VENDOR)
 	install -m 0644 conf/lvskit.ini README.md $(D)$(DATADIR)/
 	for u in $(UNITS); do $(SUBST) conf/systemd/$$u > $(D)$(SYSTEMDUNITDIR)/$$u; \
 	    chmod 0644 $(D)$(SYSTEMDUNITDIR)/$$u; done
+	$(MAKE) --no-print-directory install-man PAGES="$(addsuffix .8,$(SCRIPTS)) $(DOCPAGES)"
 	@if [ -e $(D)$(CONFDIR)/lvskit.ini ]; then echo "kept $(D)$(CONFDIR)/lvskit.ini"; \
 	else install -m 0644 conf/lvskit.ini $(D)$(CONFDIR)/lvskit.ini; fi
 	@if [ -e $(D)$(SYSCONFDIR)/cron.d/lvskit ]; then echo "kept $(D)$(SYSCONFDIR)/cron.d/lvskit"; \
@@ -147,8 +178,9 @@ install: $(VENDOR)
 # Leaves what the admin owns: the config, the key, state, and a cron file that
 # differs from the shipped one.  Units: admins override in /etc/systemd/system.
 uninstall:
-	for s in $(notdir $(wildcard $(D)$(LIBDIR)/bin/*)); do \
+	for s in $(notdir $(wildcard $(D)$(LIBDIR)/bin/*)); do rm -f $(D)$(MANDIR)/man8/$$s.8; \
 	    if [ -L $(D)$(SBINDIR)/$$s ]; then rm -f $(D)$(SBINDIR)/$$s; fi; done
+	rm -f $(addprefix $(D)$(MANDIR)/man,5/lvskit.ini.5 7/lvskit.7)
 	rm -f $(addprefix $(D)$(SYSTEMDUNITDIR)/,$(UNITS))
 	@if [ -e $(D)$(SYSCONFDIR)/cron.d/lvskit ]; then \
 	    if cmp -s $(D)$(SYSCONFDIR)/cron.d/lvskit $(D)$(DATADIR)/cron.d-lvskit; then \
@@ -173,7 +205,7 @@ uninstall:
 # is a superset: on a director that is also a real server, use `make install`.
 RS_SCRIPTS = lvs-agent lvs-realserver
 RS_LIB     = $(addprefix lvskit/,$(addsuffix .py,__init__ agent agentproto capacity cli configcache \
-               errors lock log model realserver state vip)) \
+               errors lock log manpage model realserver state vip)) \
              $(patsubst lib/%,%,$(wildcard lib/lvskit/config/*.py))
 RS_UNITS   = lvs-agent.socket lvs-agent@.service lvs-realserver.service
 
@@ -196,6 +228,7 @@ install-realserver: $(if $(DESTDIR),,realserver-deps)
 	install -m 0644 conf/lvskit.ini README.md $(D)$(DATADIR)/
 	for u in $(RS_UNITS); do $(SUBST) conf/systemd/$$u > $(D)$(SYSTEMDUNITDIR)/$$u; \
 	    chmod 0644 $(D)$(SYSTEMDUNITDIR)/$$u; done
+	$(MAKE) --no-print-directory install-man PAGES="$(addsuffix .8,$(RS_SCRIPTS)) $(DOCPAGES)"
 	@if [ -e $(D)$(CONFDIR)/lvskit.ini ]; then echo "kept $(D)$(CONFDIR)/lvskit.ini"; \
 	else install -m 0644 conf/lvskit.ini $(D)$(CONFDIR)/lvskit.ini; fi
 

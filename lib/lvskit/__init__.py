@@ -15,6 +15,8 @@ sh) are found as before.
 import os
 import sys
 
+__version__ = "0.17.0"     # the one version string: --version, man pages, packages
+
 _vendor = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vendor")
 if os.path.isdir(_vendor) and _vendor not in sys.path:
     sys.path.insert(0, _vendor)

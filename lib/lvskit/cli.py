@@ -9,7 +9,7 @@ import io
 import os
 import sys
 
-from . import errors, log
+from . import __version__, errors, log
 
 DEFAULT_CONFIG = os.environ.get("LVSKIT_CONFIG", "/etc/lvskit/lvskit.ini")
 
@@ -60,7 +60,11 @@ def unknown(why):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with the script's docstring as help and exit code USAGE on misuse."""
+    """argparse with the script's docstring as help and exit code USAGE on misuse.
+
+    The docstring is also the script's man page (lvskit.manpage, the hidden
+    --man option): a summary line, prose, then the parts `exit codes:`,
+    `files:` and `examples:`, in that order."""
 
     def __init__(self, doc, config=True, dry_run=False, **kw):
         summary, _, rest = doc.strip().partition("\n")
@@ -73,6 +77,9 @@ class Parser(argparse.ArgumentParser):
                               help="print what would change, in ipvsadm/ip syntax, and change nothing")
         self.add_argument("-v", "--verbose", action="store_true",
                           help="also log to stderr, and say more")
+        self.add_argument("--version", action="version", version=f"%(prog)s (lvskit) {__version__}",
+                          help="print the version and exit")
+        self.add_argument("--man", action=_ManPage)
 
     def error(self, message):
         if _plugin:                     # a check: UNKNOWN, never CRITICAL (2) for a typo
@@ -84,6 +91,20 @@ class Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"{self.prog}: {message}", file=sys.stderr)
         sys.exit(errors.USAGE)
+
+
+class _ManPage(argparse.Action):
+    """The hidden --man: print the script's man page (roff, from this parser) and exit;
+    `make man` uses it.  lvskit.manpage is imported only then."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kw):
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, nargs=0, help=argparse.SUPPRESS)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from . import manpage
+        bindir = os.path.dirname(os.path.realpath(sys.argv[0]))
+        sys.stdout.write(manpage.script_page(parser, manpage.scripts(bindir)))
+        parser.exit(errors.OK)
 
 
 def seconds(text):

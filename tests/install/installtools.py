@@ -8,6 +8,8 @@ SBINDIR = PREFIX + "/sbin"
 LIBDIR = PREFIX + "/lib/lvskit"
 DATADIR = PREFIX + "/share/lvskit"
 UNITDIR = PREFIX + "/lib/systemd/system"
+MANDIR = PREFIX + "/share/man"
+DOC_PAGES = ["man5/lvskit.ini.5", "man7/lvskit.7"]
 
 
 def make(*args, timeout=600):
@@ -23,6 +25,19 @@ def run_installed(argv, cwd="/", **kw):
     the checkout, so nothing but its own real path can lead it to a library."""
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LVSKIT_NO_SYSLOG": "1", "LC_ALL": "C.UTF-8"}
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, **kw)
+
+
+def groff_warnings(path):
+    """groff's complaints about an installed man page (-ww: every warning), '' when clean."""
+    res = subprocess.run(["groff", "-ww", "-z", "-man", path], capture_output=True, text=True, timeout=60)
+    return f"exit {res.returncode}: {res.stderr}" if res.returncode or res.stderr else ""
+
+
+def man_w(mandir, section, name):
+    """Where man(1) finds a page with MANPATH=mandir alone ('' when it does not)."""
+    res = subprocess.run(["man", "-w", section, name], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "MANPATH": mandir, "LC_ALL": "C.UTF-8"})
+    return res.stdout.strip() if res.returncode == 0 else ""
 
 
 def scripts():

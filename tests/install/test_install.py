@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from installtools import (DATADIR, LIBDIR, PREFIX, ROOT, SBINDIR, UNITDIR, make, run_installed,
-                      scripts)
+from installtools import (DATADIR, DOC_PAGES, LIBDIR, MANDIR, PREFIX, ROOT, SBINDIR, UNITDIR,
+                          groff_warnings, make, man_w, run_installed, scripts)
 
 CONFIG = "/etc/lvskit/lvskit.ini"
 CRON_JOBS = {"ipvs-sync", "check-real", "reweight", "lvs-status"}
@@ -50,6 +50,22 @@ def test_installed_help(destdir, name):
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("usage: " + name)
     assert "examples:" in res.stdout and "exit codes:" in res.stdout
+
+
+def test_man_pages_are_installed_clean_and_found(destdir):
+    """A page per script, lvskit.ini(5) and lvskit(7), each clean under groff -ww, each
+    found by man(1) under the installed MANDIR, and --version agrees with the footer."""
+    d, _ = destdir
+    pages = sorted(os.path.relpath(os.path.join(dp, f), d + MANDIR)
+                   for dp, _, files in os.walk(d + MANDIR) for f in files)
+    assert pages == sorted(DOC_PAGES + [f"man8/{s}.8" for s in scripts()])
+    version = run_installed([d + SBINDIR + "/ipvs-sync", "--version"]).stdout.split()[-1]
+    for page in pages:
+        path = d + MANDIR + "/" + page
+        assert groff_warnings(path) == "", page
+        assert f'"lvskit {version}"' in open(path).readline(), page
+        name, section = os.path.basename(page).rsplit(".", 1)
+        assert man_w(d + MANDIR, section, name) == path
 
 
 def test_installed_ipvs_sync_uses_the_installed_library(destdir):
@@ -247,7 +263,7 @@ _VALUES = {
     "RemainAfterExit": r"yes|no", "SuccessExitStatus": r"\d+( \d+)*",
     "RestartSec": _TIMESPAN, "OnBootSec": _TIMESPAN, "OnUnitActiveSec": _TIMESPAN,
     "AccuracySec": _TIMESPAN, "WantedBy": r"[a-z.-]+\.target",
-    "Documentation": r"(file|man|https?):\S+", "After": r"[\w.@-]+( [\w.@-]+)*",
+    "Documentation": r"(file|man|https?):\S+( (file|man|https?):\S+)*", "After": r"[\w.@-]+( [\w.@-]+)*",
     "StandardInput": r"socket", "StandardOutput": r"socket|journal", "StandardError": r"journal",
     "DynamicUser": r"yes|no", "ListenStream": r"\d+", "Accept": r"yes|no",
     "Before": r"[\w.@-]+( [\w.@-]+)*", "Wants": r"[\w.@-]+( [\w.@-]+)*",
@@ -301,6 +317,8 @@ def test_units_are_strictly_valid(destdir):
     for unit in units:
         u = parse_unit(d + UNITDIR + "/" + unit)
         assert u["Unit"]["Description"]
+        program = unit.rsplit(".", 1)[0].rstrip("@")
+        assert u["Unit"]["Documentation"].split() == [f"man:{program}(8)", "man:lvskit.ini(5)"]
         if unit.endswith(".timer"):
             assert set(u) == {"Unit", "Timer", "Install"}
             assert u["Install"]["WantedBy"] == "timers.target"
@@ -341,8 +359,9 @@ def test_units_pass_systemd_analyze_verify(destdir, tmp_path):
         (tmp_path / unit).write_text(text)
         checked.append(str(tmp_path / unit))
     assert checked
+    # verify looks up each Documentation=man: page with man(1): the installed ones, alone
     res = subprocess.run(["systemd-analyze", "verify", *checked], capture_output=True, text=True,
-                         timeout=120, cwd=str(tmp_path))
+                         timeout=120, cwd=str(tmp_path), env=dict(os.environ, MANPATH=d + MANDIR))
     # verify only warns (exit 0) about unknown keys or sections: any output is a defect.
     assert (res.returncode, res.stdout + res.stderr) == (0, ""), res.stderr
 

@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from installtools import DATADIR, LIBDIR, ROOT, SBINDIR, UNITDIR, make, run_installed
+from installtools import (DATADIR, DOC_PAGES, LIBDIR, MANDIR, ROOT, SBINDIR, UNITDIR, groff_warnings, make,
+                          run_installed)
 from test_install import empty_dirs_of_ours
 
 SCRIPTS = ["lvs-agent", "lvs-realserver"]
@@ -51,6 +52,15 @@ def test_just_the_two_scripts_their_modules_and_units(rs_destdir):
     assert "ListenStream=7766\n" in socket_unit and "Accept=yes\n" in socket_unit
     assert f"ExecStart={SBINDIR}/lvs-agent -c /etc/lvskit/lvskit.ini\n" in \
         open(d + UNITDIR + "/lvs-agent@.service").read()
+
+
+def test_the_two_scripts_man_pages(rs_destdir):
+    d = rs_destdir
+    pages = sorted(os.path.relpath(os.path.join(dp, f), d + MANDIR) for dp, _, files in os.walk(d + MANDIR)
+                   for f in files)
+    assert pages == sorted(DOC_PAGES + [f"man8/{s}.8" for s in SCRIPTS])
+    for page in pages:
+        assert groff_warnings(d + MANDIR + "/" + page) == "", page
 
 
 def test_the_installed_agent_answers_inetd_style(rs_destdir):
