@@ -162,7 +162,7 @@ def test_healed_server_and_spare_serve_their_weight_share(tmp_path):
             # 2. the spare takes the VIP over, the director lets it go
             lab.run("spare", ["ip", "addr", "add", f"{lab.vip}/32", "dev", "eth0"], check=True)
             r = lab.run("spare", [PY, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from lvskit import arp; "
-                                  "arp.announce('eth0', [sys.argv[2]])", os.path.join(ROOT, "lib"), lab.vip])
+                                  "arp.Announcer('eth0').announce([sys.argv[2]])", os.path.join(ROOT, "lib"), lab.vip])
             assert r.returncode == 0, r.stderr
             wait(lambda: lab.mac("spare") in lab.run("client", ["ip", "neigh", "show", lab.vip]).stdout, 10,
                  "the client's ARP entry for the VIP to move to the spare")
