@@ -117,9 +117,10 @@ D       = $(DESTDIR)
 
 # --- man pages -----------------------------------------------------------
 # Built, never committed: a script's page is its own --help (the hidden --man
-# option renders its argparse parser), lvskit.ini(5) is README's
-# "Configuration", lvskit(7) docs/lvskit.md (lib/lvskit/manpage.py; pure
-# Python, no groff needed).  Always made afresh (FORCE): a few small runs.
+# option renders its argparse parser) with its part of docs/manual.md as
+# DETAILS, lvskit.ini(5) is docs/lvskit.ini.md, lvskit(7) README's "How it
+# works", "Recipes" and "Conventions" (lib/lvskit/manpage.py; pure Python,
+# no groff needed).  Always made afresh (FORCE): a few small runs.
 # The scripts' default config is theirs, not this shell's LVSKIT_CONFIG.
 MAN      = build/man
 DOCPAGES = lvskit.ini.5 lvskit.7

@@ -1,6 +1,6 @@
 """A real server's spare capacity, from what the kernel already counts.
 
-The formula (knobs are [agent] keys, see README.md "Configuration"):
+The formula (knobs are [agent] keys, see lvskit.ini(5), [agent]):
 
   cpu     = 1 - (loadavg / cpus) / cpu_full       loadavg: the load_avg-minute figure
           = 1 - (busy / cpus) / cpu_full          with cgroup: busy = CPU seconds the

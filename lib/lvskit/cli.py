@@ -103,7 +103,12 @@ class _ManPage(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         from . import manpage
         bindir = os.path.dirname(os.path.realpath(sys.argv[0]))
-        sys.stdout.write(manpage.script_page(parser, manpage.scripts(bindir)))
+        try:        # in the source tree; an installed copy has no docs/: no DETAILS
+            with open(os.path.join(bindir, "..", manpage.MANUAL), encoding="utf-8") as f:
+                manual = f.read()
+        except FileNotFoundError:
+            manual = ""
+        sys.stdout.write(manpage.script_page(parser, manpage.scripts(bindir), manual))
         parser.exit(errors.OK)
 
 

@@ -3,7 +3,7 @@
 Two switches under /proc/sys/net/ipv4/vs (expire_nodest_conn,
 expire_quiescent_template) and the three connection timeouts of ``ipvsadm
 --set`` (netlink IPVS_CMD_SET_CONFIG, ipvs.Kernel.set_timeouts).  Why they
-matter to a client: see config/kernel.py and README.md, "[ipvs]".
+matter to a client: see config/kernel.py and lvskit.ini(5), [ipvs].
 
 read() gives the kernel's values, plan() the changes that make them the
 config's (only what differs; a key set to ``keep`` is never touched), apply()

@@ -3,9 +3,11 @@
 There is no second copy of any manual text: a script's page is its argparse
 parser (the docstring cli.Parser takes: a summary line, prose, and the
 `exit codes:`, `files:` and `examples:` parts, plus every option's help),
-rendered by ``script_page``; lvskit.ini(5) and lvskit(7) are markdown files
-(a small subset: headings, paragraphs, lists, tables, code blocks, `code`,
-**bold**, links), rendered by ``markdown_page``.  ``make man`` writes them
+rendered by ``script_page``, followed by its DETAILS: the parts of
+docs/manual.md whose heading names it.  lvskit.ini(5) is docs/lvskit.ini.md,
+lvskit(7) three parts of README.md (markdown, a small subset: headings,
+paragraphs, lists, tables, code blocks, `code`, **bold**, links), rendered by
+``markdown_page``.  ``make man`` writes them
 all into build/man at install time; pure Python, so no groff is needed to
 build them (the tests read them back through `groff -ww -z -man`).
 
@@ -15,7 +17,6 @@ options and commands copy and search as typed.  Anything beyond ASCII is
 written as a \\[uXXXX] glyph, since groff reads its input as Latin-1.
 """
 import argparse
-import ast
 import os
 import re
 import sys
@@ -250,9 +251,10 @@ def script_names(text, names):
     return {n for n in names if re.search(r"(?<![\w/.-])" + re.escape(n) + r"(?![\w-])", text)}
 
 
-def script_page(parser, scripts=()):
+def script_page(parser, scripts=(), manual=""):
     """The whole man page of a script, from its parser.  scripts: every script's name,
-    for SEE ALSO (those the text names, and lvskit(7), lvskit.ini(5))."""
+    for SEE ALSO (those the text names, and lvskit(7), lvskit.ini(5)); manual: the text
+    of docs/manual.md, whose parts that name this script are its DETAILS."""
     name = parser.prog
     parts = split_doc(parser.epilog)
     out = header(name, SCRIPT_SECTION) + name_section(name, parser.description or "")
@@ -268,7 +270,10 @@ def script_page(parser, scripts=()):
                     r"\fB[global]\fR keys \fBstate_dir\fR, \fBrun_dir\fR and \fBmaint_dir\fR."]
     if "EXAMPLES" in parts:
         out += [".SH EXAMPLES"] + [ln for block in parts["EXAMPLES"] for ln in _term_list(block)]
-    text = (parser.description or "") + "\n" + (parser.epilog or "")
+    details = manual_parts(manual, name)
+    if details:
+        out += [".SH DETAILS"] + markdown(details)
+    text = (parser.description or "") + "\n" + (parser.epilog or "") + "\n" + details
     refs = {(n, SCRIPT_SECTION) for n in script_names(text, scripts)}
     refs |= {("lvskit", "7"), ("lvskit.ini", "5")}
     if re.search(r"\bipvsadm\b", text):
@@ -286,17 +291,6 @@ def scripts(bindir):
         return []
 
 
-def summaries(bindir):
-    """{script: its summary line}, read from each script's docstring without running it."""
-    out = {}
-    for name in scripts(bindir):
-        with open(os.path.join(bindir, name), encoding="utf-8") as f:
-            doc = ast.get_docstring(ast.parse(f.read(), name))
-        if doc:
-            out[name] = doc.strip().partition("\n")[0]
-    return out
-
-
 # --- pages from markdown ----------------------------------------------------------
 
 def _cells(row):
@@ -308,20 +302,14 @@ def _links(text):
     return re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", text)
 
 
-def markdown(text, bindir=None):
-    """The markdown subset as man(7) lines: ## is .SH, ### and below .SS.
-    A line "<!-- scripts -->" becomes the list of the scripts and their summaries."""
+def markdown(text):
+    """The markdown subset as man(7) lines: ## is .SH, ### and below .SS."""
     out = []
     lines = text.splitlines()
     i = 0
     while i < len(lines):
         ln = lines[i]
         if not ln.strip():
-            i += 1
-            continue
-        if ln.strip() == "<!-- scripts -->":
-            for name, summary in summaries(bindir).items():
-                out += [".TP", line(rf"\fB{escape(name)}\fR({SCRIPT_SECTION})"), line(inline(summary))]
             i += 1
             continue
         if re.fullmatch(r"\s*<!--.*-->\s*", ln):       # a note to the file's editors
@@ -398,26 +386,49 @@ def markdown_part(text, heading):
     return rest[:end.start()] if end else rest
 
 
+def manual_parts(manual, name):
+    """The "## " parts of docs/manual.md whose heading names script `name`, each under
+    its heading as a "### " (they are subsections of the script page's DETAILS)."""
+    out = []
+    for m in re.finditer(r"^## +(.*)$", manual, re.M):
+        if script_names(m.group(1), [name]):
+            out.append("### " + m.group(1) + markdown_part(manual, m.group(1)).rstrip() + "\n")
+    return "\n".join(out)
+
+
 def markdown_page(name, section, summary, text, bindir):
     """A whole page from markdown: NAME, DESCRIPTION (what comes before the first ##), the
     sections, SEE ALSO (the scripts it names, lvskit(7) and lvskit.ini(5))."""
-    body = markdown(text, bindir)
+    body = markdown(text)
     out = header(name, section) + name_section(name, summary)
     if not body or not body[0].startswith(".SH "):
         out.append(".SH DESCRIPTION")
     out += body
     names = scripts(bindir)
-    named = script_names(text, names) | (set(names) if "<!-- scripts -->" in text else set())
-    refs = {(n, SCRIPT_SECTION) for n in named} | {("lvskit", "7"), ("lvskit.ini", "5")}
+    refs = {(n, SCRIPT_SECTION) for n in script_names(text, names)} | {("lvskit", "7"), ("lvskit.ini", "5")}
     out += see_also(refs, (name, section))
     return "\n".join(out) + "\n"
 
 
-# The pages written from markdown: page -> (file, the "## " part of it or None, summary)
+# The pages written from markdown: page -> (file, its "## " parts that make the page
+# (None: the whole file), summary)
 DOCS = {
-    "lvskit.ini.5": ("README.md", "Configuration", "configuration file of the lvskit scripts"),
-    "lvskit.7": ("docs/lvskit.md", None, "keep services up on Linux Virtual Server (IPVS): overview and recipes"),
+    "lvskit.ini.5": ("docs/lvskit.ini.md", None, "configuration file of the lvskit scripts"),
+    "lvskit.7": ("README.md", ("How it works", "Recipes", "Conventions"),
+                 "keep services up on Linux Virtual Server (IPVS): overview and recipes"),
 }
+# The source of every script page's DETAILS, relative to the top of the tree
+MANUAL = "docs/manual.md"
+
+
+def doc_text(top, page):
+    """The markdown a DOCS page is made from."""
+    path, parts, _ = DOCS[page]
+    with open(os.path.join(top, path), encoding="utf-8") as f:
+        text = f.read()
+    if parts is None:
+        return text
+    return "".join(f"## {p}\n" + markdown_part(text, p) for p in parts)
 
 
 def main(argv):
@@ -426,13 +437,9 @@ def main(argv):
         print(f"usage: manpage.py TOPDIR {{{','.join(DOCS)}}}", file=sys.stderr)
         return 2
     top, page = argv
-    path, part, summary = DOCS[page]
-    with open(os.path.join(top, path), encoding="utf-8") as f:
-        text = f.read()
-    if part:
-        text = markdown_part(text, part)
     name, _, section = page.rpartition(".")
-    sys.stdout.write(markdown_page(name, section, summary, text, os.path.join(top, "bin")))
+    sys.stdout.write(markdown_page(name, section, DOCS[page][2], doc_text(top, page),
+                                   os.path.join(top, "bin")))
     return 0
 
 

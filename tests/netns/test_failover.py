@@ -1,6 +1,6 @@
 """Director and spare in host network namespaces: real heartbeats, real VIP moves, real ARP.
 
-Timings are hbtopo's (interval 20 ms, deadtime 120 ms), or README's fast
+Timings are hbtopo's (interval 20 ms, deadtime 120 ms), or lvskit.ini(5)'s fast
 setting (10 ms, 30 ms) where a test says so; the assertions
 leave generous room (seconds) for a loaded machine, the benchmark
 (bench/failover.py) measures the gap itself.
@@ -75,7 +75,7 @@ def test_machine_death_takeover_and_failback(pair_factory, auto_failback):
 
 
 def test_fast_setting_fails_over_and_back(pair_factory):
-    """README's fast setting (beats every 10 ms, deadtime three of them), realtime on.
+    """lvskit.ini(5)'s fast setting (beats every 10 ms, deadtime three of them), realtime on.
 
     Conditions with deadlines, not timings: the client is answered by the
     spare through the moved VIP, then by the director again after failback.

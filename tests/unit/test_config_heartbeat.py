@@ -50,7 +50,7 @@ def test_durations_and_lists():
 
 
 def test_the_fast_setting():
-    """README's fast setting: 10 ms beats, deadtime three of them; warntime half of it."""
+    """lvskit.ini(5)'s fast setting: 10 ms beats, deadtime three of them; warntime half of it."""
     hb = load("interval = 10ms\ndeadtime = 30ms\n").heartbeat
     assert (hb.interval, hb.deadtime, hb.warntime) == (0.01, 0.03, 0.015)
 

@@ -89,6 +89,36 @@ def test_script_page_says_what_help_says(script_page):
     assert re.search(r"(?<!\\)-", page.split("\n", 1)[1]) is None, "an unescaped hyphen"
 
 
+def test_script_page_has_its_part_of_the_manual(script_page):
+    """The DETAILS section is every docs/manual.md part whose heading names the script,
+    down to its last paragraph."""
+    name, page = script_page
+    manual = open(os.path.join(ROOT, manpage.MANUAL)).read()
+    details = manpage.manual_parts(manual, name)
+    assert details, f"docs/manual.md has no part for {name}"
+    assert "\n.SH DETAILS\n" in page
+    text = " ".join(plain(page).split())
+    for heading in re.findall(r"^### (.+)$", details, re.M):
+        assert heading.replace("`", "") in text, heading
+    last = [p for p in details.split("\n\n") if p.strip() and p[0].isalpha()][-1]
+    last_words = " ".join(re.sub(r"[`*]", "", last).split()[-6:])
+    assert last_words in text, last_words
+
+
+def test_overview_page_is_readme_admin_part():
+    """lvskit(7) is README's "How it works", "Recipes" and "Conventions", every recipe in it."""
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    text = " ".join(plain(run("-m", "lvskit.manpage", ROOT, "lvskit.7").stdout).split())
+    for heading in ("HOW IT WORKS", "RECIPES", "CONVENTIONS"):
+        assert heading in text, heading
+    recipes = manpage.markdown_part(readme, "Recipes")
+    titles = re.findall(r"^### (.+)$", recipes, re.M)
+    assert len(titles) >= 8
+    for title in titles:
+        assert title.replace("`", "") in text, title
+    assert "The two commands" not in text and "make test" not in text
+
+
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_version(name):
     res = run(os.path.join(ROOT, "bin", name), "--version")
@@ -114,9 +144,8 @@ def test_doc_page_is_clean_under_groff(page):
 
 
 def test_config_page_has_every_key_of_the_reference():
-    """lvskit.ini(5) is README's Configuration: every section and key of its tables is there."""
-    path, part, _ = manpage.DOCS["lvskit.ini.5"]
-    reference = manpage.markdown_part(open(os.path.join(ROOT, path)).read(), part)
+    """lvskit.ini(5) is docs/lvskit.ini.md: every section and key of its tables is there."""
+    reference = manpage.doc_text(ROOT, "lvskit.ini.5")
     keys = re.findall(r"^\| `([^`]+)`", reference, re.M)
     sections = re.findall(r"^#+ .*?`(\[[a-z]+[^`]*\])`", reference, re.M)
     assert len(keys) > 50 and "[global]" in sections and "[service NAME]" in sections
