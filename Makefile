@@ -47,7 +47,7 @@ APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip ipr
 DEB_PKGS    = dpkg-dev debhelper dh-python lintian
 
 .PHONY: all deps apt-deps vendor lab test test-unit test-lab test-netns test-install demo demo-deps bench clean \
-        install uninstall install-realserver realserver-deps realserver-debs bookworm-root deb \
+        install uninstall install-realserver realserver-deps realserver-debs bookworm-root deb deb-deps \
         man install-man FORCE
 
 all: deps
@@ -286,6 +286,21 @@ deb: $(VENDOR)
 	    --exclude=./demo-out --exclude=__pycache__ --exclude=.pytest_cache . | tar -x -C $(DEB_SRC)
 	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b > ../build.log 2>&1 || { tail -30 ../build.log; exit 1; }
 	lintian --fail-on error,warning --info $(DEB_OUT)/lvskit_$(VERSION)_*.changes
+
+# What each package needs that a Debian root lacks, as .debs for dpkg -i in it
+# (tests/install/test_deb.py): the host's apt resolves the package's declared
+# dependencies against that root's dpkg status and downloads the rest into
+# build/deb-deps/PACKAGE/.
+DEB_ROOT ?= $(BOOKWORM)
+
+# A failed download is retried once after apt-get update (stale lists).
+DEB_DEPS_GET = apt-get -q -y -o Dir::State::status=$(abspath $(DEB_ROOT))/var/lib/dpkg/status \
+	    -o Dir::Cache::archives=$(CURDIR)/build/deb-deps/$$p --no-install-recommends \
+	    install --download-only ./$(DEB_OUT)/$${p}_$(VERSION)_all.deb > build/deb-deps/$$p.log 2>&1
+
+deb-deps:
+	@for p in lvskit lvskit-realserver; do rm -rf build/deb-deps/$$p; mkdir -p build/deb-deps/$$p/partial; \
+	  $(DEB_DEPS_GET) || { apt-get update -qq && $(DEB_DEPS_GET); } || { cat build/deb-deps/$$p.log; exit 1; }; done
 
 test-install: $(VENDOR)
 	$(PYTEST) tests/install
