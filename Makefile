@@ -13,6 +13,8 @@
 #   make install-realserver   lvs-agent and lvs-realserver only, no pip (README,
 #                 "Real servers"); `make uninstall` removes it too
 #   make bench    the benchmarks in bench/ (minutes; figures in bench/README.md)
+#   make deb      Debian packages lvskit and lvskit-realserver (debian/, debhelper)
+#                 into build/deb/, then lintian on them (README, "Debian package")
 
 PYTHON      ?= /usr/bin/python3
 PYROUTE2_VERSION ?= 0.9.7
@@ -39,10 +41,13 @@ PYTEST      = $(PYTHON) -m pytest -q -p no:cacheprovider
 APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip iproute2 ipvsadm kmod \
               haproxy systemd sudo groff-base man-db \
               python3-prometheus-client \
-              debootstrap stress-ng
+              debootstrap stress-ng \
+              $(DEB_PKGS)
+# make deb: Debian 12's own packaging tools.
+DEB_PKGS    = dpkg-dev debhelper dh-python lintian
 
 .PHONY: all deps apt-deps vendor lab test test-unit test-lab test-netns test-install demo demo-deps bench clean \
-        install uninstall install-realserver realserver-deps realserver-debs bookworm-root \
+        install uninstall install-realserver realserver-deps realserver-debs bookworm-root deb deb-deps \
         man install-man FORCE
 
 all: deps
@@ -261,6 +266,42 @@ $(REALSERVER_DEBS):
 	rm -rf build/debs && mkdir -p build/debs
 	cd build/debs && apt-get download -q python3-pyroute2 python3-psutil >/dev/null
 	touch $@
+
+# --- Debian packages ------------------------------------------------------------
+# debian/rules runs `make install` and `make install-realserver` with Debian's
+# paths.  Built from a copy of the checkout (build outputs and .git left out)
+# in build/deb/, so the .debs land in build/deb/ and the checkout stays clean;
+# the copy takes the pinned pyroute2 from lib/vendor, as the build must not
+# need PyPI.  lintian's findings fail the build from "warning" up; the
+# overrides in debian/*.lintian-overrides say why each one is right here.
+VERSION  = $(shell sed -n 's/^__version__ = "\(.*\)".*/\1/p' lib/lvskit/__init__.py)
+DEB_OUT  = build/deb
+DEB_SRC  = $(DEB_OUT)/lvskit-$(VERSION)
+
+deb: $(VENDOR)
+	@for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || { $(MAKE) --no-print-directory apt-deps; break; }; done
+	@v=$$(dpkg-parsechangelog -S Version); [ "$$v" = "$(VERSION)" ] || { \
+	    echo "debian/changelog: version $$v, lib/lvskit/__init__.py: $(VERSION) (dch -v $(VERSION))" >&2; exit 1; }
+	rm -rf $(DEB_OUT) && mkdir -p $(DEB_SRC)
+	tar -c --exclude-vcs --exclude=./build --exclude=./lab/build --exclude=./bench/results \
+	    --exclude=./demo-out --exclude=__pycache__ --exclude=.pytest_cache . | tar -x -C $(DEB_SRC)
+	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b > ../build.log 2>&1 || { tail -30 ../build.log; exit 1; }
+	lintian --fail-on error,warning --info $(DEB_OUT)/lvskit_$(VERSION)_*.changes
+
+# What each package needs that a Debian root lacks, as .debs for dpkg -i in it
+# (tests/install/test_deb.py): the host's apt resolves the package's declared
+# dependencies against that root's dpkg status and downloads the rest into
+# build/deb-deps/PACKAGE/.
+DEB_ROOT ?= $(BOOKWORM)
+
+# A failed download is retried once after apt-get update (stale lists).
+DEB_DEPS_GET = apt-get -q -y -o Dir::State::status=$(abspath $(DEB_ROOT))/var/lib/dpkg/status \
+	    -o Dir::Cache::archives=$(CURDIR)/build/deb-deps/$$p --no-install-recommends \
+	    install --download-only ./$(DEB_OUT)/$${p}_$(VERSION)_all.deb > build/deb-deps/$$p.log 2>&1
+
+deb-deps:
+	@for p in lvskit lvskit-realserver; do rm -rf build/deb-deps/$$p; mkdir -p build/deb-deps/$$p/partial; \
+	  $(DEB_DEPS_GET) || { apt-get update -qq && $(DEB_DEPS_GET); } || { cat build/deb-deps/$$p.log; exit 1; }; done
 
 test-install: $(VENDOR)
 	$(PYTEST) tests/install
