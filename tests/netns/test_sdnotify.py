@@ -1,14 +1,17 @@
 """hb-send and hb-listen speaking systemd's notify protocol, as Type=notify services with a watchdog.
 
-The real daemons in a network namespace, with NOTIFY_SOCKET, WATCHDOG_USEC
-and WATCHDOG_PID as systemd sets them, pointing at a socket the test owns in
-systemd's place.  READY=1 comes once the sockets are up; WATCHDOG=1 comes
-regularly from the loop; a SIGSTOPped loop stops the pings for longer than
-the watchdog timeout, which is what systemd kills and restarts a service
-for; SIGCONT and they resume; SIGTERM says STOPPING=1.
+The real daemons in a network namespace, first with NOTIFY_SOCKET,
+WATCHDOG_USEC and WATCHDOG_PID as systemd sets them, pointing at a socket
+the test owns in systemd's place: READY=1 comes once the sockets are up;
+WATCHDOG=1 comes regularly from the loop; a SIGSTOPped loop stops the pings
+for longer than the watchdog timeout; SIGCONT and they resume; SIGTERM says
+STOPPING=1.  Then under a real systemd, with the shipped units: started
+(systemctl start waits for READY=1), SIGSTOPped, killed by the watchdog and
+started again.
 
-Not under a real systemd: the test machine's PID 1 is not systemd, and no
-manager runs here that systemd-run could talk to.
+The machine's PID 1 need not be systemd: the test runs a manager of its own
+(`systemd --user` as root, confined to cgroups and mounts of its own:
+usermanager.py).
 """
 import os
 import shutil
@@ -20,7 +23,8 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hbtopo import FRONT, HB, HOST, NotifySocket, Pair  # noqa: E402
+import usermanager  # noqa: E402
+from hbtopo import FRONT, HB, HOST, ROOT, NotifySocket, Pair  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("ss"),
                                 reason="needs root, iproute2 (network namespaces) and ss")
@@ -132,3 +136,103 @@ def test_ready_then_pings_from_the_loop_that_a_stopped_loop_stops(pair, tmp_path
         assert d.proc.wait(10) == 0, d.said()
     finally:
         manager.close()
+
+
+# --- under a real systemd ---------------------------------------------------------------------
+
+@pytest.fixture
+def manager(tmp_path):
+    """A systemd service manager of the test's own (usermanager.py); the environment
+    systemctl --user needs to reach it."""
+    if not (os.path.exists(usermanager.SYSTEMD) and shutil.which("systemctl") and shutil.which("unshare")):
+        pytest.skip("needs systemd and unshare")
+    ready = NotifySocket(str(tmp_path / "manager.notify"))
+    m = usermanager.UserManager(str(tmp_path), ready.path, f"lvskit-test-{os.getpid()}")
+    try:
+        while True:
+            said = ready.next(30)
+            assert said, f"no READY=1 from systemd --user: {m.said()[-2000:]}"
+            if said[2].get("READY") == "1":
+                break
+        yield m.env
+    finally:
+        ready.close()
+        m.close()
+
+
+def systemctl(env, *args):
+    return subprocess.run(["systemctl", "--user", *args], env=env, capture_output=True, text=True, timeout=90)
+
+
+def show(env, unit):
+    out = systemctl(env, "show", unit, "-p", "ActiveState,MainPID,NRestarts").stdout
+    return dict(line.partition("=")[::2] for line in out.splitlines())
+
+
+def ended(p, name):
+    return os.path.join(p.dir, f"{name}.ended")
+
+
+def endings(p, name):
+    """How each run of the unit ended: [(SERVICE_RESULT, EXIT_CODE, EXIT_STATUS), ...]."""
+    try:
+        with open(ended(p, name)) as f:
+            return [tuple(line.split()) for line in f]
+    except FileNotFoundError:
+        return []
+
+
+def install_unit(env, p, name):
+    """The shipped unit, started as the checkout's daemon in the director's namespace."""
+    lines = []
+    for line in open(os.path.join(ROOT, "conf", "systemd", f"{name}.service")):
+        if line.startswith("ExecStart="):
+            line = "ExecStart=" + " ".join([shutil.which("ip"), "netns", "exec", p.ns["director"]]
+                                           + p.tool("director", name, "-v")) + "\n"
+            # the test's cache and no syslog, as every test runs the scripts; no journald here
+            log = os.path.join(p.dir, f"{name}.log")
+            line += (f"Environment=LVSKIT_NO_SYSLOG=1 LVSKIT_CACHE_DIR={os.environ['LVSKIT_CACHE_DIR']}\n"
+                     f"StandardOutput=append:{log}\nStandardError=append:{log}\n"
+                     # how each run ended, in systemd's words
+                     "ExecStopPost=/bin/sh -c 'echo $$SERVICE_RESULT $$EXIT_CODE $$EXIT_STATUS >> "
+                     f"{ended(p, name)}'\n")
+        lines.append(line)
+    units = os.path.join(env["XDG_RUNTIME_DIR"], "systemd", "user")
+    os.makedirs(units, exist_ok=True)
+    with open(os.path.join(units, f"{name}.service"), "w") as f:
+        f.write("".join(lines))
+    assert systemctl(env, "daemon-reload").returncode == 0
+
+
+@pytest.mark.parametrize("name", ["hb-send", "hb-listen"])
+def test_systemd_restarts_a_stopped_loop_through_its_watchdog(pair, manager, name):
+    install_unit(manager, pair, name)
+    r = systemctl(manager, "start", f"{name}.service")      # returns once READY=1 came
+    before = show(manager, name)
+    assert r.returncode == 0 and before["ActiveState"] == "active", (r.stderr, before, pair.log(name))
+    watchdog = float(systemctl(manager, "show", name, "-p", "WatchdogUSec", "--value").stdout.strip("s\n"))
+    assert watchdog > 0
+    pid = int(before["MainPID"])
+    assert pid > 0 and before["NRestarts"] == "0"
+    # Its pings keep it: no watchdog timeout while the loop runs (half as long again as one).
+    assert not pair.wait(lambda: show(manager, name) != before, watchdog * 1.5, step=0.2), \
+        (show(manager, name), endings(pair, name), pair.log(name))
+
+    os.kill(pid, signal.SIGSTOP)
+    # The watchdog's timeout, then SIGABRT and a start again (RestartSec=), READY=1 again.
+    again = {}
+
+    def restarted():
+        again.update(show(manager, name))
+        return again["NRestarts"] == "1" and again["ActiveState"] == "active"
+    assert pair.wait(restarted, watchdog + 30, step=0.1), (again, endings(pair, name), pair.log(name))
+    assert int(again["MainPID"]) not in (0, pid)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    # the watchdog's doing: SIGABRT (WatchdogSignal=), a core dumped or not
+    [(result, code, status)] = endings(pair, name)
+    assert (result, status) == ("watchdog", "ABRT") and code in ("killed", "dumped"), pair.log(name)
+
+    # A clean stop: SIGTERM, exit 0.
+    assert systemctl(manager, "stop", f"{name}.service").returncode == 0
+    assert endings(pair, name)[1:] == [("success", "exited", "0")], pair.log(name)
