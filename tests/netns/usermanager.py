@@ -51,7 +51,16 @@ def _own_cgroup(fstype, options):
 
 class UserManager:
     def __init__(self, workdir, notify_socket, name):
-        self.dirs = []
+        self.dirs, self.proc, self.log = [], None, None
+        self.runtime = os.path.join(workdir, "runtime")
+        self.env = dict(os.environ, XDG_RUNTIME_DIR=self.runtime)
+        try:
+            self._start(workdir, notify_socket, name)
+        except BaseException:
+            self.close()        # nothing half-made stays behind
+            raise
+
+    def _start(self, workdir, notify_socket, name):
         mounts = _cgroup_mounts()
         for at, fstype, options in mounts:
             if fstype not in ("cgroup", "cgroup2"):
@@ -66,9 +75,7 @@ class UserManager:
                 for knob in ("cpuset.cpus", "cpuset.mems"):
                     with open(os.path.join(at + own, knob)) as src, open(os.path.join(d, knob), "w") as dst:
                         dst.write(src.read())
-        self.runtime = os.path.join(workdir, "runtime")
         os.mkdir(self.runtime, 0o700)
-        self.env = dict(os.environ, XDG_RUNTIME_DIR=self.runtime)
         remount = ["umount -R " + CGROUPS] + [
             f"mkdir -p {at}; mount -t {fstype} -o {shlex.quote(options)} {fstype} {at}"
             for at, fstype, options in mounts]
@@ -97,13 +104,15 @@ class UserManager:
 
     def close(self):
         """It stops its units as it ends; then its cgroups go, bottom up."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log is not None:
+            self.log.close()
         for d in self.dirs:
             for _ in range(50):
                 left = []
