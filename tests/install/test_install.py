@@ -252,16 +252,17 @@ def test_inetd_lines(destdir):
 _SECTIONS = {
     "Unit": {"Description", "Documentation", "After", "Before", "Wants", "Requires"},
     "Service": {"Type", "ExecStart", "ExecStop", "Restart", "RestartSec", "RemainAfterExit",
-                "SuccessExitStatus", "StandardInput", "StandardOutput", "StandardError", "DynamicUser"},
+                "SuccessExitStatus", "StandardInput", "StandardOutput", "StandardError", "DynamicUser",
+                "NotifyAccess", "WatchdogSec"},
     "Timer": {"OnBootSec", "OnUnitActiveSec", "OnCalendar", "AccuracySec", "Persistent"},
     "Socket": {"ListenStream", "Accept"},
     "Install": {"WantedBy"},
 }
 _TIMESPAN = r"\d+(ms|s|min|h|d)?"
 _VALUES = {
-    "Type": r"simple|oneshot|exec", "Restart": r"always|on-failure|no",
+    "Type": r"simple|oneshot|exec|notify", "NotifyAccess": r"main|exec|all|none", "Restart": r"always|on-failure|no",
     "RemainAfterExit": r"yes|no", "SuccessExitStatus": r"\d+( \d+)*",
-    "RestartSec": _TIMESPAN, "OnBootSec": _TIMESPAN, "OnUnitActiveSec": _TIMESPAN,
+    "RestartSec": _TIMESPAN, "WatchdogSec": _TIMESPAN, "OnBootSec": _TIMESPAN, "OnUnitActiveSec": _TIMESPAN,
     "AccuracySec": _TIMESPAN, "WantedBy": r"[a-z.-]+\.target",
     "Documentation": r"(file|man|https?):\S+( (file|man|https?):\S+)*", "After": r"[\w.@-]+( [\w.@-]+)*",
     "StandardInput": r"socket", "StandardOutput": r"socket|journal", "StandardError": r"journal",
@@ -342,6 +343,9 @@ def test_units_are_strictly_valid(destdir):
         assert argv[1:3] == ["-c", CONFIG]
         if unit in ("hb-send.service", "hb-listen.service"):
             assert u["Service"]["Restart"] == "always"
+            # they say READY=1 and ping the watchdog themselves (lvskit.sdnotify); only they may
+            assert (u["Service"]["Type"], u["Service"]["NotifyAccess"]) == ("notify", "main")
+            assert u["Service"]["WatchdogSec"]
             assert u["Install"]["WantedBy"] == "multi-user.target"
 
 

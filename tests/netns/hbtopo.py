@@ -45,6 +45,44 @@ INETD = ("import os, socket, sys\n"
          "os.dup2(s.fileno(), 0); os.execv(sys.argv[1], sys.argv[1:])\n")
 
 
+class NotifySocket:
+    """What systemd listens on for Type=notify services: an AF_UNIX datagram socket at path.
+
+    Each message comes with its sender's pid (SO_PASSCRED: systemd's
+    NotifyAccess=main goes by it) and the kernel's arrival time
+    (SO_TIMESTAMPNS, wall clock): gaps between pings are measured as they
+    arrived, not as the test got round to reading them.
+    """
+    UCRED, TIMESPEC = struct.Struct("3i"), struct.Struct("ll")
+    SO_TIMESTAMPNS = 35
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, self.SO_TIMESTAMPNS, 1)
+        self.sock.bind(path)
+
+    def next(self, timeout):
+        """(arrival, pid, {name: value}) of the next message, or None after timeout seconds."""
+        self.sock.settimeout(timeout)
+        try:
+            data, anc, _, _ = self.sock.recvmsg(4096, 256)
+        except (socket.timeout, BlockingIOError):      # BlockingIOError: timeout 0, nothing queued
+            return None
+        pid, at = None, None
+        for level, kind, raw in anc:
+            if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS):
+                pid = self.UCRED.unpack(raw)[0]
+            elif (level, kind) == (socket.SOL_SOCKET, self.SO_TIMESTAMPNS):
+                sec, ns = self.TIMESPEC.unpack(raw)
+                at = sec + ns * 1e-9
+        return at, pid, dict(line.partition("=")[::2] for line in data.decode().split("\n"))
+
+    def close(self):
+        self.sock.close()
+
+
 class Pair:
     def __init__(self, prefix, workdir, paths=("front", "hb"), priorities=(200, 100),
                  timings="interval = 20ms\ndeadtime = 120ms\nwarntime = 60ms\ninitdead = 1s\n",

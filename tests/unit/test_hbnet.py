@@ -660,6 +660,72 @@ def test_send_loop_advertises_a_role_change_at_the_next_beat(cfg):
     assert r.roles == [STANDBY] * 3 + [ACTIVE] * 3
 
 
+class VirtualTime:
+    """time.monotonic and time.sleep for sender's loop: a sleep moves the clock, at once and exactly."""
+
+    def __init__(self):
+        self.now, self.events = 100.0, []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        assert seconds >= 0
+        self.now += seconds
+
+
+class Pings:
+    """An sdnotify.Notifier's loop-facing half, recording what it is told and when."""
+
+    def __init__(self, clock, period):
+        self.clock, self.period = clock, period
+
+    def ready(self, status):
+        self.clock.events.append(("ready", self.clock.now))
+        return self.clock.now + self.period
+
+    def ping(self, now):
+        self.clock.events.append(("ping", now))
+        return now + self.period
+
+
+@pytest.mark.parametrize("interval, period", [(0.02, 1.0), (0.01, 0.05), (5.0, 1.0), (0.5, 0.5)])
+def test_send_loop_is_ready_after_the_first_beat_and_pings_from_the_loop_at_its_period(
+        cfg, monkeypatch, interval, period):
+    """READY=1 once a beat is out; then a ping every period at most, and not much less (a
+    ping goes out at the last beat before it is due), even with beats further apart than that."""
+    clock = VirtualTime()
+    monkeypatch.setattr(sender_module, "time", clock)
+
+    class Sender:
+        def send(self, role):
+            clock.events.append(("beat", clock.now))
+
+    count = round(10 / interval)
+    hbnet.send_loop(cfg, Sender(), interval, count=count, notify=Pings(clock, period), status="x")
+    kinds = [k for k, _ in clock.events]
+    assert kinds[:2] == ["beat", "ready"] and kinds.count("ready") == 1
+    beats = [t for k, t in clock.events if k == "beat"]
+    assert beats == pytest.approx([100.0 + i * interval for i in range(count)])     # on time still
+    alive = [t for k, t in clock.events if k in ("ready", "ping")]
+    gaps = [b - a for a, b in zip(alive, alive[1:])]
+    assert len(gaps) >= 10 / period - 2
+    assert all(max(period - interval, 0) - 1e-9 <= g <= period + 1e-9 for g in gaps), gaps
+
+
+def test_send_loop_without_systemd_never_pings(cfg, monkeypatch):
+    clock = VirtualTime()
+    monkeypatch.setattr(sender_module, "time", clock)
+    sent = []
+
+    class Sender:
+        def send(self, role):
+            sent.append(clock.now)
+    from lvskit import sdnotify
+    hbnet.send_loop(cfg, Sender(), 0.5, count=5, notify=sdnotify.Notifier({"WATCHDOG_USEC": "1"}))
+    assert sent == [100.0, 100.5, 101.0, 101.5, 102.0]
+
+
 # --- role transitions: what is sent to the worker, and the one log line each -------------
 
 @pytest.fixture
@@ -768,6 +834,25 @@ def test_a_takeover_says_who_went_silent(cfg, said):
     assert not any(line.startswith("now ") for line in said)     # not before the VIPs are held
     _answers(cfg, li, ACTIVE)
     assert said[-1] == "now active: peer a silent for 130 ms (was active)"
+
+
+def test_systemd_status_follows_the_role_by_the_worker_or_by_hand(cfg, said):
+    class Status:
+        def __init__(self):
+            self.said = []
+
+        def status(self, text):
+            self.said.append(text)
+    li, worker = _node(cfg, "b", STANDBY)
+    li.notify = Status()
+    assert li.status() == f"b: listening on port {cfg.heartbeat.port}, role standby"
+    li.step(10.0 + cfg.heartbeat.deadtime)      # a never heard: b takes the VIPs
+    assert worker.sent == ["acquire"] and li.notify.said == []
+    _answers(cfg, li, ACTIVE)
+    assert li.notify.said == [f"b: listening on port {cfg.heartbeat.port}, role active"]
+    rolefile.write_role(cfg, HELD)              # takeover --release by hand
+    li.step(11.0)
+    assert li.notify.said[-1].endswith("role held") and len(li.notify.said) == 2
 
 
 def test_a_handover_by_hand_is_said_on_both_sides(cfg, said):

@@ -4,11 +4,12 @@ The decisions are lvskit.roles'; the acting is the takeover worker's
 (worker.Worker).  What this loop adds is time: when each beat arrived,
 which peer or path went silent for how long, and when to wake next.
 """
+import math
 import select
 import socket
 import time
 
-from .. import log, state
+from .. import log, sdnotify, state
 from ..heartbeat import ACTIVE, HELD, STANDBY, BadBeat, Receiver
 from ..roles import ACQUIRE, ANNOUNCE, PeerView, Policy, RELEASE, decide
 from ..rolefile import RoleFile
@@ -55,9 +56,15 @@ class Listener:
     arrival times.  What comes later, by up to `gather`: noticing a change a
     heartbeat announces (a peer's new role, a peer back), hence a planned
     handover or a failback.
+
+    notify (an sdnotify.Notifier): READY=1 as the loop starts (the sockets
+    bound, the worker ready), STATUS= at each change of role, and WATCHDOG=1
+    from the loop itself, which wakes at least every LOOK_EVERY: a loop
+    stuck anywhere stops the pings, and systemd's watchdog acts.
     """
 
-    def __init__(self, cfg, me, key, sockets, worker, clock=time.monotonic, joins=None, wall=time.time):
+    def __init__(self, cfg, me, key, sockets, worker, clock=time.monotonic, joins=None, wall=time.time,
+                 notify=None):
         hb = cfg.heartbeat
         self.cfg, self.hb, self.me, self.sockets, self.worker = cfg, hb, me, sockets, worker
         self.by_fd = {s.fileno(): s for s in sockets}
@@ -100,10 +107,16 @@ class Listener:
         self.split = set()      # peers heard already active while we were active (see heard)
         self.split_said = set()
         self.peer_names = [n.name for n in cfg.nodes if n.name != me.name]
+        self.notify = notify or sdnotify.Notifier({})
+
+    def status(self):
+        """What `systemctl status` shows: who we are, where we listen, our role."""
+        return f"{self.me.name}: listening on port {self.hb.port}, role {self.role}"
 
     def run(self):
         # The worker's number changes when it is restarted: read at every wake.
         fds = list(self.by_fd)
+        ping_at = self.notify.ready(self.status()) if self.notify else math.inf
         while True:
             worker, now = self.worker.fd, self.clock()
             timeout = self._timeout(now)
@@ -122,6 +135,8 @@ class Listener:
                 self._answer()
                 changed = True
             now = self.clock()
+            if now >= ping_at:
+                ping_at = self.notify.ping(now)
             changed |= self._receive(ready, now)
             # A routine heartbeat changes no decision: only a change, or a deadline, does.
             if changed or now >= self.wake:
@@ -302,6 +317,7 @@ class Listener:
         if role != self.role:       # not our worker's doing: a `takeover` by hand
             log.warning(f"now {role}: {BY_HAND[role]}")
             self.role = role
+            self.notify.status(self.status())
         if self.role_file.lost and now - self.last_try.get("status", -1e9) >= 0.5:
             # Deleted or garbled: the worker reads the interface and writes it again.
             self.last_try["status"] = now
@@ -392,6 +408,7 @@ class Listener:
         # dropped) the VIPs: an announcement or a status that changes
         # nothing is no news.
         if text != old:
+            self.notify.status(self.status())
             log.warning(f"now {text}: {why or 'the interface says so'}")
         elif starting:
             log.info(f"takeover worker ready, {text}")

@@ -1,4 +1,5 @@
 """hb-send's loop: one signed datagram per path per interval, saying this node's role."""
+import math
 import time
 
 from .. import log
@@ -87,21 +88,35 @@ class Sender:
                        for seq in range(self.seq + AHEAD - 1, self.seq - 1, -1)]
 
 
-def send_loop(cfg, sender, interval, count=None, role=None):
+def send_loop(cfg, sender, interval, count=None, role=None, notify=None, status=None):
     """Beat every interval (count times, or forever), with the role the role file says at that beat.
 
     The role file (role: a RoleFile; by default one that never asks the
     interface) is looked at (a stat; read when it changed) before every
     beat, so a role change goes out with the next beat: within one interval
     of takeover writing it.
+
+    notify (an sdnotify.Notifier): READY=1 (with status) once the first beat
+    is out, then WATCHDOG=1 from this loop itself, so that a loop stuck
+    anywhere stops the pings and systemd's watchdog acts.  Per beat that is
+    one compare, with the clock read the loop needs anyway; a ping goes out
+    at the last beat before it falls due (at most one interval early).
     """
     role = role or RoleFile(cfg)
     deadline, sent = time.monotonic(), 0
+    ping_at = -math.inf if notify else math.inf     # -inf: ready after the first beat
     while count is None or sent < count:
         sender.send(role.get())
         sent += 1
         deadline += interval
-        delay = deadline - time.monotonic()
+        now = time.monotonic()
+        if deadline > ping_at:      # a ping falls due before the next beat: now, a little early
+            ping_at = notify.ping(now) if ping_at > -math.inf else notify.ready(status)
+            while deadline > ping_at:       # a beat interval longer than the pings' period
+                time.sleep(max(0.0, ping_at - now))
+                now = time.monotonic()
+                ping_at = notify.ping(now)
+        delay = deadline - now
         if delay > 0:
             time.sleep(delay)
         elif delay < -interval:     # fell behind (suspended?): do not burst to catch up
