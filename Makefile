@@ -46,7 +46,7 @@ APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip ipr
 # make deb: Debian 12's own packaging tools.
 DEB_PKGS    = dpkg-dev debhelper dh-python lintian
 
-.PHONY: all deps apt-deps vendor lab test test-unit test-lab test-netns test-install demo demo-deps bench clean \
+.PHONY: all deps apt-deps vendor lab tools test test-unit test-lab test-netns test-install demo demo-deps bench clean \
         install uninstall install-realserver realserver-deps realserver-debs bookworm-root deb deb-deps \
         man install-man FORCE
 
@@ -74,11 +74,25 @@ deps: apt-deps vendor
 lab: deps
 	lab/guest-kernel
 
-test: deps lab
+test: deps lab tools
 	$(MAKE) test-unit
 	$(MAKE) test-netns
 	$(MAKE) test-lab
 	$(MAKE) test-install
+
+# promtool from Debian's prometheus package, unpacked, not installed (no daemon, no
+# user, none of its 90 MB): the unit tests hold lvs-status's textfile to the linter
+# of the program its users run.
+PROMTOOL = build/tools/promtool
+tools: $(PROMTOOL)
+
+$(PROMTOOL):
+	rm -rf build/tools/deb && mkdir -p build/tools/deb
+	cd build/tools/deb && apt-get download -q prometheus >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get download -q prometheus >/dev/null; }
+	dpkg -x build/tools/deb/prometheus_*.deb build/tools/deb/root
+	install -m 0755 build/tools/deb/root/usr/bin/promtool $@
+	rm -rf build/tools/deb
 
 test-unit:
 	$(PYTEST) tests/unit

@@ -223,6 +223,27 @@ def test_textfile_parses_as_prometheus_text_format(director, tmp_path):
     assert len(set(seen)) * 2 == len(seen)
 
 
+PROMTOOL = os.path.join(ROOT, "build", "tools", "promtool")
+
+
+def promtool_check(body):
+    assert os.access(PROMTOOL, os.X_OK), f"no {PROMTOOL}: `make tools` fetches Debian's"
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True, text=True,
+                       timeout=60)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_textfile_passes_promtool(director):
+    """Prometheus's own linter (Debian's promtool) finds nothing wrong in the textfile,
+    and it is not a linter that passes everything."""
+    cfg, _ = director
+    st = gather(cfg)[0]
+    st["services"][0]["name"] = 'we"ird\\name\n'
+    assert promtool_check(status.prometheus(st)) == (0, "")
+    code, said = promtool_check("# TYPE lvskit_x gauge\nlvskit_x 1\n")
+    assert code != 0 and "no help text" in said
+
+
 def test_label_values_are_escaped(director):
     cfg, _ = director
     st = gather(cfg)[0]
