@@ -725,6 +725,10 @@ class Demo:
             "failed_down": sum(1 for r in self.window(t_kill, t_ret) if not r["server"]),
             "ok_after_takeover": len([r for r in ok if r["t"] > t_vip]),
             "sent_failback": len(fail_ret), "failed_failback": sum(1 for r in fail_ret if not r["server"]),
+            # each failure as the client saw it, timed from the failback (or the return)
+            "failed_failback_list": [
+                f"{r['svc']} sent at {r['t'] - (t_fb or t_ret):+.3f} s, {r['d']:.3f} s: {r.get('err')}"
+                for r in fail_ret if not r["server"]],
             "failback_s": (t_fb - t_ret) if t_fb else None,
             "failback_gap_s": max(gaps) if gaps else None,
             "holder_end": self.holder()}
@@ -816,7 +820,8 @@ class Demo:
                     + f" (measured/weights) over its first {m['spare_window_s']:.0f} s: more than "
                     f"{SPARE_POINTS:.0%} off")
             if m["failed_failback"]:
-                out.append(f"{m['failed_failback']} requests failed during the failback")
+                out.append(f"{m['failed_failback']} requests failed during the failback ("
+                           + "; ".join(m.get("failed_failback_list", [])) + ")")
         return out
 
     def summary(self):
