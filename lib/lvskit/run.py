@@ -8,10 +8,6 @@ program does not pay for sh.
 A program runs in a process group of its own, and at its timeout the whole
 group is killed: a plugin that started a child (sh -c '...; sleep') cannot
 outlive its deadline by leaving the child holding its output open.
-
-Its output is a pipe, as under cron, not the pseudo-terminal sh gives by
-default: a plugin must not colour or reformat its line for a terminal nobody
-reads, and a host (or a chroot) without free ptys must still run programs.
 """
 import os
 import signal
@@ -34,7 +30,7 @@ def _decode(data):
 def run(argv, timeout=None, stdin=None, env=None):
     """Run argv to completion; never raises for a non-zero exit or a timeout."""
     kw = {"_ok_code": list(range(256)), "_env": env, "_in": stdin, "_bg": True, "_bg_exc": False,
-          "_new_session": True, "_tty_out": False}
+          "_new_session": True}
     if _SH2:
         kw["_return_cmd"] = True
     killed = []

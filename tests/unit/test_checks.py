@@ -245,15 +245,6 @@ def test_external_plugin_exit_codes(tmp_path, code, status):
     assert "THING 127.0.0.1 port 8080 env 127.0.0.1" in r.reason
 
 
-def test_external_plugin_writes_to_a_pipe_not_a_terminal(tmp_path):
-    """As under cron: a plugin sees a pipe (no colours, no terminal layout), and needs no pty."""
-    script = tmp_path / "check_tty"
-    script.write_text("#!/bin/sh\nif [ -t 1 ]; then echo 'THING terminal'; else echo 'THING pipe'; fi\n")
-    script.chmod(0o755)
-    r = one(probe("external", 80, command=(str(script),)))
-    assert r.status == UP and "THING pipe" in r.reason, r.reason
-
-
 def test_external_hard_timeout(tmp_path):
     script = tmp_path / "check_slow"
     script.write_text("#!/bin/sh\nsleep 30\n")
