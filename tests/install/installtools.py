@@ -1,6 +1,10 @@
-"""Helpers of the install tests: make in the checkout, installed scripts in a bare env."""
+"""Helpers of the install tests: make in the checkout, installed scripts in a bare env,
+a throwaway Debian 12 root and commands run in it."""
+import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PREFIX = "/usr/local"
@@ -42,3 +46,45 @@ def man_w(mandir, section, name):
 
 def scripts():
     return sorted(os.listdir(os.path.join(ROOT, "bin")))
+
+
+def chroot(root, *argv, timeout=120, **kw):
+    """argv in the root, in mount and PID namespaces of its own with a /proc (and with
+    net=True a network namespace of its own too)."""
+    net = ["--net"] if kw.pop("net", False) else []
+    env = {"PATH": "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin", "LVSKIT_NO_SYSLOG": "1",
+           "LC_ALL": "C.UTF-8"}
+    if "stdout" not in kw:
+        kw.update(capture_output=True)
+    return subprocess.run(["unshare", "--mount", "--pid", "--fork", *net, f"--mount-proc={root}/proc",
+                           "chroot", root, *argv], text="stdin" not in kw, env=env, timeout=timeout, **kw)
+
+
+# What a `make install` into the shared root leaves after `make uninstall` (the admin's files)
+LEFTOVERS = ("etc/lvskit", "var/lib/lvskit", "var/cache/lvskit", "run/lvskit", "etc/cron.d/lvskit")
+
+
+@contextlib.contextmanager
+def overlay_root(prefix, purge):
+    """A writable overlay on the debootstrapped Debian 12 root (build/bookworm, made by
+    `make bookworm-root`; only read), thrown away afterwards: the director's install a
+    run may have left is removed and the packages `purge` names are purged first."""
+    make("bookworm-root", timeout=900)
+    work = tempfile.mkdtemp(prefix=prefix)
+    upper, scratch, merged = (os.path.join(work, d) for d in ("upper", "work", "root"))
+    for d in (upper, scratch, merged):
+        os.mkdir(d)
+    base = os.path.join(ROOT, "build", "bookworm")
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={base},upperdir={upper},workdir={scratch}", merged], check=True)
+    try:
+        make("uninstall", f"DESTDIR={merged}")
+        for leftover in LEFTOVERS:
+            path = os.path.join(merged, leftover)
+            shutil.rmtree(path) if os.path.isdir(path) else (os.path.exists(path) and os.remove(path))
+        res = chroot(merged, "dpkg", "--purge", *purge)
+        assert res.returncode == 0, res.stderr
+        yield merged
+    finally:
+        subprocess.run(["umount", merged], check=True)
+        shutil.rmtree(work)

@@ -21,14 +21,11 @@ import shutil
 import socket
 import stat
 import subprocess
-import tempfile
 
 import pytest
 
-from installtools import ROOT, make, man_w, scripts
-from test_realserver_root import chroot
+from installtools import ROOT, chroot, make, man_w, overlay_root, scripts
 
-BASE = os.path.join(ROOT, "build", "bookworm")
 OUT = os.path.join(ROOT, "build", "deb")
 DEPS = os.path.join(ROOT, "build", "deb-deps")
 VERSION = re.search(r'^__version__ = "(.*)"', open(os.path.join(ROOT, "lib", "lvskit", "__init__.py")).read(),
@@ -54,20 +51,7 @@ def built():
 
 @pytest.fixture(scope="module")
 def root(built):
-    make("bookworm-root", timeout=900)
-    work = tempfile.mkdtemp(prefix="lvskit-deb-root-")
-    upper, scratch, merged = (os.path.join(work, d) for d in ("upper", "work", "root"))
-    for d in (upper, scratch, merged):
-        os.mkdir(d)
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                    f"lowerdir={BASE},upperdir={upper},workdir={scratch}", merged], check=True)
-    try:
-        make("uninstall", f"DESTDIR={merged}")
-        for leftover in ("etc/lvskit", "var/lib/lvskit", "var/cache/lvskit", "run/lvskit", "etc/cron.d/lvskit"):
-            path = os.path.join(merged, leftover)
-            shutil.rmtree(path) if os.path.isdir(path) else (os.path.exists(path) and os.remove(path))
-        res = chroot(merged, "dpkg", "--purge", "python3-requests", "python3-sh", "iproute2")
-        assert res.returncode == 0, res.stderr
+    with overlay_root("lvskit-deb-root-", ["python3-requests", "python3-sh", "iproute2"]) as merged:
         assert left_of_ours(merged) == []
         make("deb-deps", f"DEB_ROOT={merged}")
         for path in glob.glob(os.path.join(DEPS, "*", "*.deb")) + [os.path.join(OUT, DEB), os.path.join(OUT, RS_DEB)]:
@@ -75,9 +59,6 @@ def root(built):
             os.makedirs(os.path.dirname(dest), exist_ok=True)
             shutil.copy(path, dest)
         yield merged
-    finally:
-        subprocess.run(["umount", merged], check=True)
-        shutil.rmtree(work)
 
 
 def left_of_ours(root):

@@ -12,53 +12,24 @@ systemd as PID 1; the units are checked by test_install.py (systemd-analyze).
 import os
 import shutil
 import socket
-import subprocess
-import tempfile
 
 import pytest
 
-from installtools import ROOT, SBINDIR, make
+from installtools import ROOT, SBINDIR, chroot, make, overlay_root
 
-BASE = os.path.join(ROOT, "build", "bookworm")
 DEBS = os.path.join(ROOT, "build", "debs")
 VIP = "192.0.2.26"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap, overlay and chroot need root")
 
 
-def chroot(root, *argv, timeout=120, **kw):
-    """argv in the root, in mount and PID namespaces of its own with a /proc (and with
-    net=True a network namespace of its own too)."""
-    net = ["--net"] if kw.pop("net", False) else []
-    env = {"PATH": "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin", "LVSKIT_NO_SYSLOG": "1",
-           "LC_ALL": "C.UTF-8"}
-    if "stdout" not in kw:
-        kw.update(capture_output=True)
-    return subprocess.run(["unshare", "--mount", "--pid", "--fork", *net, f"--mount-proc={root}/proc",
-                           "chroot", root, *argv], text="stdin" not in kw, env=env, timeout=timeout, **kw)
 
 
 @pytest.fixture(scope="module")
 def root():
-    make("bookworm-root", timeout=900)
-    work = tempfile.mkdtemp(prefix="lvskit-rs-root-")
-    upper, scratch, merged = (os.path.join(work, d) for d in ("upper", "work", "root"))
-    for d in (upper, scratch, merged):
-        os.mkdir(d)
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                    f"lowerdir={BASE},upperdir={upper},workdir={scratch}", merged], check=True)
-    try:
-        make("uninstall", f"DESTDIR={merged}")
-        for leftover in ("etc/lvskit", "var/lib/lvskit", "run/lvskit", "etc/cron.d/lvskit"):
-            path = os.path.join(merged, leftover)
-            shutil.rmtree(path) if os.path.isdir(path) else (os.path.exists(path) and os.remove(path))
-        res = chroot(merged, "dpkg", "--purge", "python3-requests", "python3-sh")
-        assert res.returncode == 0, res.stderr
+    with overlay_root("lvskit-rs-root-", ["python3-requests", "python3-sh"]) as merged:
         make("install-realserver", f"DESTDIR={merged}")
         yield merged
-    finally:
-        subprocess.run(["umount", merged], check=True)
-        shutil.rmtree(work)
 
 
 def test_the_root_has_no_python_package_but_debians_python3(root):
