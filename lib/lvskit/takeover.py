@@ -121,6 +121,8 @@ class Director:
                       for v in hb.vips]
             lines.append(f"ipvs-sync -c {self.cfg.path}")
             if hb.sync_interface:
+                lines.append("# the inherited ESTABLISHED entries (/proc/net/ip_vs_conn_sync, Origin Sync) "
+                             "told to count as inactive, through the backup daemon")
                 lines.append("ipvsadm --stop-daemon backup")
                 lines.append(f"ipvsadm --start-daemon master --mcast-interface {hb.sync_interface} "
                              f"--syncid {hb.syncid}")
@@ -254,6 +256,8 @@ class Director:
                 out = sync.reconcile(self.cfg, kernel)
                 ok = not out.failed
             if hb.sync_interface:
+                if role == ACTIVE:
+                    self._inherited(kernel)
                 ok &= self._sync_daemon(kernel, role)
         except Fatal as e:
             log.error(f"IPVS: {e}")
@@ -261,6 +265,14 @@ class Director:
         finally:
             kernel.close()
         return ok
+
+    def _inherited(self, kernel):
+        """Inherited ESTABLISHED entries count as inactive (lvskit.inherited), before
+        the backup daemon that must read the news stops."""
+        from . import inherited
+        backup = kernel.sync_daemons().get("backup")
+        if backup:
+            inherited.count_as_inactive(*backup)
 
     def _sync_daemon(self, kernel, role):
         hb = self.hb

@@ -91,3 +91,99 @@ def test_spare_table_serves_and_synced_connection_survives(tmp_path, sync):
             assert "master" in ipvsadm(p, "spare", "-Ln", "--daemon")
         else:
             assert answer != "after"
+
+
+# A line echo that says who answers: "r1 line".
+NAMED_ECHO = ECHO.replace("f.write(line)", "f.write(sys.argv[1] + ' ' + line)").replace(
+    "import socket, threading", "import socket, sys, threading")
+
+# One connection: prints its local port, then sends each stdin line and prints the answer;
+# stdin's end closes the connection (FIN) and the program says CLOSED.
+HELD = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], 80), timeout=15)
+print(s.getsockname()[1], flush=True)
+f = s.makefile("rw")
+for line in sys.stdin:
+    try:
+        f.write(line); f.flush()
+        print(f.readline().strip() or "EOF", flush=True)
+    except OSError as e:
+        print("ERR", e, flush=True)
+s.close()
+print("CLOSED", flush=True)
+"""
+
+
+def conn_lines(p, node, port):
+    """NODE's ipvsadm -Lnc lines of the client's connection from PORT."""
+    return [line for line in ipvsadm(p, node, "-Lnc").splitlines() if f":{port} " in line]
+
+
+def test_ghost_of_a_connection_closed_as_the_director_died_does_not_steer_the_spare(tmp_path):
+    """The director syncs in batches (at the latest every 2 s): a connection closed just
+    before it dies stays ESTABLISHED on the spare, a ghost, which wlc counts as 256
+    connections.  After the takeover the ghost and a live inherited connection count
+    as inactive: new connections are shared by the weights (without that, all went to
+    the third server), and the live one still gets its answers."""
+    extra = "sync_interface = eth1\nsyncid = 7\n"
+    with Pair("hbg", str(tmp_path), timings=TIMINGS, extra=extra, reals=3, scheduler="wlc") as p:
+        echoes = []
+        for r in p.reals:
+            echoes.append(p.popen(r, [PY, "-c", NAMED_ECHO, r], stdout=subprocess.PIPE, text=True))
+            assert echoes[-1].stdout.readline().strip() == "READY"
+        p.start("director")
+        p.start("spare")
+        assert p.wait(lambda: p.holds_vip("director"), 90, 0.5), p.log("director")
+        assert p.wait(lambda: "backup" in ipvsadm(p, "spare", "-Ln", "--daemon"), 60, 0.5), p.log("spare")
+        assert p.wait(lambda: "master" in ipvsadm(p, "director", "-Ln", "--daemon"), 30, 0.5)
+
+        def held():
+            c = p.popen("client", [PY, "-c", HELD, VIP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        text=True, bufsize=1)
+            port = int(c.stdout.readline())
+            for n in range(1, 6):       # a few packets, so the director syncs it as ESTABLISHED
+                c.stdin.write(f"{n}\n")
+                c.stdin.flush()
+                assert c.stdout.readline().split()[-1] == str(n)
+            return c, port
+        live, live_port = held()
+        ghost, ghost_port = held()
+        for port in (live_port, ghost_port):
+            assert p.wait(lambda: "ESTABLISHED" in "".join(conn_lines(p, "spare", port)), 30, 0.2), \
+                ipvsadm(p, "spare", "-Lnc")
+        # the ghost: closed, the director saw the close, and it dies before its next batch
+        # (its batch holding the close is at most 2 s old when sent)
+        ghost.stdin.close()
+        assert ghost.stdout.readline().strip() == "CLOSED"
+        assert p.wait(lambda: "ESTABLISHED" not in "".join(conn_lines(p, "director", ghost_port)), 30, 0.02)
+        p.kill("director")
+        ghost_line = conn_lines(p, "spare", ghost_port)
+        assert "ESTABLISHED" in "".join(ghost_line), f"no ghost to test with: {ghost_line}"
+
+        assert p.wait(lambda: p.holds_vip("spare"), 60, 0.5), p.log("spare")
+        assert p.wait(lambda: "master" in ipvsadm(p, "spare", "-Ln", "--daemon"), 30, 0.5), p.log("spare")
+        assert "inherited established connections count as inactive" in p.log("spare"), \
+            p.log("spare") + p.run("spare", ["cat", "/proc/net/ip_vs_conn_sync"]).stdout
+        # the ghost is still in the table, and counts as inactive: no server has an active connection
+        assert "ESTABLISHED" in "".join(conn_lines(p, "spare", ghost_port))
+        table = ipvsadm(p, "spare", "-Ln")
+        dests = [line.split() for line in table.splitlines() if line.strip().startswith("->")
+                 and line.split()[1].endswith(":80") and line.split()[1] != "RemoteAddress:Port"]
+        assert len(dests) == 3 and all(d[4] == "0" for d in dests), table      # ActiveConn
+
+        # New connections follow the (equal) weights.  The live connection and the ghost are on
+        # two servers: counted active, they would send every new one to the third.
+        got = []
+        for n in range(21):
+            r = p.run("client", [PY, "-c", HELD, VIP], input=f"new{n}\n", timeout=60)
+            got.append(r.stdout.split()[1] if len(r.stdout.split()) > 2 else r.stderr.strip()[-80:])
+        assert min(got.count(r) for r in p.reals) >= 5, got
+        # and the live inherited connection still gets its answers
+        live.stdin.write("after\n")
+        live.stdin.flush()
+        assert live.stdout.readline().strip().split()[-1] == "after", p.log("spare")
+        live.stdin.close()
+        live.wait(10)
+        for e in echoes:
+            e.kill()

@@ -86,7 +86,7 @@ class NotifySocket:
 class Pair:
     def __init__(self, prefix, workdir, paths=("front", "hb"), priorities=(200, 100),
                  timings="interval = 20ms\ndeadtime = 120ms\nwarntime = 60ms\ninitdead = 1s\n",
-                 extra="", reals=0, v6=False):
+                 extra="", reals=0, v6=False, scheduler="rr"):
         self.prefix, self.dir = prefix, workdir
         # reals: that many direct-routing real servers r1, r2... on the front net (.11, .12...),
         # the VIP on their lo, and a [service web] VIP:80 over them in the config
@@ -140,7 +140,7 @@ class Pair:
         services = ""
         if self.reals:
             services = "".join(f"[server {r}]\naddress = {FRONT}{HOST[r]}\n" for r in self.reals)
-            services += f"[service web]\naddress = {VIP}\nport = 80\nforward = dr\nscheduler = rr\n"
+            services += f"[service web]\naddress = {VIP}\nport = 80\nforward = dr\nscheduler = {scheduler}\n"
             services += "".join(f"real.{r} =\n" for r in self.reals)
         vip6 = f", {VIP6}/128" if v6 else ""
         self.config = {}
