@@ -30,6 +30,7 @@ temporary directory, which every namespace's processes see.
 """
 import collections
 import ctypes
+import ipaddress
 import json
 import os
 import re
@@ -688,6 +689,8 @@ class Demo:
             raise DemoError(f"{s} did not take over: {self.logs(s)}")
         self.event(f"{s} holds the VIP", f"{t_vip - t_kill:.1f} s after the kill (deadtime "
                    f"{GUEST_HEARTBEAT['deadtime']})", t=t_vip, node=s)
+        self.inherited = self._conn_states(s)
+        self.figures["inherited"] = self.inherited
         self.wait(lambda: self.read_log() or any(r["server"] and r["svc"] == "www" for r in
                                                  self.window(t_kill, 1e9)), 60)
         first = next((r for r in self.window(t_kill, 1e9, "www") if r["server"]), None)
@@ -732,6 +735,18 @@ class Demo:
             "failback_s": (t_fb - t_ret) if t_fb else None,
             "failback_gap_s": max(gaps) if gaps else None,
             "holder_end": self.holder()}
+
+    def _conn_states(self, node):
+        """{"real:port state": count} of NODE's connection table: what it inherited by sync."""
+        r = self.run(node, ["cat", "/proc/net/ip_vs_conn"], check=False)
+        names = {self.lab.addr[n]: n for n in self.servers}
+        c = collections.Counter()
+        for line in r.stdout.splitlines()[1:]:
+            w = line.split()
+            if len(w) >= 8:
+                real = str(ipaddress.ip_address(int(w[5], 16))) if ":" not in w[5] else w[5]
+                c[f"{w[0]} {names.get(real, real)}:{int(w[6], 16)} {w[7]}"] += 1
+        return dict(sorted(c.items()))
 
     def _netlink(self, node):
         """A netlink socket inside NODE's namespace, opened in advance (see tests/netns/hbtopo.py)."""
@@ -818,7 +833,8 @@ class Demo:
                 out.append(f"estepe's www shares " + " ".join(
                     f"{n} {m['spare_share'].get(n, 0):.0%}/{e:.0%}" for n, e in m["spare_expected"].items())
                     + f" (measured/weights) over its first {m['spare_window_s']:.0f} s: more than "
-                    f"{SPARE_POINTS:.0%} off")
+                    f"{SPARE_POINTS:.0%} off; its connection table at the takeover: "
+                    + ", ".join(f"{k} x{v}" for k, v in getattr(self, "inherited", {}).items()))
             if m["failed_failback"]:
                 out.append(f"{m['failed_failback']} requests failed during the failback ("
                            + "; ".join(m.get("failed_failback_list", [])) + ")")
