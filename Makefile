@@ -38,8 +38,9 @@ PYTEST      = $(PYTHON) -m pytest -q -p no:cacheprovider
 # haproxy: tests/netns runs Debian's against lvs-agent; systemd: systemd-socket-activate
 # (lvs-agent inetd-style in that test) and systemd-analyze (the install tests); groff-base
 # and man-db: the tests render every man page (groff -ww) and look them up (man -w).
+# bird2: [announce] mode = bgp's routing daemon; tests/netns and the lab start their own.
 APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip iproute2 ipvsadm kmod \
-              haproxy systemd sudo groff-base man-db \
+              haproxy systemd sudo groff-base man-db bird2 \
               python3-prometheus-client \
               debootstrap stress-ng \
               $(DEB_PKGS)
@@ -52,11 +53,26 @@ DEB_PKGS    = dpkg-dev debhelper dh-python lintian
 
 all: deps
 
+# No daemon of these packages may start on this host (Debian starts bird.service and
+# haproxy.service when they are installed): the tests start their own, in namespaces, and a
+# BIRD with Debian's config must never talk to the host's network.  So the install runs
+# under a policy-rc.d that refuses every start (unless the host has its own, which stays),
+# and BIRD, when this step installed it, is disabled for the next boot too.
+POLICY_RC_D = /usr/sbin/policy-rc.d
 apt-deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt-get install$$missing"; \
+	  ours=; if [ ! -e $(POLICY_RC_D) ]; then \
+	    ours=1; trap 'rm -f $(POLICY_RC_D)' EXIT INT TERM; \
+	    printf '#!/bin/sh\n# lvskit make apt-deps: no service starts while it installs\nexit 101\n' > $(POLICY_RC_D); \
+	    chmod 755 $(POLICY_RC_D); fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  rc=$$?; [ -z "$$ours" ] || rm -f $(POLICY_RC_D); \
+	  case " $$missing " in *" bird2 "*) \
+	    if command -v systemctl >/dev/null; then systemctl disable --now bird.service >/dev/null 2>&1 || true; fi;; \
+	  esac; \
+	  exit $$rc; \
 	fi
 
 # pyroute2 >= 0.8.1 (Debian 12 has 0.7.2, without IPVS), pinned, in the private library directory.

@@ -65,7 +65,7 @@ def _private(st):
 # What a cached Config is made of: the only globals a cache file may name.
 _RECORDS = {(cls.__module__, cls.__qualname__): cls for cls in (
     config.Config, config.Server, config.RealServer, config.VirtualService, config.Check,
-    config.Reweight, config.Agent, config.Node, config.Heartbeat, config.Ipvs,
+    config.Reweight, config.Agent, config.Node, config.Heartbeat, config.Ipvs, config.Announce,
     config.ServiceKey, config.Service, config.Dest)}
 _RECORDS.update({("socket", family.name): family for family in (socket.AF_INET, socket.AF_INET6)})
 

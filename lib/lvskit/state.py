@@ -240,8 +240,11 @@ def save(path, data, durable=True, indent=1):
     replace(path, body, durable)
 
 
-def replace(path, data, durable=True):
+def replace(path, data, durable=True, mode=0o600):
     """Replace the file at path by one holding data (bytes): a temp file beside it, renamed over it.
+
+    mode: the new file's permissions (0600: state is nobody else's; a file
+    another program reads, such as BIRD's include file, passes 0644).
 
     WriteError (an OSError) names path and the step that failed.  The temp
     file's name is random and it is created with O_EXCL: no other writer's
@@ -256,6 +259,8 @@ def replace(path, data, durable=True):
     try:
         step = "writing its temp file"
         with os.fdopen(fd, "wb") as f:
+            if mode != 0o600:
+                os.fchmod(f.fileno(), mode)     # not through os.open: the umask would take bits away
             f.write(data)
             if durable:
                 f.flush()

@@ -308,16 +308,33 @@ def check(cfg, kernel=None):
     return result.code
 
 
+def announce(cfg, dry_run=False):
+    """[announce] mode = bgp: BIRD's include file of the VIPs, after the table (bird.py).
+
+    The table comes first: BIRD that cannot take the file (not running, a
+    broken bird.conf) must not keep the kernel from being made right.  The
+    file's protocols start disabled, so writing it never announces anything.
+    Returns bird.Outcome, or None in mode none.
+    """
+    if not cfg.announce.bgp:
+        return None
+    from . import bird
+    return bird.sync(cfg, dry_run)
+
+
 def _once(cfg, kernel, dry_run, force):
     from .errors import ERROR, OK
     out = reconcile(cfg, kernel, dry_run=dry_run, force=force)
+    routed = announce(cfg, dry_run)
     if dry_run:
         for change in out.settings:
             print(change.command())
         for op in out.ops:
             print(op.ipvsadm())
+        for line in routed.commands if routed else ():
+            print(line)
         return OK
-    return ERROR if out.failed or out.unrecorded or out.settings_error else OK
+    return ERROR if out.failed or out.unrecorded or out.settings_error or (routed and routed.error) else OK
 
 
 def run(cfg, path, dry_run=False, every=None, kernel=None, force=False):
@@ -344,6 +361,8 @@ def run(cfg, path, dry_run=False, every=None, kernel=None, force=False):
     def round_(cfg, why):
         if why == loop.SIGNAL:      # the reload lands at once; the read-back below repairs drift
             follower.step(cfg, full=False, force=force)
-        return follower.step(cfg, full=why in (loop.TIMER, loop.SIGNAL), force=force)
+        out = follower.step(cfg, full=why in (loop.TIMER, loop.SIGNAL), force=force)
+        announce(cfg)
+        return out
     return loop.run(path, cfg, every, round_,
                     watch=lambda cfg: (state.health_path(cfg), state.weights_path(cfg)), refused=Refused)

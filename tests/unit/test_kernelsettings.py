@@ -31,7 +31,8 @@ class Kernel(FakeKernel):
 
 @pytest.fixture
 def sysctls(tmp_path, monkeypatch):
-    for name, value in (("expire_nodest_conn", 0), ("expire_quiescent_template", 0)):
+    for name, value in (("expire_nodest_conn", 0), ("expire_quiescent_template", 0), ("sloppy_tcp", 0),
+                        ("schedule_icmp", 0)):
         (tmp_path / name).write_text(f"{value}\n")
     monkeypatch.setattr(kernelsettings, "SYSCTL_DIR", str(tmp_path))
     return tmp_path
@@ -171,6 +172,25 @@ def test_lvs_status_shows_them(sysctls, tmp_path):
     assert code == 0
     rows = {r["key"]: (r["wanted"], r["kernel"]) for r in st["settings"]}
     assert rows == {"expire_nodest_conn": (1, 0), "expire_quiescent_template": (1, 0),
-                    "tcp_timeout": (900, 900), "tcpfin_timeout": (10, 30), "udp_timeout": (None, 10)}
-    assert "kernel: expire_nodest_conn 0 (want 1), expire_quiescent_template 0 (want 1), tcp_timeout 900, " \
+                    "tcp_timeout": (900, 900), "tcpfin_timeout": (10, 30), "udp_timeout": (None, 10),
+                    "sloppy_tcp": (None, 0), "schedule_icmp": (None, 0)}
+    assert "kernel: expire_nodest_conn 0 (want 1), expire_quiescent_template 0 (want 1), sloppy_tcp 0, " \
+           "schedule_icmp 0, tcp_timeout 900, " \
            "tcpfin_timeout 30 (want 10), udp_timeout 10" in status.text(st)
+
+
+def test_bgp_mode_turns_sloppy_tcp_and_schedule_icmp_on(sysctls):
+    cfg = config.parse("[announce]\nmode = bgp\n[service w]\naddress = 10.0.0.1\nport = 80\n"
+                       "scheduler = mh\nreal.10.0.0.2 = weight=1\n")
+    kernel = Kernel(tcpfin=10)
+    changes = kernelsettings.sync(cfg.ipvs, kernel, dry_run=True)
+    assert [c.command() for c in changes] == ["sysctl -w net.ipv4.vs.expire_nodest_conn=1",
+                                             "sysctl -w net.ipv4.vs.expire_quiescent_template=1",
+                                             "sysctl -w net.ipv4.vs.sloppy_tcp=1",
+                                             "sysctl -w net.ipv4.vs.schedule_icmp=1"]
+    assert (sysctls / "sloppy_tcp").read_text() == "0\n"        # a dry run
+    kernelsettings.sync(cfg.ipvs, kernel)
+    assert [(sysctls / name).read_text() for name in ("sloppy_tcp", "schedule_icmp")] == ["1\n", "1\n"]
+    assert kernelsettings.sync(cfg.ipvs, kernel) == []
+    # active-passive (no [announce]) leaves them as the kernel has them
+    assert kernelsettings.plan(config.parse("[global]\n").ipvs, {"sloppy_tcp": 0, "schedule_icmp": 1}) == []

@@ -16,6 +16,7 @@ One way through, top to bottom (load):
   [heartbeat]       director failover: timings, key, VIPs, hooks    (heartbeat.py)
   [node NAME]       a director (or spare): priority, its addresses  (heartbeat.py)
   [ipvs]            the director's kernel settings (sysctls, timeouts) (kernel.py)
+  [announce]        active-passive, or every director announcing by BGP (announce.py)
 
 Every problem raises ConfigError naming file, line, section and key (see
 values.py for the typed getters); the result is a tree of frozen records.
@@ -27,6 +28,7 @@ from ..errors import ConfigError
 from ..model import Dest, Service, ServiceKey
 from ..model import record
 from . import ini, values as v
+from .announce import Announce, announce, bgp_rules
 from .checks import CHECKS, Check
 from .heartbeat import Heartbeat, Node, heartbeat, node
 from .kernel import Ipvs, ipvs
@@ -36,7 +38,7 @@ from .services import (ON_FAILURE, REMOVAL, REWEIGHT, RealServer, Server, Virtua
 
 __all__ = [
     "load", "parse", "build", "Config", "ConfigError",
-    "Server", "RealServer", "VirtualService", "Check", "Reweight", "Agent", "Node", "Heartbeat", "Ipvs",
+    "Server", "RealServer", "VirtualService", "Check", "Reweight", "Agent", "Node", "Heartbeat", "Ipvs", "Announce",
     "Dest", "Service", "ServiceKey",
     "CHECKS", "REMOVAL", "ON_FAILURE", "REWEIGHT", "CGROUP_ROOT", "parse_listen",
 ]
@@ -57,6 +59,7 @@ class Config(record(
         reweight=Reweight(),
         agent=Agent(),
         ipvs=Ipvs(),            # the director's kernel settings
+        announce=Announce(),    # how the VIPs reach the router: none (active-passive) or bgp
         heartbeat=None,         # Heartbeat or None
         nodes=())):             # of Node, in file order
     __slots__ = ()
@@ -84,7 +87,7 @@ def parse(text, path="<config>"):
     return build(ini.parse(text, path), path)
 
 
-KINDS = ("global", "server", "service", "reweight", "agent", "heartbeat", "node", "ipvs")
+KINDS = ("global", "server", "service", "reweight", "agent", "heartbeat", "node", "ipvs", "announce")
 
 
 def build(sections, path, service=service):
@@ -110,8 +113,12 @@ def build(sections, path, service=service):
         v.no_name(sec)
         fields["agent"] = agent(sec)
         v.no_leftovers(sec)
+    for sec in by_kind["announce"]:
+        fields["announce"] = announce(sec)
+    bgp = "announce" in fields and fields["announce"].bgp
+    fields["ipvs"] = ipvs(None, bgp)
     for sec in by_kind["ipvs"]:
-        fields["ipvs"] = ipvs(sec)
+        fields["ipvs"] = ipvs(sec, bgp)
     servers = {}
     for sec in by_kind["server"]:
         servers[sec.name] = server(sec)
@@ -123,6 +130,8 @@ def build(sections, path, service=service):
             raise sec.error(f"same virtual service ({vs.key}) as [service {seen[vs.key]}]")
         seen[vs.key] = vs.name
         services.append(vs)
+    if bgp:
+        bgp_rules(by_kind, services)
     nodes = tuple(node(sec) for sec in by_kind["node"])
     for sec in by_kind["heartbeat"]:
         fields["heartbeat"] = heartbeat(sec, services, nodes, by_kind["node"])

@@ -23,25 +23,43 @@ class Ipvs(record(
         # is how long the schedulers remember a real server's past connections: short, so a
         # healed server is not flooded and a spare's synced entries do not skew its schedule
         tcpfin_timeout=10,
-        udp_timeout=300)):          # seconds an idle UDP "connection" is kept
+        udp_timeout=300,            # seconds an idle UDP "connection" is kept
+        # a TCP packet that is not a SYN can start a connection entry: a flow the router
+        # moved from another director is scheduled, not answered with a reset by the
+        # director's own stack ([announce] mode = bgp; keep, the kernel's own, otherwise)
+        sloppy_tcp=None,
+        # an ICMP error (PMTU "need to fragment") of a flow with no entry here is
+        # scheduled too, instead of dropped ([announce] mode = bgp; keep otherwise)
+        schedule_icmp=None)):
     """[ipvs]: each value, or None to leave the kernel's setting alone (keep)."""
     __slots__ = ()
 
 
-SWITCHES = ("expire_nodest_conn", "expire_quiescent_template")
+SWITCHES = ("expire_nodest_conn", "expire_quiescent_template", "sloppy_tcp", "schedule_icmp")
+BGP_SWITCHES = ("sloppy_tcp", "schedule_icmp")      # on, and refused off, in [announce] mode = bgp
 TIMEOUTS = ("tcp_timeout", "tcpfin_timeout", "udp_timeout")
 MAX_TIMEOUT = 31 * 86400        # what ipvsadm --set takes without overflowing the kernel's jiffies
 
 
-def ipvs(sec):
-    """The Ipvs of an [ipvs] section (None: absent, every default)."""
-    d = Ipvs()
+def ipvs(sec, bgp=False):
+    """The Ipvs of an [ipvs] section (None: absent, every default); bgp: [announce] mode = bgp.
+
+    In bgp mode sloppy_tcp and schedule_icmp default to yes and refuse no and
+    keep rather than give in silently: off, every flow the router moves to
+    another director is reset (docs/active-active.md measured 150 of 150), and
+    keep would leave that to whoever set the kernel.
+    """
+    d = Ipvs(**({key: 1 for key in BGP_SWITCHES} if bgp else {}))
     if sec is None:
         return d
     v.no_name(sec)
     out = {}
     for key in SWITCHES:
-        word = v.choice(sec, key, ("yes", "no", KEEP), "yes" if getattr(d, key) else "no")
+        default = {None: KEEP, 1: "yes", 0: "no"}[getattr(d, key)]
+        word = v.choice(sec, key, ("yes", "no", KEEP), default)
+        if bgp and key in BGP_SWITCHES and word != "yes":
+            raise sec.error(f"{word} with [announce] mode = bgp: flows that move between directors "
+                            "need it on (yes, the default there)", key)
         out[key] = None if word == KEEP else int(word == "yes")
     for key in TIMEOUTS:
         raw = sec.take(key)

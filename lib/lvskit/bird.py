@@ -1,0 +1,140 @@
+"""BIRD 2, the routing daemon of [announce] mode = bgp: the include file of the VIPs, and birdc.
+
+The one module that knows BIRD's syntax and runs birdc.  ipvs-sync, after
+the table, writes the VIPs (every [service]'s address) as BIRD static
+protocols into [announce] include, which the operator's bird.conf includes:
+
+    protocol static lvskit_vip {        # [announce] protocol: the IPv4 VIPs
+      ipv4;
+      disabled yes;                     # BIRD starts without announcing
+      route 192.168.45.26/32 blackhole;
+    }
+    protocol static lvskit_vip_v6 {     # the same name + _v6: the IPv6 VIPs
+      ipv6;                             # (a static protocol has one channel)
+      disabled yes;
+    }
+
+Both are always written, empty or not, so their names are there for
+bird.conf's export filters and for whoever enables them.  The file is
+written only when its text changes (a temp file renamed over it, mode
+0644: BIRD runs as its own user), then `birdc configure` makes BIRD read
+it.  STATE_DIR/bird.json records the text BIRD took (its SHA-256): a
+configure that failed is tried again by the next run, and an unchanged
+file is not configured again (a configure restarts a protocol that was
+enabled at run time: BIRD disables it again, as the file says).
+"""
+import hashlib
+import os
+import shlex
+import socket
+
+from . import log, state
+from .errors import Fatal
+from .model import AF_INET, AF_INET6, record
+
+CONFIGURE_TIMEOUT = 30.0        # seconds birdc may take (BIRD parses the whole config)
+
+
+def record_path(cfg):
+    """STATE_DIR/bird.json: the SHA-256 of the include text BIRD last took (this module owns it)."""
+    return os.path.join(cfg.state_dir, "bird.json")
+
+
+def vips(cfg):
+    """{family: [address, ...]} of the services' addresses, each once, in address order."""
+    out = {AF_INET: set(), AF_INET6: set()}
+    for vs in cfg.services:
+        if not vs.key.fwmark:
+            out[vs.key.af].add(vs.key.address)
+    return {af: sorted(addrs, key=lambda a, af=af: socket.inet_pton(af, a)) for af, addrs in out.items()}
+
+
+def protocols(announce):
+    """[(BIRD protocol name, family)]: the IPv4 protocol, then the IPv6 one."""
+    return [(announce.protocol, AF_INET), (announce.protocol + "_v6", AF_INET6)]
+
+
+def include_text(cfg):
+    """The include file's text for cfg (stable: the same config gives the same bytes)."""
+    lines = ["# Written by lvskit's ipvs-sync from its config's [service] addresses ([announce] mode = bgp).",
+             "# Do not edit: its next run writes it again.  Included by bird.conf; announced only while",
+             "# a protocol is enabled (birdc enable), which BIRD forgets at a restart or a configure."]
+    by_family = vips(cfg)
+    for name, af in protocols(cfg.announce):
+        channel, bits = ("ipv4", 32) if af == AF_INET else ("ipv6", 128)
+        lines += [f"protocol static {name} {{", f"  {channel};", "  disabled yes;"]
+        lines += [f"  route {addr}/{bits} blackhole;" for addr in by_family[af]]
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def digest(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_record(data):
+    loaded = state.obj(data, "the file").get("loaded")
+    return state.text(loaded, "loaded", 64)
+
+
+class Outcome(record("Outcome", write=False, configure=False, error=None, commands=())):
+    """What sync did (or, in a dry run, would do): write the file, run birdc configure; the
+    error line when one of them failed; commands: the dry run's lines, as an admin types them."""
+    __slots__ = ()
+
+
+def configure_argv(announce):
+    return shlex.split(announce.birdc) + ["configure"]
+
+
+def _read(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise Fatal(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def sync(cfg, dry_run=False):
+    """Make the include file cfg's and BIRD take it; an Outcome.  Errors are logged, never raised."""
+    an = cfg.announce
+    text = include_text(cfg)
+    argv = configure_argv(an)
+    try:
+        write = _read(an.include) != text
+    except Fatal as e:
+        log.error(str(e))
+        return Outcome(error=str(e))
+    configure = write or state.load(record_path(cfg), None, _check_record) != digest(text)
+    if dry_run:
+        commands = []
+        if write:
+            commands += [f"cat > {shlex.quote(an.include)} <<'EOF'"] + text.splitlines() + ["EOF"]
+        if configure:
+            commands.append(shlex.join(argv))
+        return Outcome(write, configure, None, tuple(commands))
+    if write:
+        try:
+            state.replace(an.include, text.encode(), mode=0o644)
+        except OSError as e:
+            why = f"{an.include}: cannot write BIRD's include file: {e}"
+            log.error(why)
+            return Outcome(error=why)
+        log.info(f"{an.include}: {sum(map(len, vips(cfg).values()))} VIPs for BIRD")
+    if configure:
+        from . import run
+        r = run.run(argv, timeout=CONFIGURE_TIMEOUT)
+        if r.code != 0:
+            said = [l.strip() for l in (r.stdout + "\n" + r.stderr).splitlines() if l.strip()]
+            why = (f"{shlex.join(argv)}: BIRD did not take {an.include}: "
+                   + ("timed out" if r.timed_out else said[-1] if said else f"exit {r.code}"))
+            log.error(why)
+            return Outcome(write, True, why)
+        log.info(f"{shlex.join(argv)}: BIRD took {an.include}")
+        try:
+            state.save(record_path(cfg), {"loaded": digest(text)}, indent=None)
+        except OSError as e:        # the next run configures once more: harmless but for its restart
+            log.warning(f"{record_path(cfg)}: cannot record what BIRD took: {e}")
+    return Outcome(write, configure)

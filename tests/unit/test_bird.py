@@ -1,0 +1,166 @@
+"""[announce] mode = bgp: BIRD's include file (bird.py) and ipvs-sync's part in it.
+
+BIRD itself reads the file in tests/netns/test_bird.py; here: its text, when
+it is written and birdc run, and what a failing birdc (the real one, with no
+BIRD behind its socket) does to ipvs-sync's exit code and its table.
+"""
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from lvskit import bird, config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+CONFIG = """\
+[global]
+state_dir = {tmp}/state
+run_dir = {tmp}/run
+[announce]
+mode = bgp
+include = {tmp}/bird/lvskit-vips.conf
+birdc = {birdc}
+[service www]
+address = 192.168.45.26
+port = 80
+scheduler = mh
+sched_flags = mh-port
+real.192.168.45.13 = weight=1
+[service ssh]
+address = 192.168.45.26
+port = 22
+scheduler = mh
+real.192.168.45.13 = weight=1
+[service dns]
+address = 10.0.0.53
+port = 53
+protocol = udp
+scheduler = mh
+real.10.0.1.53 = weight=1
+[service www6]
+address = 2001:db8::26
+port = 80
+scheduler = mh
+real.2001:db8::13 = weight=1
+"""
+
+TEXT = """\
+# Written by lvskit's ipvs-sync from its config's [service] addresses ([announce] mode = bgp).
+# Do not edit: its next run writes it again.  Included by bird.conf; announced only while
+# a protocol is enabled (birdc enable), which BIRD forgets at a restart or a configure.
+protocol static lvskit_vip {
+  ipv4;
+  disabled yes;
+  route 10.0.0.53/32 blackhole;
+  route 192.168.45.26/32 blackhole;
+}
+protocol static lvskit_vip_v6 {
+  ipv6;
+  disabled yes;
+  route 2001:db8::26/128 blackhole;
+}
+"""
+
+
+def write_config(tmp_path, birdc="true", text=CONFIG):
+    (tmp_path / "bird").mkdir(exist_ok=True)
+    path = tmp_path / "lvskit.ini"
+    path.write_text(text.format(tmp=tmp_path, birdc=birdc))
+    return str(path)
+
+
+def test_the_include_text_one_route_per_vip_each_family_its_protocol(tmp_path):
+    cfg = config.load(write_config(tmp_path))
+    assert bird.include_text(cfg) == TEXT
+    assert bird.protocols(cfg.announce) == [("lvskit_vip", 2), ("lvskit_vip_v6", 10)]
+
+
+def test_no_vip_of_a_family_still_names_its_protocol(tmp_path):
+    text = CONFIG.split("[service www6]")[0].replace("mode = bgp", "mode = bgp\nprotocol = vips")
+    cfg = config.load(write_config(tmp_path, text=text))
+    assert "protocol static vips_v6 {\n  ipv6;\n  disabled yes;\n}\n" in bird.include_text(cfg)
+
+
+def test_written_once_configured_once_and_a_dry_run_changes_nothing(tmp_path):
+    cfg = config.load(write_config(tmp_path))
+    include = tmp_path / "bird" / "lvskit-vips.conf"
+    dry = bird.sync(cfg, dry_run=True)
+    assert (dry.write, dry.configure, dry.error) == (True, True, None)
+    assert dry.commands == (f"cat > {include} <<'EOF'",) + tuple(TEXT.splitlines()) + ("EOF", "true configure")
+    assert not include.exists() and not os.path.exists(bird.record_path(cfg))
+    got = bird.sync(cfg)
+    assert (got.write, got.configure, got.error) == (True, True, None)
+    assert include.read_text() == TEXT
+    assert stat.S_IMODE(include.stat().st_mode) == 0o644          # BIRD runs as its own user
+    assert [p.name for p in include.parent.iterdir()] == ["lvskit-vips.conf"]     # no temp file left
+    assert bird.sync(cfg) == bird.Outcome()                        # nothing changed: neither again
+    assert bird.sync(cfg, dry_run=True).commands == ()
+    os.unlink(bird.record_path(cfg))                               # a lost record: one configure more
+    again = bird.sync(cfg)
+    assert (again.write, again.configure) == (False, True)
+
+
+BIRDC = shutil.which("birdc")
+needs_birdc = pytest.mark.skipif(not BIRDC, reason="birdc not installed (bird2: make apt-deps)")
+
+
+@needs_birdc
+def test_birdc_failing_is_one_line_and_retried_until_bird_takes_the_file(tmp_path):
+    """The real birdc with no BIRD behind its socket: the file is written (BIRD reads it when it
+    starts), the failure named, and the next run configures again without writing again."""
+    path = write_config(tmp_path, birdc=f"birdc -s {tmp_path}/no-bird.ctl")
+    cfg = config.load(path)
+    got = bird.sync(cfg)
+    assert got.write and got.configure
+    assert got.error == (f"birdc -s {tmp_path}/no-bird.ctl configure: BIRD did not take "
+                         f"{tmp_path}/bird/lvskit-vips.conf: Unable to connect to server control socket "
+                         f"({tmp_path}/no-bird.ctl): No such file or directory")
+    assert (tmp_path / "bird" / "lvskit-vips.conf").read_text() == TEXT
+    again = bird.sync(cfg, dry_run=True)
+    assert (again.write, again.configure, again.commands) == (False, True, (f"birdc -s {tmp_path}/no-bird.ctl configure",))
+
+
+def test_an_include_directory_that_is_missing_is_named(tmp_path):
+    cfg = config.load(write_config(tmp_path))
+    shutil.rmtree(tmp_path / "bird")
+    got = bird.sync(cfg)
+    assert got.error.startswith(f"{tmp_path}/bird/lvskit-vips.conf: cannot write BIRD's include file: ")
+    assert not got.configure
+
+
+def ipvs_sync(*args):
+    """bin/ipvs-sync on the unit tests' fake kernel (fakekernel.py): its table is the process's."""
+    return subprocess.run([sys.executable, "-S", os.path.join(HERE, "fakekernel.py"),
+                           os.path.join(ROOT, "bin", "ipvs-sync"), *args],
+                          capture_output=True, text=True, env={**os.environ, "LVSKIT_NO_SYSLOG": "1"})
+
+
+def test_ipvs_sync_dry_run_prints_table_then_file_then_birdc(tmp_path):
+    path = write_config(tmp_path)
+    r = ipvs_sync("-c", path, "-n")
+    assert (r.returncode, r.stderr) == (0, "")
+    lines = r.stdout.splitlines()
+    first = lines.index(f"cat > {tmp_path}/bird/lvskit-vips.conf <<'EOF'")
+    assert all(line.startswith("ipvsadm ") for line in lines[:first])     # the table's plan first
+    assert len([line for line in lines[:first] if line.startswith("ipvsadm -A")]) == 4
+    assert lines[first + 1:] == TEXT.splitlines() + ["EOF", "true configure"]
+    assert not (tmp_path / "bird" / "lvskit-vips.conf").exists()
+
+
+@needs_birdc
+def test_ipvs_sync_makes_the_table_then_fails_on_birdc_exit_1(tmp_path):
+    path = write_config(tmp_path, birdc=f"birdc -s {tmp_path}/no-bird.ctl")
+    r = ipvs_sync("-c", path)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == [f"ipvs-sync: birdc -s {tmp_path}/no-bird.ctl configure: BIRD did not take "
+                                     f"{tmp_path}/bird/lvskit-vips.conf: Unable to connect to server control "
+                                     f"socket ({tmp_path}/no-bird.ctl): No such file or directory"]
+    # the table came first: ipvs-sync recorded the four services it made
+    with open(tmp_path / "state" / "ipvs-sync.json") as f:
+        assert len(json.load(f)["services"]) == 4
