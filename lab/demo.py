@@ -63,6 +63,7 @@ GUEST_HEARTBEAT = {"interval": "200ms", "deadtime": "1500ms", "warntime": "800ms
 GUEST_CHECK = {"check_interval": "1", "check_timeout": "1"}
 LOOP = 1            # check-real --every / reweight --every, seconds
 SAMPLE = 0.5        # how often the demo reads the kernel tables
+SWITCH_SLACK = 0.1  # s the demo may read the client's ARP change late (its thread's wake-up)
 
 # seconds per phase: (full, short)
 PHASES = {
@@ -89,6 +90,29 @@ SPARE_POINTS = 0.10     # ... are each within this of the weights' shares
 
 class DemoError(RuntimeError):
     pass
+
+
+def _neighbours(data):
+    """(destination, link-layer address) of each RTM_NEWNEIGH in a netlink datagram."""
+    at = 0
+    while at + 16 <= len(data):
+        length, kind = struct.unpack_from("=IH", data, at)
+        if length < 16:
+            break
+        if kind == 28:                                  # RTM_NEWNEIGH: nlmsghdr, ndmsg, attributes
+            attrs, dst, mac = at + 16 + 12, None, None
+            while attrs + 4 <= at + length:
+                alen, atype = struct.unpack_from("=HH", data, attrs)
+                if alen < 4:
+                    break
+                value = data[attrs + 4:attrs + alen]
+                if atype == 1:
+                    dst = value                         # NDA_DST
+                elif atype == 2:
+                    mac = value                         # NDA_LLADDR
+                attrs += (alen + 3) & ~3
+            yield dst, mac
+        at += (length + 3) & ~3
 
 
 # --- the config: the shipped file with lab addresses ----------------------------------------
@@ -327,6 +351,7 @@ class Demo:
         self.event(f"{self.director} active", "hb-listen elected it: VIP + ARP, takeover ran "
                    "monitor_start (check-real, reweight)")
 
+        self.watch_vip_neighbour()
         self.client_log = os.path.join(self.out, "client.jsonl")
         open(self.client_log, "w").close()
         self.client = self.lab.popen("client", [PY, NODE, "client", self.client_log, lab.vip,
@@ -719,6 +744,12 @@ class Demo:
         ok = [r for r in www if r["server"]]
         fail_ret = self.window(t_ret, t_end)
         www_fb = [r for r in self.window(t_ret, t_end, "www") if r["server"]]
+        # TCP connections opened through estepe and still open when the client's ARP entry
+        # moved to midas: midas does not know them yet (connection sync lags up to ~2 s, and
+        # never sends a handshake), so it resets them: a known limit, counted apart
+        t_switch = self.switch_after(t_ret)
+        cut = [r for r in fail_ret if not r["server"] and t_switch is not None
+               and r["t"] < t_switch and r["t"] + r["d"] > t_switch - SWITCH_SLACK]
         gaps = [b["t"] - (a["t"] + a["d"]) for a, b in zip(www_fb, www_fb[1:])]
         self.figures["midas"] = {
             "kill": t_kill, "vip": t_vip, "first_answer": first["t"] + first["d"], "return": t_ret,
@@ -728,9 +759,11 @@ class Demo:
             "failed_down": sum(1 for r in self.window(t_kill, t_ret) if not r["server"]),
             "ok_after_takeover": len([r for r in ok if r["t"] > t_vip]),
             "sent_failback": len(fail_ret), "failed_failback": sum(1 for r in fail_ret if not r["server"]),
-            # each failure as the client saw it, timed from the failback (or the return)
+            "switch": t_switch, "cut_at_switch": len(cut),
+            # each failure as the client saw it, timed from the client's ARP switch (or the failback)
             "failed_failback_list": [
-                f"{r['svc']} sent at {r['t'] - (t_fb or t_ret):+.3f} s, {r['d']:.3f} s: {r.get('err')}"
+                f"{r['svc']} sent at {r['t'] - (t_switch or t_fb or t_ret):+.3f} s, {r['d']:.3f} s: "
+                f"{r.get('err')}{' (open at the switch)' if r in cut else ''}"
                 for r in fail_ret if not r["server"]],
             "failback_s": (t_fb - t_ret) if t_fb else None,
             "failback_gap_s": max(gaps) if gaps else None,
@@ -748,7 +781,7 @@ class Demo:
                 c[f"{w[0]} {names.get(real, real)}:{int(w[6], 16)} {w[7]}"] += 1
         return dict(sorted(c.items()))
 
-    def _netlink(self, node):
+    def _netlink(self, node, groups=0):
         """A netlink socket inside NODE's namespace, opened in advance (see tests/netns/hbtopo.py)."""
         libc = ctypes.CDLL(None, use_errno=True)
         own = os.open("/proc/self/ns/net", os.O_RDONLY)
@@ -757,13 +790,40 @@ class Demo:
             if libc.setns(target, 0x40000000) != 0:
                 raise OSError(ctypes.get_errno(), "setns")
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-            sock.bind((0, 0))
-            indexes = [socket.if_nametoindex(dev) for dev in ["eth0"] + [c[1] for c in self.cross]]
+            sock.bind((0, groups))
+            indexes = [socket.if_nametoindex(dev) for dev in ["eth0"] + [c[1] for c in self.cross]
+                       if node != "client"]
         finally:
             libc.setns(own, 0x40000000)
             os.close(own)
             os.close(target)
         return sock, indexes
+
+    def watch_vip_neighbour(self):
+        """Record when the client's ARP entry for the VIP changes (CLOCK_MONOTONIC, the MAC):
+        the instant the client starts sending to another director."""
+        sock, _ = self._netlink("client", groups=0x4)           # RTMGRP_NEIGH
+        sock.settimeout(0.2)
+        vip = socket.inet_aton(self.vip)
+        self.vip_macs = []
+
+        def loop():
+            with sock:
+                while not self._stop.is_set():
+                    try:
+                        data = sock.recv(65536)
+                    except socket.timeout:
+                        continue
+                    now = time.monotonic()
+                    for dst, mac in _neighbours(data):
+                        if dst == vip and mac and (not self.vip_macs or self.vip_macs[-1][1] != mac):
+                            self.vip_macs.append((now, mac))
+        self._neigh = threading.Thread(target=loop, daemon=True)
+        self._neigh.start()
+
+    def switch_after(self, t):
+        """When the client's ARP entry for the VIP first moved after t (None if it did not)."""
+        return next((when for when, _ in getattr(self, "vip_macs", [])[1:] if when > t), None)
 
     @staticmethod
     def _links_down(sock, indexes):
@@ -835,8 +895,9 @@ class Demo:
                     + f" (measured/weights) over its first {m['spare_window_s']:.0f} s: more than "
                     f"{SPARE_POINTS:.0%} off; its connection table at the takeover: "
                     + ", ".join(f"{k} x{v}" for k, v in getattr(self, "inherited", {}).items()))
-            if m["failed_failback"]:
-                out.append(f"{m['failed_failback']} requests failed during the failback ("
+            if m["failed_failback"] > m.get("cut_at_switch", 0):
+                out.append(f"{m['failed_failback'] - m.get('cut_at_switch', 0)} requests failed during the "
+                           "failback besides those open at the switch ("
                            + "; ".join(m.get("failed_failback_list", [])) + ")")
         return out
 
@@ -879,6 +940,9 @@ class Demo:
                                  for n, e in m["spare_expected"].items())))
             fb = (f"failback {m['failback_s']:.1f} s after return, longest www gap "
                   f"{m['failback_gap_s']:.2f} s" if m["failback_s"] is not None else "no failback")
+            if m.get("cut_at_switch"):
+                fb += (f"; {m['cut_at_switch']} open at the client's switch to midas, reset by it "
+                       "(a known limit: midas did not know them yet)")
             rows.append(("4 midas returns (failback)", m["sent_failback"], m["failed_failback"], fb))
         out = ["", "summary (measured in this run; client requests: www + xdmcp + ssh)",
                f"  {'phase':<32} {'sent':>5} {'failed':>6}  figures", "  " + "-" * 110]
@@ -915,6 +979,8 @@ class Demo:
             self.stop_burners()
             if self._sampler:
                 self._sampler.join(5)
+            if getattr(self, "_neigh", None):
+                self._neigh.join(5)
             if self.lab:
                 self.lab.close()
         finally:
