@@ -760,6 +760,7 @@ class Demo:
             "ok_after_takeover": len([r for r in ok if r["t"] > t_vip]),
             "sent_failback": len(fail_ret), "failed_failback": sum(1 for r in fail_ret if not r["server"]),
             "switch": t_switch, "cut_at_switch": len(cut),
+            "vip_arp": [(when, mac.hex(":")) for when, mac in getattr(self, "vip_macs", [])],
             # each failure as the client saw it, timed from the client's ARP switch (or the failback)
             "failed_failback_list": [
                 f"{r['svc']} sent at {r['t'] - (t_switch or t_fb or t_ret):+.3f} s, {r['d']:.3f} s: "
