@@ -801,8 +801,8 @@ class Demo:
         return sock, indexes
 
     def watch_vip_neighbour(self):
-        """Record when the client's ARP entry for the VIP changes (CLOCK_MONOTONIC, the MAC):
-        the instant the client starts sending to another director."""
+        """Record when the client's ARP entry for the VIP changes (demo time, the MAC): the
+        instant the client starts sending to another director."""
         sock, _ = self._netlink("client", groups=0x4)           # RTMGRP_NEIGH
         sock.settimeout(0.2)
         vip = socket.inet_aton(self.vip)
@@ -815,7 +815,7 @@ class Demo:
                         data = sock.recv(65536)
                     except socket.timeout:
                         continue
-                    now = time.monotonic()
+                    now = self.now()
                     for dst, mac in _neighbours(data):
                         if dst == vip and mac and (not self.vip_macs or self.vip_macs[-1][1] != mac):
                             self.vip_macs.append((now, mac))
