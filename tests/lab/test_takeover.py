@@ -1,4 +1,5 @@
-"""Takeover on a real IPVS kernel (the guest): the spare's table serves, synced connections survive.
+"""Takeover on a real IPVS kernel (the guest): the spare's table serves, synced connections survive,
+and the ghost of a connection whose close died with the director does not steer the spare's wlc.
 
 Director and spare (tests/netns/hbtopo.py) with one direct-routing real
 server r1 running a TCP line echo on VIP:80.  ipvs-sync runs on both
