@@ -352,6 +352,7 @@ class Demo:
                    "monitor_start (check-real, reweight)")
 
         self.watch_vip_neighbour()
+        self.watch_resets()
         self.client_log = os.path.join(self.out, "client.jsonl")
         open(self.client_log, "w").close()
         self.client = self.lab.popen("client", [PY, NODE, "client", self.client_log, lab.vip,
@@ -761,10 +762,13 @@ class Demo:
             "sent_failback": len(fail_ret), "failed_failback": sum(1 for r in fail_ret if not r["server"]),
             "switch": t_switch, "cut_at_switch": len(cut),
             "vip_arp": [(when, mac.hex(":")) for when, mac in getattr(self, "vip_macs", [])],
+            "resets": getattr(self, "resets", []),
             # each failure as the client saw it, timed from the client's ARP switch (or the failback)
             "failed_failback_list": [
                 f"{r['svc']} sent at {r['t'] - (t_switch or t_fb or t_ret):+.3f} s, {r['d']:.3f} s: "
                 f"{r.get('err')}{' (open at the switch)' if r in cut else ''}"
+                + "".join(f"; reset from {mac} {src}" for _, mac, src, port in getattr(self, "resets", [])
+                          if port == r.get("port"))
                 for r in fail_ret if not r["server"]],
             "failback_s": (t_fb - t_ret) if t_fb else None,
             "failback_gap_s": max(gaps) if gaps else None,
@@ -821,6 +825,42 @@ class Demo:
                             self.vip_macs.append((now, mac))
         self._neigh = threading.Thread(target=loop, daemon=True)
         self._neigh.start()
+
+    def watch_resets(self):
+        """Record every TCP reset the client receives: (demo time, the frame's source MAC, source
+        address:port, client port), so a failed request names who reset it."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        own = os.open("/proc/self/ns/net", os.O_RDONLY)
+        target = os.open(f"/run/netns/{self.lab.ns[self.lab_node('client')]}", os.O_RDONLY)
+        try:
+            if libc.setns(target, 0x40000000) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+            sock.bind(("eth0", 0))
+        finally:
+            libc.setns(own, 0x40000000)
+            os.close(own)
+            os.close(target)
+        sock.settimeout(0.2)
+        self.resets = []
+
+        def loop():
+            with sock:
+                while not self._stop.is_set():
+                    try:
+                        frame = sock.recv(256)
+                    except socket.timeout:
+                        continue
+                    ip = frame[14:]
+                    if len(ip) < 40 or ip[9] != 6:
+                        continue
+                    at = (ip[0] & 15) * 4
+                    if len(ip) >= at + 14 and ip[at + 13] & 0x04:           # RST
+                        sport, dport = struct.unpack_from("!HH", ip, at)
+                        self.resets.append((self.now(), frame[6:12].hex(":"),
+                                            f"{socket.inet_ntoa(ip[12:16])}:{sport}", dport))
+        self._rst = threading.Thread(target=loop, daemon=True)
+        self._rst.start()
 
     def switch_after(self, t):
         """When the client's ARP entry for the VIP first moved after t (None if it did not)."""
@@ -980,8 +1020,9 @@ class Demo:
             self.stop_burners()
             if self._sampler:
                 self._sampler.join(5)
-            if getattr(self, "_neigh", None):
-                self._neigh.join(5)
+            for name in ("_neigh", "_rst"):
+                if getattr(self, name, None):
+                    getattr(self, name).join(5)
             if self.lab:
                 self.lab.close()
         finally:
