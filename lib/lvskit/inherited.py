@@ -18,7 +18,8 @@ forwarding; only the count changes: a live one counts as one connection, not
 with a TTL of 0, so the host loops them back to its own sockets and no copy
 leaves it; a socket of ours in the same group sees the last one arrive, after
 which stopping the daemon cannot lose them (its thread reads its socket empty
-before it ends).
+before it ends).  They go out a window at a time, each window's last one seen
+back before the next, so a large table does not overflow a receive buffer.
 """
 import ipaddress
 import select
@@ -45,6 +46,9 @@ CONN = {4: struct.Struct("!BBHIHHHHII4s4s4s"), 6: struct.Struct("!BBHIHHHHII16s1
 MAXLEN = 1500 - 20 - 8
 SOON = 2            # s: an entry this close to its end is left alone (a message would re-create it)
 CONFIRM = 1.0       # s to see our own last message come back
+# Messages sent before the last one comes back: far less than a socket's default receive
+# buffer, so neither the daemon's socket nor ours drops any of a large table's messages.
+WINDOW = 16
 
 
 class Entry:
@@ -104,7 +108,8 @@ def count_as_inactive(interface, syncid, conn_table=CONN_TABLE):
     ESTABLISHED entries are inactive.  Returns how many; logs one line."""
     try:
         with open(conn_table) as f:
-            entries = established(f.read().splitlines()[1:])
+            next(f, None)                               # the header
+            entries = established(f)
     except OSError as e:
         log.warning(f"{conn_table}: {e.strerror}: inherited connections keep counting as active")
         return 0
@@ -117,9 +122,14 @@ def count_as_inactive(interface, syncid, conn_table=CONN_TABLE):
             mouth.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, struct.pack("=4s4si", b"", b"", index))
             mouth.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 0)      # never on the wire
             mouth.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-            for m in sent:
-                mouth.sendto(m, (GROUP, PORT))
-            seen = _heard(ear, sent[-1], CONFIRM)
+            seen = True
+            for at in range(0, len(sent), WINDOW):
+                window = sent[at:at + WINDOW]
+                for m in window:
+                    mouth.sendto(m, (GROUP, PORT))
+                seen = _heard(ear, window[-1], CONFIRM)
+                if not seen:
+                    break
     except OSError as e:
         log.warning(f"telling the backup daemon on {interface} about {len(entries)} inherited connections: "
                     f"{e.strerror or e}: they keep counting as active")

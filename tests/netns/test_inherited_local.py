@@ -2,8 +2,8 @@
 
 Two namespaces joined by a veth pair: in "spare", a socket joined to the IPVS
 sync group on eth0 stands where the kernel's backup thread listens, and
-count_as_inactive runs there on a connection table of 60 entries (two
-messages).  The socket must get both messages, byte for byte what
+count_as_inactive runs there on a connection table of 1000 entries (25
+messages, two windows).  The socket must get every message, byte for byte what
 inherited.messages makes; the "wire" namespace, listening on the veth's other
 end to every frame, must see none of them: a frame sent afterwards over the
 same link arrives first (a veth keeps order), so nothing is waited for.
@@ -90,7 +90,7 @@ def pair():
 def test_messages_reach_the_group_on_this_host_and_never_the_wire(pair, tmp_path):
     table = tmp_path / "ip_vs_conn_sync"
     table.write_text("Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Origin Expires\n"
-                     + "".join(LINE.format(port=40000 + i) for i in range(60)))
+                     + "".join(LINE.format(port=40000 + i) for i in range(1000)))
     wire = subprocess.Popen(["ip", "netns", "exec", pair["wire"], PY, "-c", WIRE],
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -105,8 +105,8 @@ def test_messages_reach_the_group_on_this_host_and_never_the_wire(pair, tmp_path
     finally:
         wire.kill()
         wire.wait()
-    assert got["said"] == 60, spare.stderr
-    assert len(got["made"]) == 2
+    assert got["said"] == 1000, spare.stderr
+    assert len(got["made"]) == 25            # 40 connections a message; windows of 16
     assert got["heard"] == got["made"]
-    assert "60 inherited established connections count as inactive" in spare.stderr
+    assert "1000 inherited established connections count as inactive" in spare.stderr
     assert seen_on_wire == [9]          # the marker only: no sync message left the host
