@@ -786,23 +786,29 @@ class Demo:
                 c[f"{w[0]} {names.get(real, real)}:{int(w[6], 16)} {w[7]}"] += 1
         return dict(sorted(c.items()))
 
-    def _netlink(self, node, groups=0):
-        """A netlink socket inside NODE's namespace, opened in advance (see tests/netns/hbtopo.py)."""
+    def _in_namespace(self, node, make):
+        """make() run inside NODE's network namespace (what it opens stays there)."""
         libc = ctypes.CDLL(None, use_errno=True)
         own = os.open("/proc/self/ns/net", os.O_RDONLY)
         target = os.open(f"/run/netns/{self.lab.ns[self.lab_node(node)]}", os.O_RDONLY)
         try:
-            if libc.setns(target, 0x40000000) != 0:
+            if libc.setns(target, 0x40000000) != 0:                 # CLONE_NEWNET
                 raise OSError(ctypes.get_errno(), "setns")
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
-            sock.bind((0, groups))
-            indexes = [socket.if_nametoindex(dev) for dev in ["eth0"] + [c[1] for c in self.cross]
-                       if node != "client"]
+            return make()
         finally:
             libc.setns(own, 0x40000000)
             os.close(own)
             os.close(target)
-        return sock, indexes
+
+    def _netlink(self, node, groups=0):
+        """A netlink socket inside NODE's namespace, opened in advance (see tests/netns/hbtopo.py),
+        and the indexes of its links."""
+        def make():
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+            sock.bind((0, groups))
+            return sock, [socket.if_nametoindex(dev) for dev in ["eth0"] + [c[1] for c in self.cross]
+                          if node != "client"]
+        return self._in_namespace(node, make)
 
     def watch_vip_neighbour(self):
         """Record when the client's ARP entry for the VIP changes (demo time, the MAC): the
@@ -829,18 +835,11 @@ class Demo:
     def watch_resets(self):
         """Record every TCP reset the client receives: (demo time, the frame's source MAC, source
         address:port, client port), so a failed request names who reset it."""
-        libc = ctypes.CDLL(None, use_errno=True)
-        own = os.open("/proc/self/ns/net", os.O_RDONLY)
-        target = os.open(f"/run/netns/{self.lab.ns[self.lab_node('client')]}", os.O_RDONLY)
-        try:
-            if libc.setns(target, 0x40000000) != 0:
-                raise OSError(ctypes.get_errno(), "setns")
+        def packet():
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
             sock.bind(("eth0", 0))
-        finally:
-            libc.setns(own, 0x40000000)
-            os.close(own)
-            os.close(target)
+            return sock
+        sock = self._in_namespace("client", packet)
         sock.settimeout(0.2)
         self.resets = []
 
