@@ -200,3 +200,101 @@ def test_stale_health_and_a_dead_bird_withdraw(director):
     r = d.run("lvs-announce")
     assert r.returncode == 1 and "BIRD does not answer: " in r.stderr, r.stderr
     assert "Unable to connect to server control socket" in r.stderr
+
+
+# --- under a real systemd, with the shipped unit -----------------------------------------------
+
+WATCHDOG = "3s"     # the shipped 10 s, shortened: the test waits for it
+
+
+@pytest.fixture
+def manager(tmp_path):
+    """A systemd service manager of the test's own (usermanager.py, as test_sdnotify.py's)."""
+    import usermanager
+    from hbtopo import NotifySocket
+    if not (os.path.exists(usermanager.SYSTEMD) and shutil.which("systemctl") and shutil.which("unshare")):
+        pytest.skip("needs systemd and unshare")
+    ready = NotifySocket(str(tmp_path / "manager.notify"))
+    m = usermanager.UserManager(str(tmp_path), ready.path, f"lvskit-gate-{os.getpid()}")
+    try:
+        while True:
+            said = ready.next(30)
+            assert said, f"no READY=1 from systemd --user: {m.said()[-2000:]}"
+            if said[2].get("READY") == "1":
+                break
+        yield m.env
+    finally:
+        ready.close()
+        m.close()
+
+
+def systemctl(env, *args):
+    return subprocess.run(["systemctl", "--user", *args], env=env, capture_output=True, text=True, timeout=90)
+
+
+def show(env):
+    out = systemctl(env, "show", "lvs-announce", "-p", "ActiveState,MainPID,NRestarts").stdout
+    return dict(line.partition("=")[::2] for line in out.splitlines())
+
+
+def install_unit(env, d):
+    """The shipped unit; its two commands run the checkout's lvs-announce on the file table,
+    with the same arguments after the config; WatchdogSec= shortened."""
+    lines = []
+    wrap = [sys.executable, "-S", os.path.join(HERE, "filekernel.py"), d.table,
+            os.path.join(ROOT, "bin", "lvs-announce")]
+    for line in open(os.path.join(ROOT, "conf", "systemd", "lvs-announce.service")):
+        key, _, value = line.rstrip("\n").partition("=")
+        if key in ("ExecStart", "ExecStopPost"):
+            args = value.split()
+            assert args[0] == "@SBINDIR@/lvs-announce" and args[1:3] == ["-c", "@SYSCONFDIR@/lvskit/lvskit.ini"]
+            line = f"{key}={' '.join(wrap + ['-c', d.config] + args[3:])}\n"
+        elif key == "WatchdogSec":
+            line = f"WatchdogSec={WATCHDOG}\n"
+        lines.append(line)
+        if key == "ExecStart":
+            log = str(d.tmp / "lvs-announce.log")
+            lines.append(f"Environment=LVSKIT_NO_SYSLOG=1 LVSKIT_CACHE_DIR={os.environ['LVSKIT_CACHE_DIR']}\n"
+                         f"StandardOutput=append:{log}\nStandardError=append:{log}\n")
+    units = os.path.join(env["XDG_RUNTIME_DIR"], "systemd", "user")
+    os.makedirs(units, exist_ok=True)
+    with open(os.path.join(units, "lvs-announce.service"), "w") as f:
+        f.write("".join(lines))
+    assert systemctl(env, "daemon-reload").returncode == 0
+
+
+def bird_said(d, since):
+    """BIRD's log lines about our IPv4 protocol from line `since` on: 'Enabling' / 'Disabling'."""
+    with open(d.bird.log) as f:
+        lines = f.read().splitlines()[since:]
+    return [l.split()[3] for l in lines if l.endswith(" protocol lvskit_vip")]
+
+
+def bird_lines(d):
+    with open(d.bird.log) as f:
+        return len(f.read().splitlines())
+
+
+def test_systemd_withdraws_a_killed_or_stuck_gate_before_it_starts_again(director, manager):
+    d = director
+    install_unit(manager, d)
+    r = systemctl(manager, "start", "lvs-announce.service")     # returns once READY=1 came
+    assert r.returncode == 0, r.stderr
+    until(lambda: d.announced() == ON)
+    first = show(manager)
+    assert (first["ActiveState"], first["NRestarts"]) == ("active", "0")
+    for n, (how, result) in enumerate([(signal.SIGKILL, "killed"), (signal.SIGSTOP, "watchdog")], 1):
+        mark = bird_lines(d)
+        pid = int(show(manager)["MainPID"])
+        os.kill(pid, how)       # it cannot withdraw by itself: ExecStopPost= does
+
+        def again():
+            s = show(manager)
+            return s["NRestarts"] == str(n) and s["ActiveState"] == "active" and d.announced() == ON
+        until(again, 60)
+        # withdrawn after the end, announced again by the new gate's first round
+        assert bird_said(d, mark) == ["Disabling", "Enabling"], (result, open(d.bird.log).read())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert systemctl(manager, "stop", "lvs-announce.service").returncode == 0
+    assert d.announced() == OFF
