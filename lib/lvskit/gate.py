@@ -157,11 +157,15 @@ class Gate:
         dry_run: judge and ask BIRD (read only), return (Verdict, the birdc commands it would run)."""
         now = self.clock()
         v = judge(cfg, self.kernel, now)
-        if v.key == CONFIG and not cfg.announce.bgp:
-            return (v, []) if dry_run else self._done(cfg, v, now, [])
+        # BIRD is asked even when the verdict is no (a config reloaded to mode none included):
+        # what is to be withdrawn is withdrawn.  Its silence is the reason only when all else holds.
         states, why = bird.protocol_states(cfg.announce, self.timeout)
+        if not dry_run:
+            self._say("bird", why and not v.announce and f"cannot tell BIRD to withdraw: {why}",
+                      log.warning)
         if why:
-            v = Verdict(False, BIRD, f"BIRD does not answer: {why}")
+            if v.announce:
+                v = Verdict(False, BIRD, f"BIRD does not answer: {why}")
             return (v, []) if dry_run else self._done(cfg, v, now, [])
         want = wanted(cfg, v.announce)
         missing = [name for name, on in want if on and name not in states]
@@ -282,6 +286,9 @@ def run(cfg, path, every=None, dry_run=False, kernel=None, notify=None, out=prin
         if not v.announce and not log.verbose():
             log.warning(f"not announcing: {v.why}")
         return OK if v.announce else ERROR if v.key == BIRD else NOT_RUNNING
+    if notify is None:
+        from . import sdnotify
+        notify = sdnotify.Notifier()
     latest, told = [cfg], []
 
     def round_(cfg, why):

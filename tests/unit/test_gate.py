@@ -403,3 +403,23 @@ def test_a_second_resident_is_busy(lab):
     finally:
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=30)
+
+
+def test_a_config_reloaded_to_mode_none_withdraws(lab):
+    g = gate.Gate(lab.kernel)
+    g.round(lab.cfg)
+    none = config.load(str(lab.path)).replace(announce=lab.cfg.announce.replace(mode="none"))
+    v = g.round(none)
+    assert (v.announce, v.key) == (False, gate.CONFIG)
+    assert lab.states() == {"lvskit_vip": "down", "lvskit_vip_v6": "down"}
+
+
+def test_bird_silent_while_withdrawn_keeps_the_first_reason_and_says_it_once(lab, said):
+    lab.kernel.table.clear()
+    (lab.birdc_dir / "refuse").write_text("")
+    g = gate.Gate(lab.kernel)
+    assert g.round(lab.cfg).key == gate.TABLE
+    assert g.round(lab.cfg).key == gate.TABLE
+    assert [line for level, line in said if level == "warning"] == [
+        f"cannot tell BIRD to withdraw: {lab.cfg.announce.birdc} show protocols: Unable to connect to "
+        "server control socket (/run/bird/bird.ctl): No such file or directory"]
