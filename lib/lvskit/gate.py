@@ -238,18 +238,29 @@ def withdraw(cfg, why, timeout=bird.BIRDC_TIMEOUT, gate=None):
     if failed:
         log.error(f"cannot withdraw: {failed}")
     if gate is None:        # a run of its own: a line only when it took something back
+        if not switched and state.load(state.announce_path(cfg), {}, _check_saved).get("announced") is False:
+            return failed   # the gate that ended said so itself: its reason stays in the file
         gate = Gate(None, timeout)
         gate.last = Verdict(bool(switched), OK if switched else STOPPED, why)
     gate._done(cfg, Verdict(False, STOPPED, why), gate.clock(), [])
     return failed
 
 
+def _check_saved(data):
+    """announce.json's shape (as Gate._save writes it), for state.load."""
+    state.obj(data, "the file")
+    state.boolean(data.get("announced"), "announced")
+    state.text(data.get("reason", ""), "reason")
+    return data
+
+
 def drain(cfg, why):
     """Set the drain flag (why, its first line), then withdraw at once; None or why BIRD did not."""
+    why = " ".join(why.split()) or "drained"
     os.makedirs(os.path.dirname(state.drain_path(cfg)), exist_ok=True)
-    state.replace(state.drain_path(cfg), (why.strip() + "\n").encode(), mode=0o644)
-    log.info(f"{state.drain_path(cfg)}: drained ({why.strip()})")
-    return withdraw(cfg, f"drained ({why.strip()})")
+    state.replace(state.drain_path(cfg), (why + "\n").encode(), mode=0o644)
+    log.info(f"{state.drain_path(cfg)}: drained ({why})")
+    return withdraw(cfg, f"drained ({why})")
 
 
 def undrain(cfg):

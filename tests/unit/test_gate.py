@@ -423,3 +423,15 @@ def test_bird_silent_while_withdrawn_keeps_the_first_reason_and_says_it_once(lab
     assert [line for level, line in said if level == "warning"] == [
         f"cannot tell BIRD to withdraw: {lab.cfg.announce.birdc} show protocols: Unable to connect to "
         "server control socket (/run/bird/bird.ctl): No such file or directory"]
+
+
+def test_withdraw_after_the_gate_keeps_its_reason_and_after_a_kill_says_stopped(lab):
+    g = gate.Gate(lab.kernel)
+    g.round(lab.cfg)
+    gate.withdraw(lab.cfg, "lvs-announce stopped", gate=g)         # SIGTERM: the gate's own
+    assert gate.withdraw(lab.cfg, "lvs-announce --withdraw") is None  # then ExecStopPost: nothing to do
+    assert lab.saved()["reason"] == "lvs-announce stopped"
+    gate.Gate(lab.kernel).round(lab.cfg)                            # announced, then killed
+    assert gate.withdraw(lab.cfg, "lvs-announce --withdraw") is None
+    assert (lab.saved()["announced"], lab.saved()["reason"]) == (False, "lvs-announce --withdraw")
+    assert lab.states() == {"lvskit_vip": "down", "lvskit_vip_v6": "down"}
