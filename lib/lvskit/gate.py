@@ -6,10 +6,15 @@ of every VIP's flows, so a round announces only while ALL of these hold, and
 the first that fails, in this order, is the reason it withdraws:
 
 1. no drain flag (STATE_DIR/announce-drain, lvs-announce --drain);
-2. the kernel's IPVS table reads, and matches the config with check-real's
-   health and reweight's weights applied: sync.reconcile's dry run, the very
-   comparison of ipvs-sync --check, plans no operation and no [ipvs] setting;
-3. every service has a real server with weight > 0 in the kernel;
+2. the kernel's IPVS table reads, and every service is in it with a real
+   server of weight > 0 (`ipvsadm -C` withdraws at once);
+3. the table matches the config with check-real's health and reweight's
+   weights applied: sync.reconcile's dry run, the very comparison of
+   ipvs-sync --check, plans no operation and no [ipvs] setting.  A gate that
+   announces withdraws for this only when the table differs in two rounds
+   in a row: check-real changes the kernel first and writes
+   health.json after, so for a moment at each of its changes the table is
+   ahead of the file; a difference that stays is withdrawn one round later;
 4. check-real's health is fresh: every checked service was last checked
    (health.json "checked") within FRESH_ROUNDS of its check_interval plus
    one check_timeout (see fresh_bound);
@@ -37,8 +42,8 @@ from .model import record
 
 FRESH_ROUNDS = 3    # check rounds (check_interval) the health may be behind, as check-real --check
 # key of each reason, in the order the conditions are judged
-DRAIN, TABLE, EMPTY, HEALTH, BIRD, CONFIG, STOPPED, OK = (
-    "drain", "table", "empty", "health", "bird", "config", "stopped", "ok")
+DRAIN, EMPTY, TABLE, HEALTH, BIRD, CONFIG, STOPPED, OK = (
+    "drain", "empty", "table", "health", "bird", "config", "stopped", "ok")
 
 
 class Verdict(record("Verdict", announce=False, key="", why="")):
@@ -82,20 +87,25 @@ def judge(cfg, kernel, now=None):
         return Verdict(False, DRAIN, f"drained ({state.drain_path(cfg)}: {flag})")
     try:
         current = kernel.read()
+    except (Fatal, OSError) as e:
+        return Verdict(False, EMPTY, f"cannot read the IPVS table: {getattr(e, 'strerror', None) or e}")
+    for vs in cfg.services:
+        svc = current.get(vs.key)
+        if svc is None:
+            return Verdict(False, EMPTY, f"{vs.name} ({vs.key}) is not in the kernel's IPVS table")
+        if not any(d.weight > 0 for d in (svc.dests or {}).values()):
+            return Verdict(False, EMPTY, f"{vs.name} ({vs.key}) has no real server with weight > 0 "
+                                         f"in the kernel")
+    try:
         out = sync.reconcile(cfg, kernel, dry_run=True, current=current, force=True)
     except (Fatal, OSError) as e:
-        return Verdict(False, TABLE, f"cannot read the IPVS table: {getattr(e, 'strerror', None) or e}")
+        return Verdict(False, TABLE, f"cannot plan the IPVS table: {getattr(e, 'strerror', None) or e}")
     if out.settings_error:
         return Verdict(False, TABLE, f"cannot tell the [ipvs] settings: {out.settings_error}")
     pending = [c.command() for c in out.settings] + [op.ipvsadm() for op in out.ops]
     if pending:
         return Verdict(False, TABLE, f"the IPVS table differs from the config: {len(pending)} changes "
                                      f"pending, first: {pending[0]}")
-    for vs in cfg.services:
-        svc = current.get(vs.key)
-        if svc is None or not any(d.weight > 0 for d in (svc.dests or {}).values()):
-            return Verdict(False, EMPTY, f"{vs.name} ({vs.key}) has no real server with weight > 0 "
-                                         f"in the kernel")
     checked = health.read(cfg).checked
     for vs in cfg.services:
         if vs.check.kind == "none":
@@ -151,12 +161,19 @@ class Gate:
         self.last = None        # Verdict of the last round
         self.since = None       # wall-clock time of the last transition
         self.said = {}          # what: the last line logged of it (errors are not repeated each round)
+        self.drift = False      # the table differed from the config last round (see judge)
 
     def round(self, cfg, dry_run=False):
         """Judge, make BIRD agree, log a transition, write announce.json; the Verdict.
         dry_run: judge and ask BIRD (read only), return (Verdict, the birdc commands it would run)."""
         now = self.clock()
         v = judge(cfg, self.kernel, now)
+        if not dry_run:
+            if v.key == TABLE and self.last is not None and self.last.announce and not self.drift:
+                self.drift = True       # first seen: announced one round more, withdrawn if it stays
+                v = self.last
+            else:
+                self.drift = v.key == TABLE
         # BIRD is asked even when the verdict is no (a config reloaded to mode none included):
         # what is to be withdrawn is withdrawn.  Its silence is the reason only when all else holds.
         states, why = bird.protocol_states(cfg.announce, self.timeout)

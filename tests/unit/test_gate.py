@@ -115,11 +115,18 @@ def test_a_drain_flag_withdraws_and_names_its_reason(lab):
     assert "kernel upgrade" in v.why
 
 
-def test_an_empty_table_withdraws_as_drift(lab):
+def test_an_empty_table_withdraws_naming_the_first_missing_service(lab):
     lab.kernel.table.clear()
     v = gate.judge(lab.cfg, lab.kernel)
-    assert (v.announce, v.key) == (False, gate.TABLE)
-    assert "changes pending, first: ipvsadm -A" in v.why
+    assert (v.announce, v.key) == (False, gate.EMPTY)
+    assert v.why == "www (tcp 192.0.2.26:80) is not in the kernel's IPVS table"
+
+
+def test_a_missing_real_server_is_drift(lab):
+    svc = next(s for s in lab.kernel.table.values() if s.key.address == "192.0.2.26")
+    del svc.dests[next(iter(svc.dests))]
+    v = gate.judge(lab.cfg, lab.kernel)
+    assert v.key == gate.TABLE and "1 changes pending, first: ipvsadm -a" in v.why, v
 
 
 def test_a_weight_changed_by_hand_withdraws(lab):
@@ -135,7 +142,7 @@ def test_a_table_that_cannot_be_read_withdraws(lab):
         raise OSError(1, "Operation not permitted")
     lab.kernel.read = broken
     v = gate.judge(lab.cfg, lab.kernel)
-    assert (v.key, v.why) == (gate.TABLE, "cannot read the IPVS table: Operation not permitted")
+    assert (v.key, v.why) == (gate.EMPTY, "cannot read the IPVS table: Operation not permitted")
 
 
 def test_a_service_without_weight_in_the_kernel_withdraws(tmp_path):
@@ -197,22 +204,47 @@ def test_a_configure_that_disabled_the_protocol_is_undone_next_round(lab, said):
                                    "or a restart): enabled again")
 
 
-def test_drift_withdraws_once_with_its_reason_and_a_repair_announces_again(lab, said):
+def test_an_emptied_table_withdraws_at_once_with_its_reason_and_a_repair_announces_again(lab, said):
     g = gate.Gate(lab.kernel)
     g.round(lab.cfg)
     lab.kernel.table.clear()        # ipvsadm -C
     v = g.round(lab.cfg)
-    assert (v.announce, v.key) == (False, gate.TABLE)
+    assert (v.announce, v.key) == (False, gate.EMPTY)
     assert lab.states() == {"lvskit_vip": "down", "lvskit_vip_v6": "down"}
-    assert said[-1][0] == "warning" and said[-1][1].startswith(
-        "withdrawing 192.0.2.26, 2001:db8::26: the IPVS table differs from the config: 5 changes pending")
+    assert said[-1] == ("warning", "withdrawing 192.0.2.26, 2001:db8::26: www (tcp 192.0.2.26:80) is not "
+                                   "in the kernel's IPVS table")
     g.round(lab.cfg)
     assert len(said) == 2, "one line per transition"
-    assert (lab.saved()["announced"], lab.saved()["key"]) == (False, "table")
+    assert (lab.saved()["announced"], lab.saved()["key"]) == (False, "empty")
     sync.reconcile(lab.cfg, lab.kernel)     # ipvs-sync
     assert g.round(lab.cfg).announce
     assert lab.states() == {"lvskit_vip": "up", "lvskit_vip_v6": "up"}
     assert said[-1][1].startswith("announcing ")
+
+
+def test_drift_withdraws_when_it_is_there_two_rounds_in_a_row(lab, said):
+    g = gate.Gate(lab.kernel)
+    g.round(lab.cfg)
+    svc = next(s for s in lab.kernel.table.values() if s.key.address == "192.0.2.26")
+    key = next(iter(svc.dests))
+    right = svc.dests[key]
+    svc.dests[key] = right.replace(weight=0)    # check-real's kernel change, its health.json not yet
+    assert g.round(lab.cfg).announce
+    svc.dests[key] = right                      # ... and in line again by the next round
+    assert g.round(lab.cfg).announce
+    svc.dests[key] = right.replace(weight=0)    # a difference that stays
+    assert g.round(lab.cfg).announce
+    v = g.round(lab.cfg)
+    assert (v.announce, v.key) == (False, gate.TABLE) and "ipvsadm -e" in v.why
+    assert lab.states() == {"lvskit_vip": "down", "lvskit_vip_v6": "down"}
+    assert [level for level, _ in said] == ["info", "warning"]
+
+
+def test_one_round_withdraws_on_drift_at_once(lab):
+    svc = next(s for s in lab.kernel.table.values() if s.key.address == "192.0.2.26")
+    key = next(iter(svc.dests))
+    svc.dests[key] = svc.dests[key].replace(weight=0)
+    assert gate.Gate(lab.kernel).round(lab.cfg).key == gate.TABLE
 
 
 def test_a_protocol_enabled_by_hand_while_withdrawn_is_disabled_again(lab, said):
@@ -326,7 +358,7 @@ def test_one_round_announced_is_quiet_and_exit_0(lab):
 def test_one_round_withdrawn_says_why_and_exit_7(lab):
     r = script(lab, fake_table=False)
     assert r.returncode == 7, r
-    assert r.stderr.startswith("lvs-announce: not announcing: the IPVS table differs from the config")
+    assert r.stderr == "lvs-announce: not announcing: www (tcp 192.0.2.26:80) is not in the kernel's IPVS table\n"
     assert lab.states() == {"lvskit_vip": "down", "lvskit_vip_v6": "down"}
 
 
@@ -418,8 +450,8 @@ def test_bird_silent_while_withdrawn_keeps_the_first_reason_and_says_it_once(lab
     lab.kernel.table.clear()
     (lab.birdc_dir / "refuse").write_text("")
     g = gate.Gate(lab.kernel)
-    assert g.round(lab.cfg).key == gate.TABLE
-    assert g.round(lab.cfg).key == gate.TABLE
+    assert g.round(lab.cfg).key == gate.EMPTY
+    assert g.round(lab.cfg).key == gate.EMPTY
     assert [line for level, line in said if level == "warning"] == [
         f"cannot tell BIRD to withdraw: {lab.cfg.announce.birdc} show protocols: Unable to connect to "
         "server control socket (/run/bird/bird.ctl): No such file or directory"]
