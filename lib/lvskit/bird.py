@@ -22,6 +22,9 @@ it.  STATE_DIR/bird.json records the text BIRD took (its SHA-256): a
 configure that failed is tried again by the next run, and an unchanged
 file is not configured again (a configure restarts a protocol that was
 enabled at run time: BIRD disables it again, as the file says).
+
+The switch (lvs-announce's gate, gate.py): `birdc show protocols` read into
+{name: state}, and `birdc enable|disable NAME`, each with a timeout.
 """
 import hashlib
 import os
@@ -138,3 +141,54 @@ def sync(cfg, dry_run=False):
         except OSError as e:        # the next run configures once more: harmless but for its restart
             log.warning(f"{record_path(cfg)}: cannot record what BIRD took: {e}")
     return Outcome(write, configure)
+
+
+# --- the switch: birdc show protocols / enable / disable (lvs-announce's gate) -----------
+
+BIRDC_TIMEOUT = 2.0     # seconds one birdc call of the gate may take: a hung BIRD must not stall it
+
+
+def birdc_argv(announce, *words):
+    return shlex.split(announce.birdc) + list(words)
+
+
+def _said(r):
+    """The last line birdc said (its 'BIRD x ready.' greeting left out), or why it said nothing."""
+    if r.timed_out:
+        return "timed out"
+    lines = [l.strip() for l in (r.stdout + "\n" + r.stderr).splitlines()
+             if l.strip() and not (l.startswith("BIRD ") and l.rstrip().endswith("ready."))]
+    return lines[-1] if lines else f"exit {r.code}"
+
+
+def protocol_states(announce, timeout=BIRDC_TIMEOUT):
+    """({protocol: state}, None) from `birdc show protocols` (state: up, down, start, ...),
+    or (None, why) when BIRD did not answer within timeout."""
+    from . import run
+    argv = birdc_argv(announce, "show", "protocols")
+    r = run.run(argv, timeout=timeout)
+    if r.code != 0 or "ready." not in r.stdout:
+        return None, f"{shlex.join(argv)}: {_said(r)}"
+    states = {}
+    for line in r.stdout.splitlines():
+        words = line.split()
+        # Name Proto Table State Since Info: the header and the greeting are skipped by
+        # their own words, every other line of 4 words or more is a protocol.
+        if len(words) >= 4 and words[0] != "Name" and not line.startswith("BIRD "):
+            states[words[0]] = words[3]
+    return states, None
+
+
+def switch(announce, name, on, timeout=BIRDC_TIMEOUT, dry_run=False):
+    """birdc enable NAME (on) or disable NAME; None when BIRD did it (or had it so), else why.
+    dry_run: the command line, run nothing."""
+    argv = birdc_argv(announce, "enable" if on else "disable", name)
+    if dry_run:
+        return shlex.join(argv)
+    from . import run
+    r = run.run(argv, timeout=timeout)
+    # BIRD answers "NAME: enabled" or "NAME: already enabled" (exit 0); a name it does not
+    # know is a syntax error (exit 1).
+    if r.code != 0 or f"{name}:" not in r.stdout:
+        return f"{shlex.join(argv)}: {_said(r)}"
+    return None

@@ -57,6 +57,18 @@ def peers_path(cfg):
     return os.path.join(cfg.run_dir, "hb-peers.json")
 
 
+def announce_path(cfg):
+    """RUN_DIR/announce.json: lvs-announce's verdict, its reason and since when (gate.py; tmpfs:
+    gone at a reboot, when BIRD starts without announcing anyway)."""
+    return os.path.join(cfg.run_dir, "announce.json")
+
+
+def drain_path(cfg):
+    """STATE_DIR/announce-drain: the flag of a planned drain (lvs-announce --drain); kept across
+    a reboot, so a director drained for an upgrade stays out until --undrain."""
+    return os.path.join(cfg.state_dir, "announce-drain")
+
+
 def generation_path(cfg):
     """STATE_DIR/hb-generation.json: hb-send's start counter, the datagrams' generation (heartbeat.py)."""
     return os.path.join(cfg.state_dir, "hb-generation.json")

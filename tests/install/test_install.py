@@ -251,7 +251,7 @@ def test_inetd_lines(destdir):
 
 _SECTIONS = {
     "Unit": {"Description", "Documentation", "After", "Before", "Wants", "Requires"},
-    "Service": {"Type", "ExecStart", "ExecStop", "Restart", "RestartSec", "RemainAfterExit",
+    "Service": {"Type", "ExecStart", "ExecStop", "ExecStopPost", "Restart", "RestartSec", "RemainAfterExit",
                 "SuccessExitStatus", "StandardInput", "StandardOutput", "StandardError", "DynamicUser",
                 "NotifyAccess", "WatchdogSec"},
     "Timer": {"OnBootSec", "OnUnitActiveSec", "OnCalendar", "AccuracySec", "Persistent"},
@@ -341,12 +341,16 @@ def test_units_are_strictly_valid(destdir):
         argv = u["Service"]["ExecStart"].split()
         assert argv[0] == SBINDIR + "/" + unit[:-len(".service")].rstrip("@")
         assert argv[1:3] == ["-c", CONFIG]
-        if unit in ("hb-send.service", "hb-listen.service"):
+        if unit in ("hb-send.service", "hb-listen.service", "lvs-announce.service"):
             assert u["Service"]["Restart"] == "always"
             # they say READY=1 and ping the watchdog themselves (lvskit.sdnotify); only they may
             assert (u["Service"]["Type"], u["Service"]["NotifyAccess"]) == ("notify", "main")
             assert u["Service"]["WatchdogSec"]
             assert u["Install"]["WantedBy"] == "multi-user.target"
+        if unit == "lvs-announce.service":
+            # withdrawn however the gate ended, a kill included
+            assert u["Service"]["ExecStopPost"].split() == [SBINDIR + "/lvs-announce", "-c", CONFIG,
+                                                             "--withdraw"]
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
