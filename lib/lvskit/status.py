@@ -10,6 +10,7 @@
   RUN_DIR/takeover.json           this node's role
   RUN_DIR/hb-peers.json           hb-listen's view: each peer's state, and
                                   when it was last heard on each path
+  RUN_DIR/announce.json           lvs-announce's verdict ([announce] mode = bgp)
 
 A missing file or a kernel without IPVS leaves its part empty and says so;
 the rest is still shown.  A state file not of its shape is taken as missing,
@@ -38,6 +39,15 @@ JSON schema (``"schema": 1``; keys are only ever added):
                        (no check), up: bool or null, reason, since_age,
                        kept: bool}]}]
   foreign:  [{key, scheduler, reals: [{entry, weight, active, inactive}]}]
+  announce: only with [announce] mode = bgp (absent: mode none):
+            {mode: "bgp", file: RUN_DIR/announce.json,
+             gate: ok|stale|missing|malformed (stale: its last round is
+             older than stale_after s; missing, malformed: no verdict),
+             announced: bool or null (no verdict), key: the gate's reason
+             key (ok, drain, empty, table, health, bird, config, stopped)
+             or null, reason: its one line or null, since_age: s since the
+             verdict last changed, checked_age: s since its last round,
+             stale_after: s}
 
 Ages are seconds before ``time``.  Kernel fields are null when the kernel
 could not be read or the entry is not in it.
@@ -45,7 +55,7 @@ could not be read or the entry is not in it.
 import os
 import time
 
-from . import errors, health as health_mod, log, verdict
+from . import errors, health as health_mod, log, state, verdict
 from .desired import desired_table, load_weights
 from .model import FORWARD_NAMES, PROTOCOL_NAMES, hostport
 from .pluginoutput import Output
@@ -141,6 +151,39 @@ def _real_row(vs, name, dest, kdest, health, loads, wanted, configured=True, sor
             "kept": t.kept if t else False}
 
 
+STALE_AFTER = 10.0     # s: lvs-announce.service's WatchdogSec; the gate rounds every 1 s
+
+
+def _check_verdict(data):
+    """announce.json's shape as gate.Gate._save writes it, for state.load (stricter than the
+    gate's own reader, which needs only "announced": lvs-status shows every field)."""
+    state.obj(data, "the file")
+    state.boolean(data.get("announced"), "announced")
+    state.text(data.get("key"), "key", 40)
+    state.text(data.get("reason"), "reason")
+    if data.get("since") is not None:
+        state.timestamp(data["since"], "since")
+    state.timestamp(data.get("checked"), "checked")
+    return data
+
+
+def _announce(cfg, now):
+    """The "announce" part (bgp mode only): the gate's verdict and how fresh it is."""
+    path = state.announce_path(cfg)
+    out = {"mode": cfg.announce.mode, "file": path, "gate": "missing", "announced": None, "key": None,
+           "reason": None, "since_age": None, "checked_age": None, "stale_after": STALE_AFTER}
+    data = state.load(path, None, _check_verdict)
+    if data is None:
+        if os.path.lexists(path):       # there, but state.load warned that it is not the gate's
+            out["gate"] = "malformed"
+        return out
+    checked_age = round(now - data["checked"], 3)
+    out.update(announced=data["announced"], key=data["key"], reason=data["reason"],
+               since_age=_age(now, data.get("since")), checked_age=checked_age,
+               gate="stale" if checked_age > STALE_AFTER else "ok")
+    return out
+
+
 def gather(cfg, kernel=None, node_name=None, now=None):
     """(status dict, exit code): 0, or the code of why the kernel could not be read."""
     now = time.time() if now is None else now
@@ -182,6 +225,8 @@ def gather(cfg, kernel=None, node_name=None, now=None):
             out["foreign"].append({"key": str(key), "scheduler": ksvc.scheduler, "reals": [
                 {"entry": str(d), "weight": d.weight, "active": d.active, "inactive": d.inactive}
                 for d in sorted(ksvc.dests.values(), key=lambda d: d.key)]})
+    if cfg.announce.bgp:
+        out["announce"] = _announce(cfg, now)
     return out, code
 
 
@@ -224,6 +269,23 @@ def _role_lines(st):
     return lines
 
 
+def announce_line(a):
+    """One line of the gate's verdict: announced/WITHDRAWN, since when, why, its last round."""
+    head = f"announce {a['mode']}: "
+    if a["gate"] == "missing":
+        return head + f"no verdict, {a['file']} missing (lvs-announce not running?)"
+    if a["gate"] == "malformed":
+        return head + f"no verdict, {a['file']} is not lvs-announce's (see the warning; " \
+                      "lvs-announce not running?)"
+    line = head + ("announced" if a["announced"] else "WITHDRAWN")
+    if a["since_age"] is not None:
+        line += f" for {_secs(a['since_age'])}"
+    line += f": {a['reason']}; last round {_secs(a['checked_age'])} ago"
+    if a["gate"] == "stale":
+        line += f", STALE (over {_secs(a['stale_after'])}: lvs-announce not running?)"
+    return line
+
+
 def _weight_cell(r, available):
     if not available:
         return "-"
@@ -246,6 +308,8 @@ def _health_cell(r):
 def text(st):
     """The sysadmin's view: role on top, then an ipvsadm -Ln like table with health."""
     lines = _role_lines(st)
+    if "announce" in st:
+        lines.append(announce_line(st["announce"]))
     ipvs = st["ipvs"]
     if not ipvs["available"]:
         lines.append(f"IPVS: {ipvs['error']}; kernel columns are empty")
@@ -315,9 +379,17 @@ METRICS = (  # name, type, help
     ("lvskit_real_server_inactive_connections", "gauge", "Inactive connections (kernel)."),
 )
 
+ANNOUNCE_METRICS = (  # only with [announce] mode = bgp: mode none's textfile stays as it was
+    ("lvskit_announced", "gauge", "1 when lvs-announce's last round announced the VIPs (key: its "
+                                  "reason, ok when announced); absent without a verdict."),
+    ("lvskit_announce_round_age_seconds", "gauge", "Seconds since lvs-announce's last round "
+                                                   "(it rounds every second; absent without a verdict)."),
+)
+
 
 def prometheus(st):
-    samples = {name: [] for name, _, _ in METRICS}
+    metrics = METRICS + (ANNOUNCE_METRICS if "announce" in st else ())
+    samples = {name: [] for name, _, _ in metrics}
     samples["lvskit_status_time_seconds"].append(({}, st["time"]))
     samples["lvskit_ipvs_available"].append(({}, int(st["ipvs"]["available"])))
     node = st["node"]
@@ -346,8 +418,12 @@ def prometheus(st):
                                   ("inactive_connections", r["inactive"])):
                 if value is not None:
                     samples["lvskit_real_server_" + metric].append((lab, value))
+    a = st.get("announce")
+    if a is not None and a["announced"] is not None:
+        samples["lvskit_announced"].append(({"key": a["key"]}, int(a["announced"])))
+        samples["lvskit_announce_round_age_seconds"].append(({}, a["checked_age"]))
     out = []
-    for name, kind, help_ in METRICS:
+    for name, kind, help_ in metrics:
         out.append(f"# HELP {name} {help_}")
         out.append(f"# TYPE {name} {kind}")
         out += [f"{name}{_labels(lab)} {value}" for lab, value in samples[name]]
@@ -374,21 +450,58 @@ def write_textfile(path, body):
 
 # --- --check (monitoring-plugins) --------------------------------------------------
 
+def _table_wrong(s):
+    """Why the kernel's table cannot serve service s (None: it can): lvs-status's table verdict."""
+    if not s["in_kernel"]:
+        return f"{s['name']} not in the kernel"
+    if not any(r["kernel_weight"] for r in s["reals"]):
+        return f"{s['name']} has no real server with weight"
+    return None
+
+
+def _announce_check(out, a, wrong):
+    """The gate's part of --check ([announce] mode = bgp); the summary's words about it.
+
+    CRITICAL: the gate says announced (fresh or stale: a gate that died
+    without withdrawing may leave BIRD announcing) while the table is not
+    right.  WARNING: no verdict (no file, or not the gate's), a stale one
+    (the gate not running), or withdrawn for any reason but a drain
+    (stopped included: the gate is not running).  A drain is planned: OK.
+    """
+    if a["gate"] in ("missing", "malformed"):
+        out.add(errors.CHECK_WARNING, f"lvs-announce gives no verdict ({a['file']} "
+                                      f"{'missing' if a['gate'] == 'missing' else 'not its'})")
+        return "no announce verdict"
+    if a["announced"] and wrong:
+        out.add(errors.CHECK_CRITICAL, f"ANNOUNCED with a wrong table ({wrong[0]})")
+    if a["gate"] == "stale":
+        out.add(errors.CHECK_WARNING, f"lvs-announce's last round {_secs(a['checked_age'])} ago "
+                                      f"(not running?)")
+    if a["announced"]:
+        return "announced"
+    if a["key"] != "drain":
+        out.add(errors.CHECK_WARNING)
+    return f"withdrawn: {a['reason']}"
+
+
 def check(st):
     """(exit code, one line): each service's state as check-real says it (verdict.service),
     and CRITICAL when a service is missing from the kernel or has nothing with weight
-    there; WARNING when a peer or one of its paths is silent."""
+    there; WARNING when a peer or one of its paths is silent.  In [announce] mode = bgp,
+    the gate's verdict too (_announce_check)."""
     out = Output("LVS_STATUS")
     if not st["ipvs"]["available"]:
         out.add(errors.CHECK_UNKNOWN)
         return out.code, out.lines(st["ipvs"]["error"])[0]
+    wrong = [why for why in map(_table_wrong, st["services"]) if why]
+    announce = _announce_check(out, st["announce"], wrong) if "announce" in st else None
     named, up, total, conns = [], 0, 0, 0
     for s in st["services"]:
+        why = _table_wrong(s)
+        if why:
+            out.add(errors.CHECK_CRITICAL, why)
         if not s["in_kernel"]:
-            out.add(errors.CHECK_CRITICAL, f"{s['name']} not in the kernel")
             continue
-        if not any(r["kernel_weight"] for r in s["reals"]):
-            out.add(errors.CHECK_CRITICAL, f"{s['name']} has no real server with weight")
         reals = [r for r in s["reals"] if r["configured"] and not r["sorry"]]
         states = [(r["health"], r["last"]) for r in reals]
         out.add(verdict.service(states))
@@ -416,4 +529,5 @@ def check(st):
     out.metric("up", up, lo=0, hi=total)
     out.metric("active", conns, lo=0)
     role = f"; {st['node']['role'] or 'no role'}" if st["node"] else ""
+    role += f"; {announce}" if announce else ""
     return out.code, out.lines(f"{up}/{total} real servers up{role}")[0]

@@ -346,3 +346,187 @@ def test_script_errors(director, tmp_path):
     assert r.returncode == errors.NOT_CONFIGURED and "no [node nobody]" in r.stderr
     r = run("-c", path, "--node", "midas", "--textfile", str(tmp_path / "no" / "such" / "dir.prom"))
     assert r.returncode == errors.ERROR and "dir.prom" in r.stderr
+
+
+# --- [announce] mode = bgp: the gate's verdict (RUN_DIR/announce.json) ----------------
+
+BGP = """
+[global]
+director = midas
+state_dir = {d}/state
+run_dir = {d}/run
+[announce]
+mode = bgp
+[server hades]
+address = 10.0.0.13
+[server kama]
+address = 10.0.0.43
+[service www]
+address = 10.0.0.26
+port = 80
+scheduler = mh
+sched_flags = mh-port,mh-fallback
+check = tcp
+real.hades = weight=1
+real.kama = weight=1
+"""
+
+
+def bgp_table(weight=1):
+    dr = FORWARD["dr"]
+    return MemoryTable([Service(WWW, "mh", dests={
+        ("10.0.0.13", 80): Dest("10.0.0.13", 80, dr, weight, active=5),
+        ("10.0.0.43", 80): Dest("10.0.0.43", 80, dr, weight, active=6)})])
+
+
+@pytest.fixture
+def bgp(tmp_path):
+    path = tmp_path / "lvskit.ini"
+    path.write_text(BGP.format(d=tmp_path))
+    cfg = config.load(str(path))
+    up = {"up": True, "state": "up", "reason": "connected", "since": NOW - 600}
+    state.save(state.health_path(cfg), {"services": {"www": {"10.0.0.13:80": up, "10.0.0.43:80": up}},
+                                        "checked": {"www": NOW - 1}})
+    return cfg, str(path)
+
+
+def verdict_file(cfg, announced=True, key="ok", reason="1 services in line with the config",
+                 since=NOW - 120, checked=NOW - 0.4):
+    state.save(state.announce_path(cfg), {"announced": announced, "key": key, "reason": reason,
+                                          "since": since, "checked": checked}, indent=None)
+
+
+def bgp_status(cfg, table=None):
+    st, code = status.gather(cfg, kernel=table or bgp_table(), now=NOW)
+    assert code == errors.OK
+    return st
+
+
+def families(st):
+    return {f.name: f for f in text_string_to_metric_families(status.prometheus(st))}
+
+
+def test_mode_none_has_no_announce_part(director):
+    cfg, _ = director
+    st = gather(cfg)[0]
+    assert "announce" not in st and "announce" not in status.text(st)
+    assert "lvskit_announce" not in status.prometheus(st)
+    assert " announced" not in status.check(st)[1]
+
+
+def test_bgp_announced_shows_verdict_in_text_json_metrics_and_check(bgp):
+    cfg, _ = bgp
+    verdict_file(cfg)
+    st = bgp_status(cfg)
+    assert st["announce"] == {"mode": "bgp", "file": state.announce_path(cfg), "gate": "ok", "announced": True,
+                              "key": "ok", "reason": "1 services in line with the config", "since_age": 120.0,
+                              "checked_age": 0.4, "stale_after": status.STALE_AFTER}
+    json.dumps(st)
+    lines = status.text(st).splitlines()
+    assert lines[1] == ("announce bgp: announced for 2min: 1 services in line with the config; "
+                        "last round 400ms ago")
+    fams = families(st)
+    assert [(s.labels, s.value) for s in fams["lvskit_announced"].samples] == [({"key": "ok"}, 1)]
+    assert [s.value for s in fams["lvskit_announce_round_age_seconds"].samples] == [0.4]
+    assert promtool_check(status.prometheus(st)) == (0, "")
+    code, line = status.check(st)
+    assert (code, line) == (errors.CHECK_OK, "LVS_STATUS OK - 2/2 real servers up; announced "
+                                             "| up=2;;;0;2 active=11;;;0")
+
+
+def test_bgp_announced_with_a_wrong_table_is_critical(bgp):
+    cfg, _ = bgp
+    verdict_file(cfg)
+    code, line = status.check(bgp_status(cfg, bgp_table(weight=0)))
+    assert code == errors.CHECK_CRITICAL
+    assert line.startswith("LVS_STATUS CRITICAL - 2/2 real servers up; announced; "
+                           "ANNOUNCED with a wrong table (www has no real server with weight)"), line
+    # the same table withdrawn: still CRITICAL for the table, but no announcing of it
+    verdict_file(cfg, announced=False, key="empty", reason="www has no real server with weight > 0")
+    code, line = status.check(bgp_status(cfg, bgp_table(weight=0)))
+    assert code == errors.CHECK_CRITICAL and "ANNOUNCED" not in line
+    # a stale verdict that said announced: the gate may have died leaving BIRD announcing
+    verdict_file(cfg, checked=NOW - 60)
+    code, line = status.check(bgp_status(cfg, MemoryTable([])))
+    assert code == errors.CHECK_CRITICAL and "ANNOUNCED with a wrong table (www not in the kernel)" in line
+    assert "lvs-announce's last round 1min ago (not running?)" in line
+
+
+def test_bgp_withdrawn_is_a_warning_but_a_drain_is_ok(bgp):
+    cfg, _ = bgp
+    verdict_file(cfg, announced=False, key="health", reason="www last checked 30s ago", since=NOW - 5)
+    st = bgp_status(cfg)
+    assert (st["announce"]["announced"], st["announce"]["key"], st["announce"]["since_age"]) == \
+        (False, "health", 5.0)
+    assert status.text(st).splitlines()[1] == \
+        "announce bgp: WITHDRAWN for 5.0s: www last checked 30s ago; last round 400ms ago"
+    assert status.check(st) == (errors.CHECK_WARNING, "LVS_STATUS WARNING - 2/2 real servers up; "
+                                "withdrawn: www last checked 30s ago | up=2;;;0;2 active=11;;;0")
+    fams = families(st)
+    assert [(s.labels, s.value) for s in fams["lvskit_announced"].samples] == [({"key": "health"}, 0)]
+    verdict_file(cfg, announced=False, key="stopped", reason="lvs-announce stopped")
+    assert status.check(bgp_status(cfg))[0] == errors.CHECK_WARNING
+    verdict_file(cfg, announced=False, key="drain", reason="drained (/x/announce-drain: upgrade)")
+    assert status.check(bgp_status(cfg)) == (errors.CHECK_OK, "LVS_STATUS OK - 2/2 real servers up; "
+                                             "withdrawn: drained (/x/announce-drain: upgrade) "
+                                             "| up=2;;;0;2 active=11;;;0")
+
+
+def test_bgp_stale_verdict_is_a_warning(bgp):
+    cfg, _ = bgp
+    verdict_file(cfg, checked=NOW - status.STALE_AFTER)        # at the bound: still fresh
+    assert status.check(bgp_status(cfg))[0] == errors.CHECK_OK
+    verdict_file(cfg, checked=NOW - status.STALE_AFTER - 1)
+    st = bgp_status(cfg)
+    assert (st["announce"]["gate"], st["announce"]["announced"]) == ("stale", True)
+    assert status.text(st).splitlines()[1].endswith(
+        "last round 11.0s ago, STALE (over 10.0s: lvs-announce not running?)")
+    code, line = status.check(st)
+    assert code == errors.CHECK_WARNING and "lvs-announce's last round 11.0s ago (not running?)" in line
+    # a stale verdict still gives its samples: the age is what an alert looks at
+    assert [s.value for s in families(st)["lvskit_announce_round_age_seconds"].samples] == [11.0]
+
+
+@pytest.mark.parametrize("body, gate", [
+    (None, "missing"),
+    (b"{\"announced\": true, \"key\": \"ok\", \"reason\": \"x\", \"since\": 1, \"chec", "malformed"),
+    (b"{\"announced\": \"yes\", \"key\": \"ok\", \"reason\": \"x\", \"since\": 1, \"checked\": 2}",
+     "malformed"),
+    (b"{\"announced\": true, \"key\": \"ok\", \"reason\": \"x\", \"since\": null}", "malformed"),
+    (b"[]", "malformed"),
+])
+def test_bgp_missing_or_malformed_verdict_is_one_line_and_a_warning(bgp, body, gate, capfd):
+    cfg, _ = bgp
+    if body is not None:
+        os.makedirs(cfg.run_dir, exist_ok=True)
+        with open(state.announce_path(cfg), "wb") as f:
+            f.write(body)
+    st = bgp_status(cfg)
+    a = st["announce"]
+    assert (a["gate"], a["announced"], a["key"], a["checked_age"]) == (gate, None, None, None)
+    line = status.text(st).splitlines()[1]
+    assert line.startswith(f"announce bgp: no verdict, {state.announce_path(cfg)} ")
+    assert line.endswith("lvs-announce not running?)")
+    code, said = status.check(st)
+    assert code == errors.CHECK_WARNING and "; no announce verdict; lvs-announce gives no verdict" in said
+    fams = families(st)
+    assert not fams["lvskit_announced"].samples and not fams["lvskit_announce_round_age_seconds"].samples
+    assert promtool_check(status.prometheus(st)) == (0, "")
+    warned = capfd.readouterr().err
+    assert ("ignoring this state file" in warned) == (gate == "malformed")
+
+
+def test_bgp_script_shows_the_verdict_without_ipvs(bgp):
+    """bin/lvs-status in bgp mode on this host (no IPVS or not root): the verdict line, no traceback."""
+    cfg, path = bgp
+    verdict_file(cfg, checked=time.time(), since=time.time() - 600)
+    r = run("-c", path)
+    assert r.returncode in (errors.NOT_INSTALLED, errors.PERMISSION), r.stderr
+    assert r.stdout.splitlines()[1].startswith("announce bgp: announced for 10min: ")
+    st = json.loads(run("-c", path, "--json").stdout)
+    assert (st["announce"]["gate"], st["announce"]["announced"]) == ("ok", True)
+    with open(state.announce_path(cfg), "w") as f:
+        f.write("not json")
+    r = run("-c", path)
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1 and "announce.json" in r.stderr
+    assert "is not lvs-announce's" in r.stdout
