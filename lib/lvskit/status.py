@@ -47,7 +47,12 @@ JSON schema (``"schema": 1``; keys are only ever added):
              key (ok, drain, empty, table, health, bird, config, stopped)
              or null, reason: its one line or null, since_age: s since the
              verdict last changed, checked_age: s since its last round,
-             stale_after: s}
+             stale_after: s,
+             bird: BIRD's own view, `birdc show protocols` within
+             bird.BIRDC_TIMEOUT: {answered: bool, error: why not or null,
+             protocols: {NAME: BIRD's state (up, down, start...) or null
+             (BIRD has no such protocol)} of [announce] protocol for the
+             IPv4 VIPs, and NAME_v6 when there are IPv6 VIPs}}
 
 Ages are seconds before ``time``.  Kernel fields are null when the kernel
 could not be read or the entry is not in it.
@@ -167,12 +172,23 @@ def _check_verdict(data):
     return data
 
 
+def _bird(cfg):
+    """BIRD's view of the announcement's protocols (one birdc call, with the gate's timeout)."""
+    from . import bird
+    states, why = bird.protocol_states(cfg.announce)
+    by_family = bird.vips(cfg)
+    names = [name for name, af in bird.protocols(cfg.announce) if by_family[af]]
+    return {"answered": states is not None, "error": why,
+            "protocols": {name: (states or {}).get(name) for name in names}}
+
+
 def _announce(cfg, now):
     """The "announce" part (bgp mode only): the gate's verdict and how fresh it is."""
     path = state.announce_path(cfg)
     out = {"mode": cfg.announce.mode, "file": path, "gate": "missing", "announced": None, "key": None,
            "reason": None, "since_age": None, "checked_age": None, "stale_after": STALE_AFTER}
     data = state.load(path, None, _check_verdict)
+    out["bird"] = _bird(cfg)
     if data is None:
         if os.path.lexists(path):       # there, but state.load warned that it is not the gate's
             out["gate"] = "malformed"
@@ -286,6 +302,14 @@ def announce_line(a):
     return line
 
 
+def bird_line(b):
+    """BIRD's view: each protocol's state, or why BIRD did not say."""
+    if not b["answered"]:
+        return f"  BIRD does not answer: {b['error']}"
+    return "  BIRD: " + ", ".join(f"{name} {st or 'MISSING (not in bird.conf?)'}"
+                                  for name, st in b["protocols"].items())
+
+
 def _weight_cell(r, available):
     if not available:
         return "-"
@@ -310,6 +334,7 @@ def text(st):
     lines = _role_lines(st)
     if "announce" in st:
         lines.append(announce_line(st["announce"]))
+        lines.append(bird_line(st["announce"]["bird"]))
     ipvs = st["ipvs"]
     if not ipvs["available"]:
         lines.append(f"IPVS: {ipvs['error']}; kernel columns are empty")

@@ -15,7 +15,8 @@ from lvskit.heartbeat import Beat
 from fakekernel import FakeKernel as MemoryTable
 from lvskit.model import Dest, Service, ServiceKey, AF_INET, FORWARD
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
 NOW = 1_700_000_000.0
 
 CONFIG = """
@@ -357,6 +358,7 @@ state_dir = {d}/state
 run_dir = {d}/run
 [announce]
 mode = bgp
+birdc = {birdc}
 [server hades]
 address = 10.0.0.13
 [server kama]
@@ -382,7 +384,10 @@ def bgp_table(weight=1):
 @pytest.fixture
 def bgp(tmp_path):
     path = tmp_path / "lvskit.ini"
-    path.write_text(BGP.format(d=tmp_path))
+    birdc = tmp_path / "birdc"
+    birdc.mkdir()
+    (birdc / "protocols.json").write_text(json.dumps({"lvskit_vip": "up", "bgp_router": "up"}))
+    path.write_text(BGP.format(d=tmp_path, birdc=f"/usr/bin/python3 {HERE}/fakebirdc.py {birdc}"))
     cfg = config.load(str(path))
     up = {"up": True, "state": "up", "reason": "connected", "since": NOW - 600}
     state.save(state.health_path(cfg), {"services": {"www": {"10.0.0.13:80": up, "10.0.0.43:80": up}},
@@ -420,11 +425,13 @@ def test_bgp_announced_shows_verdict_in_text_json_metrics_and_check(bgp):
     st = bgp_status(cfg)
     assert st["announce"] == {"mode": "bgp", "file": state.announce_path(cfg), "gate": "ok", "announced": True,
                               "key": "ok", "reason": "1 services in line with the config", "since_age": 120.0,
-                              "checked_age": 0.4, "stale_after": status.STALE_AFTER}
+                              "checked_age": 0.4, "stale_after": status.STALE_AFTER,
+                              "bird": {"answered": True, "error": None, "protocols": {"lvskit_vip": "up"}}}
     json.dumps(st)
     lines = status.text(st).splitlines()
     assert lines[1] == ("announce bgp: announced for 2min: 1 services in line with the config; "
                         "last round 400ms ago")
+    assert lines[2] == "  BIRD: lvskit_vip up"
     fams = families(st)
     assert [(s.labels, s.value) for s in fams["lvskit_announced"].samples] == [({"key": "ok"}, 1)]
     assert [s.value for s in fams["lvskit_announce_round_age_seconds"].samples] == [0.4]
@@ -530,3 +537,25 @@ def test_bgp_script_shows_the_verdict_without_ipvs(bgp):
     r = run("-c", path)
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1 and "announce.json" in r.stderr
     assert "is not lvs-announce's" in r.stdout
+
+
+def test_bgp_shows_birds_own_view_or_that_it_does_not_answer(bgp, tmp_path):
+    """BIRD's view is shown beside the gate's, never judged by --check (the gate judges BIRD)."""
+    cfg, _ = bgp
+    verdict_file(cfg)
+    (tmp_path / "birdc" / "protocols.json").write_text(json.dumps({"bgp_router": "up"}))
+    st = bgp_status(cfg)
+    assert st["announce"]["bird"]["protocols"] == {"lvskit_vip": None}
+    assert status.text(st).splitlines()[2] == "  BIRD: lvskit_vip MISSING (not in bird.conf?)"
+    (tmp_path / "birdc" / "refuse").write_text("")
+    st = bgp_status(cfg)
+    b = st["announce"]["bird"]
+    assert (b["answered"], b["protocols"]) == (False, {"lvskit_vip": None})
+    line = status.text(st).splitlines()[2]
+    assert line.startswith("  BIRD does not answer: ") and "Unable to connect" in line, line
+    assert status.check(st)[0] == errors.CHECK_OK
+    # no verdict file: BIRD is still asked
+    os.unlink(state.announce_path(cfg))
+    os.unlink(tmp_path / "birdc" / "refuse")
+    st = bgp_status(cfg)
+    assert st["announce"]["gate"] == "missing" and st["announce"]["bird"]["answered"] is True
