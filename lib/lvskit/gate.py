@@ -31,7 +31,8 @@ it), so a hung BIRD costs a round a few seconds, never the loop.
 
 One log line per transition (announcing, withdrawing, and a protocol found
 switched by someone else), and RUN_DIR/announce.json after every round:
-{"announced", "key", "reason", "since", "checked"}, for lvs-status.
+{"announced", "key", "reason", "since", "checked", "every" (null for one round)},
+for lvs-status.
 """
 import os
 import time
@@ -160,6 +161,7 @@ class Gate:
         self.kernel, self.timeout, self.clock = kernel, timeout, clock
         self.last = None        # Verdict of the last round
         self.since = None       # wall-clock time of the last transition
+        self.every = None       # s between rounds (--every), in announce.json for lvs-status
         self.said = {}          # what: the last line logged of it (errors are not repeated each round)
         self.drift = False      # the table differed from the config last round (see judge)
 
@@ -232,7 +234,7 @@ class Gate:
     def _save(self, cfg, v, now):
         try:
             state.save(state.announce_path(cfg), {"announced": v.announce, "key": v.key, "reason": v.why,
-                                                   "since": self.since, "checked": now},
+                                                   "since": self.since, "checked": now, "every": self.every},
                        durable=False, indent=None)
             self._say("state", None, log.error)
         except OSError as e:        # the announcement does not depend on the file
@@ -303,6 +305,7 @@ def run(cfg, path, every=None, dry_run=False, kernel=None, notify=None, out=prin
         raise Fatal(f"{cfg.path}: [announce] mode is not bgp: nothing to announce", NOT_CONFIGURED)
     held = None if dry_run else Lock(cfg.run_dir, "lvs-announce")  # noqa: F841 (held until exit)
     gate = Gate(kernel or sync.open_kernel())
+    gate.every = every
     if dry_run:
         v, commands = gate.round(cfg, dry_run=True)
         out(f"# {'announce' if v.announce else 'withdraw'}: {v.why}")

@@ -157,6 +157,14 @@ def _real_row(vs, name, dest, kdest, health, loads, wanted, configured=True, sor
 
 
 STALE_AFTER = 10.0     # s: lvs-announce.service's WatchdogSec; the gate rounds every 1 s
+STALE_ROUNDS = 3       # rounds of a slower gate (its "every") its verdict may be behind
+
+
+def stale_after(data):
+    """Seconds after its last round at which the gate's verdict is stale: STALE_AFTER, or
+    STALE_ROUNDS of its own interval when it rounds slower than that allows."""
+    every = data.get("every")
+    return max(STALE_AFTER, STALE_ROUNDS * every) if every else STALE_AFTER
 
 
 def _check_verdict(data):
@@ -169,6 +177,8 @@ def _check_verdict(data):
     if data.get("since") is not None:
         state.timestamp(data["since"], "since")
     state.timestamp(data.get("checked"), "checked")
+    if data.get("every") is not None:
+        state.number(data["every"], "every", 0.001, 86400)
     return data
 
 
@@ -193,10 +203,10 @@ def _announce(cfg, now):
         if os.path.lexists(path):       # there, but state.load warned that it is not the gate's
             out["gate"] = "malformed"
         return out
-    checked_age = round(now - data["checked"], 3)
+    checked_age, bound = round(now - data["checked"], 3), stale_after(data)
     out.update(announced=data["announced"], key=data["key"], reason=data["reason"],
-               since_age=_age(now, data.get("since")), checked_age=checked_age,
-               gate="stale" if checked_age > STALE_AFTER else "ok")
+               since_age=_age(now, data.get("since")), checked_age=checked_age, stale_after=bound,
+               gate="stale" if checked_age > bound else "ok")
     return out
 
 

@@ -185,6 +185,10 @@ def test_a_round_enables_both_protocols_then_the_next_only_looks(lab, said):
     assert len(said) == 1
     s = lab.saved()
     assert (s["announced"], s["key"]) == (True, "ok") and s["since"] <= s["checked"]
+    assert s["every"] is None                   # one round: lvs-status keeps its own bound
+    g.every = 5.0
+    g.round(lab.cfg)
+    assert lab.saved()["every"] == 5.0          # resident: lvs-status allows three of its rounds
 
 
 def test_no_ipv6_vip_leaves_the_v6_protocol_alone(tmp_path):

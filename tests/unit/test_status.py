@@ -396,9 +396,9 @@ def bgp(tmp_path):
 
 
 def verdict_file(cfg, announced=True, key="ok", reason="1 services in line with the config",
-                 since=NOW - 120, checked=NOW - 0.4):
+                 since=NOW - 120, checked=NOW - 0.4, **more):
     state.save(state.announce_path(cfg), {"announced": announced, "key": key, "reason": reason,
-                                          "since": since, "checked": checked}, indent=None)
+                                          "since": since, "checked": checked, **more}, indent=None)
 
 
 def bgp_status(cfg, table=None):
@@ -477,6 +477,19 @@ def test_bgp_withdrawn_is_a_warning_but_a_drain_is_ok(bgp):
     assert status.check(bgp_status(cfg)) == (errors.CHECK_OK, "LVS_STATUS OK - 2/2 real servers up; "
                                              "withdrawn: drained (/x/announce-drain: upgrade) "
                                              "| up=2;;;0;2 active=11;;;0")
+
+
+def test_bgp_a_slower_gate_is_stale_after_three_of_its_rounds(bgp):
+    cfg, _ = bgp
+    verdict_file(cfg, checked=NOW - 25, every=10)               # --every 10: stale after 30 s
+    assert bgp_status(cfg)["announce"]["gate"] == "ok"
+    verdict_file(cfg, checked=NOW - 31, every=10)
+    st = bgp_status(cfg)
+    assert (st["announce"]["gate"], st["announce"]["stale_after"]) == ("stale", 30)
+    verdict_file(cfg, checked=NOW - 11, every=1)                # --every 1: the unit's watchdog bound
+    assert bgp_status(cfg)["announce"]["gate"] == "stale"
+    verdict_file(cfg, checked=NOW - 11, every=-1)               # not the gate's: no verdict
+    assert bgp_status(cfg)["announce"]["gate"] == "malformed"
 
 
 def test_bgp_stale_verdict_is_a_warning(bgp):
