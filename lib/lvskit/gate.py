@@ -257,7 +257,7 @@ def withdraw(cfg, why, timeout=bird.BIRDC_TIMEOUT, gate=None):
     if failed:
         log.error(f"cannot withdraw: {failed}")
     if gate is None:        # a run of its own: a line only when it took something back
-        if not switched and state.load(state.announce_path(cfg), {}, _check_saved).get("announced") is False:
+        if not switched and state.load(state.announce_path(cfg), {}, check_verdict).get("announced") is False:
             return failed   # the gate that ended said so itself: its reason stays in the file
         gate = Gate(None, timeout)
         gate.last = Verdict(bool(switched), OK if switched else STOPPED, why)
@@ -265,11 +265,17 @@ def withdraw(cfg, why, timeout=bird.BIRDC_TIMEOUT, gate=None):
     return failed
 
 
-def _check_saved(data):
-    """announce.json's shape (as Gate._save writes it), for state.load."""
+def check_verdict(data):
+    """announce.json's shape as Gate._save writes it, for state.load (here and lvs-status)."""
     state.obj(data, "the file")
     state.boolean(data.get("announced"), "announced")
-    state.text(data.get("reason", ""), "reason")
+    state.text(data.get("key"), "key", 40)
+    state.text(data.get("reason"), "reason")
+    if data.get("since") is not None:
+        state.timestamp(data["since"], "since")
+    state.timestamp(data.get("checked"), "checked")
+    if data.get("every") is not None:
+        state.number(data["every"], "every", 0.001, 86400)
     return data
 
 

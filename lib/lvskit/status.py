@@ -167,21 +167,6 @@ def stale_after(data):
     return max(STALE_AFTER, STALE_ROUNDS * every) if every else STALE_AFTER
 
 
-def _check_verdict(data):
-    """announce.json's shape as gate.Gate._save writes it, for state.load (stricter than the
-    gate's own reader, which needs only "announced": lvs-status shows every field)."""
-    state.obj(data, "the file")
-    state.boolean(data.get("announced"), "announced")
-    state.text(data.get("key"), "key", 40)
-    state.text(data.get("reason"), "reason")
-    if data.get("since") is not None:
-        state.timestamp(data["since"], "since")
-    state.timestamp(data.get("checked"), "checked")
-    if data.get("every") is not None:
-        state.number(data["every"], "every", 0.001, 86400)
-    return data
-
-
 def _bird(cfg):
     """BIRD's view of the announcement's protocols (one birdc call, with the gate's timeout)."""
     from . import bird
@@ -197,7 +182,8 @@ def _announce(cfg, now):
     path = state.announce_path(cfg)
     out = {"mode": cfg.announce.mode, "file": path, "gate": "missing", "announced": None, "key": None,
            "reason": None, "since_age": None, "checked_age": None, "stale_after": STALE_AFTER}
-    data = state.load(path, None, _check_verdict)
+    from .gate import check_verdict
+    data = state.load(path, None, check_verdict)
     out["bird"] = _bird(cfg)
     if data is None:
         if os.path.lexists(path):       # there, but state.load warned that it is not the gate's
