@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "lib"))
 from birdns import Bird  # noqa: E402
+import usermanager  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces"),
@@ -212,31 +213,17 @@ WATCHDOG = "3s"     # the shipped 10 s, shortened: the test waits for it
 @pytest.fixture
 def manager(tmp_path):
     """A systemd service manager of the test's own (usermanager.py, as test_sdnotify.py's)."""
-    import usermanager
-    from hbtopo import NotifySocket
-    if not (os.path.exists(usermanager.SYSTEMD) and shutil.which("systemctl") and shutil.which("unshare")):
+    if not usermanager.available():
         pytest.skip("needs systemd and unshare")
-    ready = NotifySocket(str(tmp_path / "manager.notify"))
-    m = usermanager.UserManager(str(tmp_path), ready.path, f"lvskit-gate-{os.getpid()}")
-    try:
-        while True:
-            said = ready.next(30)
-            assert said, f"no READY=1 from systemd --user: {m.said()[-2000:]}"
-            if said[2].get("READY") == "1":
-                break
-        yield m.env
-    finally:
-        ready.close()
-        m.close()
+    with usermanager.running(str(tmp_path), f"lvskit-gate-{os.getpid()}") as env:
+        yield env
 
 
-def systemctl(env, *args):
-    return subprocess.run(["systemctl", "--user", *args], env=env, capture_output=True, text=True, timeout=90)
+systemctl = usermanager.systemctl
 
 
 def show(env):
-    out = systemctl(env, "show", "lvs-announce", "-p", "ActiveState,MainPID,NRestarts").stdout
-    return dict(line.partition("=")[::2] for line in out.splitlines())
+    return usermanager.show(env, "lvs-announce")
 
 
 def install_unit(env, d):

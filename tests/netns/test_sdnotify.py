@@ -157,29 +157,13 @@ def test_ready_then_pings_from_the_loop_that_a_stopped_loop_stops(pair, tmp_path
 def manager(tmp_path):
     """A systemd service manager of the test's own (usermanager.py); the environment
     systemctl --user needs to reach it."""
-    if not (os.path.exists(usermanager.SYSTEMD) and shutil.which("systemctl") and shutil.which("unshare")):
+    if not usermanager.available():
         pytest.skip("needs systemd and unshare")
-    ready = NotifySocket(str(tmp_path / "manager.notify"))
-    m = usermanager.UserManager(str(tmp_path), ready.path, f"lvskit-test-{os.getpid()}")
-    try:
-        while True:
-            said = ready.next(30)
-            assert said, f"no READY=1 from systemd --user: {m.said()[-2000:]}"
-            if said[2].get("READY") == "1":
-                break
-        yield m.env
-    finally:
-        ready.close()
-        m.close()
+    with usermanager.running(str(tmp_path), f"lvskit-test-{os.getpid()}") as env:
+        yield env
 
 
-def systemctl(env, *args):
-    return subprocess.run(["systemctl", "--user", *args], env=env, capture_output=True, text=True, timeout=90)
-
-
-def show(env, unit):
-    out = systemctl(env, "show", unit, "-p", "ActiveState,MainPID,NRestarts").stdout
-    return dict(line.partition("=")[::2] for line in out.splitlines())
+systemctl, show = usermanager.systemctl, usermanager.show
 
 
 def ended(p, name):

@@ -15,8 +15,10 @@
 Ready when it says so: it is started as a Type=notify service, with a
 NOTIFY_SOCKET of the caller's.
 """
+import contextlib
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -135,3 +137,36 @@ class UserManager:
                     break
                 # a process killed above leaves its cgroup when it has been reaped
                 time.sleep(0.1)
+
+
+def available():
+    """Whether this machine can run one: systemd's binary, systemctl and unshare."""
+    return bool(os.path.exists(SYSTEMD) and shutil.which("systemctl") and shutil.which("unshare"))
+
+
+@contextlib.contextmanager
+def running(workdir, name):
+    """A UserManager in workdir, once it said READY=1; yields the environment systemctl --user needs."""
+    from hbtopo import NotifySocket
+    ready = NotifySocket(os.path.join(workdir, "manager.notify"))
+    m = UserManager(workdir, ready.path, name)
+    try:
+        while True:
+            said = ready.next(30)
+            assert said, f"no READY=1 from systemd --user: {m.said()[-2000:]}"
+            if said[2].get("READY") == "1":
+                break
+        yield m.env
+    finally:
+        ready.close()
+        m.close()
+
+
+def systemctl(env, *args):
+    return subprocess.run(["systemctl", "--user", *args], env=env, capture_output=True, text=True, timeout=90)
+
+
+def show(env, unit):
+    """ActiveState, MainPID and NRestarts of a unit."""
+    out = systemctl(env, "show", unit, "-p", "ActiveState,MainPID,NRestarts").stdout
+    return dict(line.partition("=")[::2] for line in out.splitlines())
