@@ -19,14 +19,7 @@ from birdns import Bird  # noqa: E402
 pytestmark = pytest.mark.skipif(not (shutil.which("bird") and shutil.which("birdc")),
                                 reason="BIRD 2 not installed (bird2: make apt-deps)")
 
-CONFIG = """\
-[global]
-state_dir = {tmp}/state
-run_dir = {tmp}/run
-[announce]
-mode = bgp
-include = {include}
-birdc = {birdc}
+SERVICES = """\
 [service www]
 address = 10.45.0.26
 port = 80
@@ -61,7 +54,7 @@ def test_bgp_mode_makes_mh_table_sysctls_and_the_bird_file(netns, tmp_path):
     b = Bird(tmp_path / "bird", tmp_path / "etc-bird" / "lvskit-vips.conf", netns=netns.name)
     try:
         cfg = tmp_path / "lvskit.ini"
-        cfg.write_text(CONFIG.format(tmp=tmp_path, include=b.include, birdc=b.birdc_command()))
+        cfg.write_text(b.lvskit_config(tmp_path, SERVICES))
         netns.run(["modprobe", "ip_vs_mh"])
         assert sysctls(netns) == {"sloppy_tcp": "0", "schedule_icmp": "0", "expire_nodest_conn": "0"}
         dry = script(netns.run, "ipvs-sync", "-c", str(cfg), "-n")

@@ -25,14 +25,7 @@ pytestmark = pytest.mark.skipif(not (shutil.which("bird") and shutil.which("bird
                                 reason="BIRD 2 not installed (bird2: make apt-deps)")
 
 EVERY = 0.5     # seconds between the gate's rounds (the guest is emulated: slow)
-CONFIG = """\
-[global]
-state_dir = {tmp}/state
-run_dir = {tmp}/run
-[announce]
-mode = bgp
-include = {include}
-birdc = {birdc}
+SERVICES = """\
 [service www]
 address = 10.45.0.26
 port = 80
@@ -60,7 +53,7 @@ def test_withdrawn_within_two_rounds_of_ipvsadm_C_and_back_after_ipvs_sync(netns
     gate = None
     try:
         cfg = tmp_path / "lvskit.ini"
-        cfg.write_text(CONFIG.format(tmp=tmp_path, include=b.include, birdc=b.birdc_command()))
+        cfg.write_text(b.lvskit_config(tmp_path, SERVICES))
         netns.run(["modprobe", "ip_vs_mh"])
         script(netns.run, "ipvs-sync", "-c", str(cfg))         # the table, and the file BIRD starts with
         b.start()

@@ -23,6 +23,11 @@ include "{include}";
 
 
 class Bird:
+    def lvskit_config(self, tmp, services):
+        """An lvskit.ini in [announce] mode = bgp through this BIRD, its state in tmp, then services."""
+        return (f"[global]\nstate_dir = {tmp}/state\nrun_dir = {tmp}/run\n[announce]\nmode = bgp\n"
+                f"include = {self.include}\nbirdc = {self.birdc_command()}\n{services}")
+
     def __init__(self, workdir, include, netns=None):
         self.dir, self.include = str(workdir), str(include)
         self.conf = os.path.join(self.dir, "bird.conf")

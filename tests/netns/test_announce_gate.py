@@ -35,14 +35,7 @@ pytestmark = [
 ]
 
 EVERY = 0.2     # seconds between the gate's rounds here
-CONFIG = """\
-[global]
-state_dir = {tmp}/state
-run_dir = {tmp}/run
-[announce]
-mode = bgp
-include = {include}
-birdc = {birdc}
+SERVICES = """\
 [service www]
 address = 192.0.2.26
 port = 80
@@ -68,7 +61,7 @@ class Director:
         self.table = str(tmp / "ipvs-table.pickle")
         self.config = str(tmp / "lvskit.ini")
         with open(self.config, "w") as f:
-            f.write(CONFIG.format(tmp=tmp, include=bird.include, birdc=bird.birdc_command()))
+            f.write(bird.lvskit_config(tmp, SERVICES))
         os.makedirs(os.path.dirname(bird.include))
 
     def run(self, script, *args, background=False):

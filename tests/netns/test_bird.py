@@ -25,14 +25,7 @@ pytestmark = [
                        reason="BIRD 2 not installed (bird2: make apt-deps)"),
 ]
 
-CONFIG = """\
-[global]
-state_dir = {tmp}/state
-run_dir = {tmp}/run
-[announce]
-mode = bgp
-include = {include}
-birdc = {birdc}
+SERVICES = """\
 [service www]
 address = 192.0.2.26
 port = 80
@@ -74,7 +67,7 @@ def bird(tmp_path):
 
 def write(tmp_path, bird, more=""):
     path = tmp_path / "lvskit.ini"
-    path.write_text(CONFIG.format(tmp=tmp_path, include=bird.include, birdc=bird.birdc_command(), more=more))
+    path.write_text(bird.lvskit_config(tmp_path, SERVICES.format(more=more)))
     return str(path)
 
 
