@@ -28,6 +28,7 @@ import struct
 import time
 
 from . import log
+from .model import record
 
 # The kernel's defaults (IP_VS_SYNC_GROUP, IP_VS_SYNC_PORT); takeover starts
 # the daemons without --mcast-group/--mcast-port, so they are the daemon's.
@@ -51,13 +52,9 @@ CONFIRM = 1.0       # s to see our own last message come back
 WINDOW = 16
 
 
-class Entry:
-    """One line of /proc/net/ip_vs_conn_sync."""
-    __slots__ = ("caddr", "cport", "vaddr", "vport", "daddr", "dport", "expires")
-
-    def __init__(self, caddr, cport, vaddr, vport, daddr, dport, expires):
-        self.caddr, self.cport, self.vaddr, self.vport = caddr, cport, vaddr, vport
-        self.daddr, self.dport, self.expires = daddr, dport, expires
+class Entry(record("Entry", "caddr", "cport", "vaddr", "vport", "daddr", "dport", "expires")):
+    """One line of /proc/net/ip_vs_conn_sync: addresses (ipaddress), ports, seconds left."""
+    __slots__ = ()
 
 
 def _address(text):

@@ -121,7 +121,7 @@ class Director:
                       for v in hb.vips]
             lines.append(f"ipvs-sync -c {self.cfg.path}")
             if hb.sync_interface:
-                lines.append("# the inherited ESTABLISHED entries (/proc/net/ip_vs_conn_sync, Origin Sync) "
+                lines.append("# the inherited ESTABLISHED entries (/proc/net/ip_vs_conn_sync, origin SYNC) "
                              "told to count as inactive, through the backup daemon")
                 lines.append("ipvsadm --stop-daemon backup")
                 lines.append(f"ipvsadm --start-daemon master --mcast-interface {hb.sync_interface} "
@@ -256,9 +256,12 @@ class Director:
                 out = sync.reconcile(self.cfg, kernel)
                 ok = not out.failed
             if hb.sync_interface:
-                if role == ACTIVE:
-                    self._inherited(kernel)
-                ok &= self._sync_daemon(kernel, role)
+                running = kernel.sync_daemons()
+                if role == ACTIVE and "backup" in running:
+                    # before the backup daemon, which must read the news, stops
+                    from . import inherited
+                    inherited.count_as_inactive(*running["backup"])
+                ok &= self._sync_daemon(kernel, role, running)
         except Fatal as e:
             log.error(f"IPVS: {e}")
             ok = False
@@ -266,18 +269,10 @@ class Director:
             kernel.close()
         return ok
 
-    def _inherited(self, kernel):
-        """Inherited ESTABLISHED entries count as inactive (lvskit.inherited), before
-        the backup daemon that must read the news stops."""
-        from . import inherited
-        backup = kernel.sync_daemons().get("backup")
-        if backup:
-            inherited.count_as_inactive(*backup)
-
-    def _sync_daemon(self, kernel, role):
+    def _sync_daemon(self, kernel, role, running):
+        """The sync daemon in role; running: kernel.sync_daemons() as read before."""
         hb = self.hb
         want, other = ("master", "backup") if role == ACTIVE else ("backup", "master")
-        running = kernel.sync_daemons()
         if other in running:
             kernel.stop_sync_daemon(other)
             log.info(f"ipvsadm --stop-daemon {other}")
