@@ -272,15 +272,18 @@ def parse_protocols(text):
 
 
 def sessions_of(protocols):
-    """[Session] of the BGP protocols, in BIRD's order (bfd and exported not yet known)."""
+    """[Session] of the BGP protocols, in BIRD's order (bfd and exported not yet known).
+
+    A dynamic BGP protocol's listener (`neighbor range`, always Passive) is
+    no session: the sessions it spawns are protocols of their own."""
     out = []
     for p in protocols:
-        if p.proto != "BGP":
-            continue
         d = p.details or {}
+        if p.proto != "BGP" or "Neighbor range" in d:
+            continue
         bgp_state = d.get("BGP state") or (p.info.split() or ["?"])[0]
-        out.append(Session(p.name, d.get("Neighbor address") or d.get("Neighbor range") or "",
-                           p.state, bgp_state, p.since, d.get("Last error", "")))
+        out.append(Session(p.name, d.get("Neighbor address", ""), p.state, bgp_state, p.since,
+                           d.get("Last error", "")))
     return out
 
 
@@ -384,7 +387,8 @@ def view(announce, prefixes, timeout=BIRDC_TIMEOUT):
             words = ("show", "route", "export", s.name)
             said, why = _ask(announce, words, timeout)
             try:
-                exported = tuple(p for p in map(_norm, parse_exported(said)) if p in wanted) if said is not None else None
+                exported = None if said is None else tuple(p for p in map(_norm, parse_exported(said))
+                                                           if p in wanted)
             except ValueError as e:
                 exported, why = None, f"{shlex.join(birdc_argv(announce, *words))}: {e}"
             errors.append(why)
