@@ -221,40 +221,8 @@ def test_exported_routes_as_captured():
     assert bird.parse_exported(captured("two-routers", "show route export router2")) == []   # No valid tables
 
 
-# BIRD 2.0.12's answer for a BGP protocol disabled in bird.conf and a dynamic one's listener
-DISABLED_AND_LISTENER = """\
-BIRD 2.0.12 ready.
-Name       Proto      Table      State  Since         Info
-device1    Device     ---        up     06:31:35.529  
-
-r1         BGP        ---        down   06:31:35.529  
-  BGP state:          Down
-    Neighbor address: 10.255.0.1
-    Neighbor AS:      65000
-    Local AS:         65001
-  Channel ipv4
-    State:          DOWN
-    Table:          master4
-    Preference:     100
-    Input filter:   REJECT
-    Output filter:  REJECT
-
-r2         BGP        ---        start  06:31:35.529  Passive       
-  BGP state:          Passive
-    Neighbor range:   10.255.0.0/24
-    Neighbor AS:      65000
-    Local AS:         65001
-  Channel ipv4
-    State:          DOWN
-    Table:          master4
-    Preference:     100
-    Input filter:   REJECT
-    Output filter:  REJECT
-"""
-
-
 def test_a_disabled_session_is_down_and_a_dynamic_listener_is_no_session():
-    s, = bird.sessions_of(bird.parse_protocols(DISABLED_AND_LISTENER))
+    s, = sessions("listener")
     assert (s.name, s.state, s.bgp_state, s.established) == ("r1", "down", "Down", False)
 
 

@@ -724,15 +724,13 @@ def test_bgp_a_session_disabled_in_bird_is_shown_not_judged(bgp):
     """The admin's `disabled yes` (or birdc disable) on a BGP protocol is a choice, not a fault;
     a dynamic BGP listener (neighbor range) is no session at all."""
     cfg, _ = bgp
-    from test_bird import DISABLED_AND_LISTENER
-    bird_moment(cfg_dir(cfg), "nobfd")                       # no BFD protocol
-    with open(os.path.join(cfg_dir(cfg), "birdc", "show_protocols_all.out"), "w") as f:
-        f.write(DISABLED_AND_LISTENER)
+    bird_moment(cfg_dir(cfg), "listener")
+    shutil.copy(os.path.join(BIRD_DATA, "nobfd", "show_bfd_sessions.out"), os.path.join(cfg_dir(cfg), "birdc"))
     verdict_file(cfg, announced=False, key="drain", reason="drained (x)")
     st = bgp_status(cfg)
     assert [(s["name"], s["state"], s["bfd"], s["exported"]) for s in st["announce"]["bird"]["sessions"]] == \
         [("r1", "down", None, [])]
-    assert status.text(st).splitlines()[3] == "  BGP r1 10.255.0.1: Down (disabled) since 06:31:35.529, no BFD; " \
+    assert status.text(st).splitlines()[3] == "  BGP r1 10.255.0.1: Down (disabled) since 06:34:17.956, no BFD; " \
                                               "exports no VIP"
     assert status.check(st) == (errors.CHECK_OK, "LVS_STATUS OK - 2/2 real servers up; withdrawn: drained (x); "
                                 "BGP 0/1 up | up=2;;;0;2 active=11;;;0 bgp_up=0;;;0;1")
