@@ -48,11 +48,20 @@ JSON schema (``"schema": 1``; keys are only ever added):
              or null, reason: its one line or null, since_age: s since the
              verdict last changed, checked_age: s since its last round,
              stale_after: s,
-             bird: BIRD's own view, `birdc show protocols` within
-             bird.BIRDC_TIMEOUT: {answered: bool, error: why not or null,
-             protocols: {NAME: BIRD's state (up, down, start...) or null
-             (BIRD has no such protocol)} of [announce] protocol for the
-             IPv4 VIPs, and NAME_v6 when there are IPv6 VIPs}}
+             bird: BIRD's own view (bird.view: `birdc show protocols all`,
+             `show bfd sessions`, `show route export S` per Established
+             session, each within bird.BIRDC_TIMEOUT): {answered: bool
+             (show protocols all), error: the first thing BIRD did not say,
+             or null, protocols: {NAME: BIRD's state (up, down, start...)
+             or null (BIRD has no such protocol)} of [announce] protocol
+             for the IPv4 VIPs, and NAME_v6 when there are IPv6 VIPs,
+             sessions: [{name (the BGP protocol), neighbor, state (BIRD's:
+             up, start, down = disabled), bgp_state (Established, Active,
+             Connect, Idle...), established: bool, since (BIRD's text, its
+             timeformat), error (its Last error) or null, bfd: the BFD
+             session's state for the neighbor (Up, Down, Init, AdminDown)
+             or null (none: bfd off), exported: [the VIPs' prefixes BIRD
+             sends on it] ([] when not Established) or null (not known)}]}}
 
 Ages are seconds before ``time``.  Kernel fields are null when the kernel
 could not be read or the entry is not in it.
@@ -168,13 +177,18 @@ def stale_after(data):
 
 
 def _bird(cfg):
-    """BIRD's view of the announcement's protocols (one birdc call, with the gate's timeout)."""
+    """BIRD's side: the announcement's protocols and every BGP session (bird.view)."""
     from . import bird
-    states, why = bird.protocol_states(cfg.announce)
+    v = bird.view(cfg.announce, bird.vip_prefixes(cfg))
     by_family = bird.vips(cfg)
     names = [name for name, af in bird.protocols(cfg.announce) if by_family[af]]
-    return {"answered": states is not None, "error": why,
-            "protocols": {name: (states or {}).get(name) for name in names}}
+    return {"answered": v.protocols is not None, "error": v.error,
+            "protocols": {name: (v.protocols or {}).get(name) for name in names},
+            "sessions": [{"name": s.name, "neighbor": s.neighbor, "state": s.state,
+                          "bgp_state": s.bgp_state, "established": s.established, "since": s.since,
+                          "error": s.error or None, "bfd": s.bfd,
+                          "exported": None if s.exported is None else list(s.exported)}
+                         for s in v.sessions]}
 
 
 def _announce(cfg, now):
@@ -183,8 +197,10 @@ def _announce(cfg, now):
     out = {"mode": cfg.announce.mode, "file": path, "gate": "missing", "announced": None, "key": None,
            "reason": None, "since_age": None, "checked_age": None, "stale_after": STALE_AFTER}
     from .gate import check_verdict
-    data = state.load(path, None, check_verdict)
+    # BIRD first, the verdict after: the gate switches BIRD, then writes its verdict, so
+    # BIRD already exporting under a verdict still "withdrawn" is a window of one file write
     out["bird"] = _bird(cfg)
+    data = state.load(path, None, check_verdict)
     if data is None:
         if os.path.lexists(path):       # there, but state.load warned that it is not the gate's
             out["gate"] = "malformed"
@@ -298,12 +314,27 @@ def announce_line(a):
     return line
 
 
-def bird_line(b):
-    """BIRD's view: each protocol's state, or why BIRD did not say."""
+def bird_lines(b):
+    """BIRD's view: each protocol's state, then a line per BGP session; or why BIRD did not say."""
     if not b["answered"]:
-        return f"  BIRD does not answer: {b['error']}"
-    return "  BIRD: " + ", ".join(f"{name} {st or 'MISSING (not in bird.conf?)'}"
-                                  for name, st in b["protocols"].items())
+        return [f"  BIRD does not answer: {b['error']}"]
+    lines = ["  BIRD: " + ", ".join(f"{name} {st or 'MISSING (not in bird.conf?)'}"
+                                    for name, st in b["protocols"].items())]
+    for s in b["sessions"]:
+        line = f"  BGP {s['name']} {s['neighbor'] or '-'}: {s['bgp_state']}"
+        if s["state"] == "down":
+            line += " (disabled)"
+        line += f" since {s['since']}" if s["since"] else ""
+        line += f" ({s['error']})" if s["error"] and not s["established"] else ""
+        line += ", no BFD" if s["bfd"] is None else f", BFD {s['bfd']}"
+        if s["exported"] is None:
+            line += "; exports: unknown" if s["established"] else ""
+        else:
+            line += "; exports " + (", ".join(s["exported"]) or "no VIP")
+        lines.append(line)
+    if b["error"]:
+        lines.append(f"  BIRD did not say all: {b['error']}")
+    return lines
 
 
 def _weight_cell(r, available):
@@ -330,7 +361,7 @@ def text(st):
     lines = _role_lines(st)
     if "announce" in st:
         lines.append(announce_line(st["announce"]))
-        lines.append(bird_line(st["announce"]["bird"]))
+        lines += bird_lines(st["announce"]["bird"])
     ipvs = st["ipvs"]
     if not ipvs["available"]:
         lines.append(f"IPVS: {ipvs['error']}; kernel columns are empty")
@@ -405,6 +436,14 @@ ANNOUNCE_METRICS = (  # only with [announce] mode = bgp: mode none's textfile st
                                   "reason, ok when announced); absent without a verdict."),
     ("lvskit_announce_round_age_seconds", "gauge", "Seconds since lvs-announce's last round "
                                                    "(it rounds every second; absent without a verdict)."),
+    ("lvskit_bird_available", "gauge", "1 when BIRD answered birdc show protocols all."),
+    ("lvskit_bgp_session_up", "gauge", "1 when BIRD's BGP session (session: its protocol name) is "
+                                       "Established; absent when BIRD does not answer."),
+    ("lvskit_bgp_session_bfd_up", "gauge", "1 when the BFD session to the BGP session's neighbor is "
+                                           "Up; absent when there is none (bfd off)."),
+    ("lvskit_bgp_session_exported_vips", "gauge", "How many of the VIPs BIRD exports on the BGP "
+                                                  "session (0 when it is not Established); absent "
+                                                  "when BIRD did not say."),
 )
 
 
@@ -443,6 +482,15 @@ def prometheus(st):
     if a is not None and a["announced"] is not None:
         samples["lvskit_announced"].append(({"key": a["key"]}, int(a["announced"])))
         samples["lvskit_announce_round_age_seconds"].append(({}, a["checked_age"]))
+    if a is not None:
+        samples["lvskit_bird_available"].append(({}, int(a["bird"]["answered"])))
+        for s in a["bird"]["sessions"]:
+            lab = {"session": s["name"], "neighbor": s["neighbor"]}
+            samples["lvskit_bgp_session_up"].append((lab, int(s["established"])))
+            if s["bfd"] is not None:
+                samples["lvskit_bgp_session_bfd_up"].append((lab, int(s["bfd"] == "Up")))
+            if s["exported"] is not None:
+                samples["lvskit_bgp_session_exported_vips"].append((lab, len(s["exported"])))
     out = []
     for name, kind, help_ in metrics:
         out.append(f"# HELP {name} {help_}")
@@ -488,21 +536,72 @@ def _announce_check(out, a, wrong):
     right.  WARNING: no verdict (no file, or not the gate's), a stale one
     (the gate not running), or withdrawn for any reason but a drain
     (stopped included: the gate is not running).  A drain is planned: OK.
+    Then what BIRD tells the routers (_sessions_check).
     """
     if a["gate"] in ("missing", "malformed"):
         out.add(errors.CHECK_WARNING, f"lvs-announce gives no verdict ({a['file']} "
                                       f"{'missing' if a['gate'] == 'missing' else 'not its'})")
-        return "no announce verdict"
-    if a["announced"] and wrong:
-        out.add(errors.CHECK_CRITICAL, f"ANNOUNCED with a wrong table ({wrong[0]})")
-    if a["gate"] == "stale":
-        out.add(errors.CHECK_WARNING, f"lvs-announce's last round {_secs(a['checked_age'])} ago "
-                                      f"(not running?)")
-    if a["announced"]:
-        return "announced"
-    if a["key"] != "drain":
-        out.add(errors.CHECK_WARNING)
-    return f"withdrawn: {a['reason']}"
+        said = "no announce verdict"
+    else:
+        if a["announced"] and wrong:
+            out.add(errors.CHECK_CRITICAL, f"ANNOUNCED with a wrong table ({wrong[0]})")
+        if a["gate"] == "stale":
+            out.add(errors.CHECK_WARNING, f"lvs-announce's last round {_secs(a['checked_age'])} ago "
+                                          f"(not running?)")
+        if a["announced"]:
+            said = "announced"
+        else:
+            if a["key"] != "drain":
+                out.add(errors.CHECK_WARNING)
+            said = f"withdrawn: {a['reason']}"
+    return said + _sessions_check(out, a, wrong)
+
+
+def _sessions_check(out, a, wrong):
+    """BIRD's BGP sessions against the gate's verdict; the summary's words about them.
+
+    Nothing is judged when BIRD does not answer (the gate withdraws for that
+    itself, and its verdict says so).  CRITICAL: a session exports a VIP while
+    the gate says withdrawn (a drain or a stopped gate included: the router
+    still sends this director flows nobody meant it to have), or while there
+    is no verdict and the table is wrong.  WARNING: announced (a fresh
+    verdict) but no session exports a VIP: none is Established ("announced
+    to nobody"), or bird.conf's export filter lets none through; a BGP
+    session BIRD runs that is not Established (a router lost: one path
+    less); an Established one whose BFD session is not Up (a death is then
+    seen only by the hold timer).  A BGP protocol disabled in BIRD (state
+    down) is the admin's and is not judged.
+    """
+    b = a["bird"]
+    if not b["answered"]:
+        return ""
+    sessions = b["sessions"]
+    exporting = [s["name"] for s in sessions if s["exported"]]
+    if exporting and a["announced"] is False:
+        out.add(errors.CHECK_CRITICAL, f"VIPs EXPORTED to {', '.join(exporting)} while lvs-announce "
+                                       f"says withdrawn")
+    elif exporting and a["announced"] is None and wrong:
+        out.add(errors.CHECK_CRITICAL, f"VIPs EXPORTED to {', '.join(exporting)} with a wrong table "
+                                       f"({wrong[0]})")
+    elif not exporting and a["announced"] and a["gate"] == "ok":
+        if not any(s["established"] for s in sessions):
+            out.add(errors.CHECK_WARNING, "announced to nobody: no BGP session Established")
+        elif all(s["exported"] is not None for s in sessions):
+            out.add(errors.CHECK_WARNING, "announced but no BGP session exports a VIP "
+                                          "(bird.conf's export filter?)")
+    for s in sessions:
+        if s["state"] == "down":
+            continue
+        if not s["established"]:
+            out.add(errors.CHECK_WARNING, f"BGP {s['name']} {s['bgp_state']}"
+                                          + (f" ({s['error']})" if s["error"] else ""))
+        elif s["bfd"] not in (None, "Up"):
+            out.add(errors.CHECK_WARNING, f"BGP {s['name']} BFD {s['bfd']}")
+    return f"; BGP {_sessions_up(a)}/{len(sessions)} up" if sessions else ""
+
+
+def _sessions_up(a):
+    return sum(s["established"] for s in a["bird"]["sessions"])
 
 
 def check(st):
@@ -549,6 +648,8 @@ def check(st):
         out.add(code, text)
     out.metric("up", up, lo=0, hi=total)
     out.metric("active", conns, lo=0)
+    if "announce" in st and st["announce"]["bird"]["sessions"]:
+        out.metric("bgp_up", _sessions_up(st["announce"]), lo=0, hi=len(st["announce"]["bird"]["sessions"]))
     role = f"; {st['node']['role'] or 'no role'}" if st["node"] else ""
     role += f"; {announce}" if announce else ""
     return out.code, out.lines(f"{up}/{total} real servers up{role}")[0]

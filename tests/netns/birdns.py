@@ -15,11 +15,11 @@ import subprocess
 import time
 
 CONF = """\
-router id 192.0.2.254;
+router id {router_id};
 log "{log}" all;
 protocol device {{}}
 include "{include}";
-"""
+{extra}"""
 
 
 class Bird:
@@ -28,7 +28,8 @@ class Bird:
         return (f"[global]\nstate_dir = {tmp}/state\nrun_dir = {tmp}/run\n[announce]\nmode = bgp\n"
                 f"include = {self.include}\nbirdc = {self.birdc_command()}\n{services}")
 
-    def __init__(self, workdir, include, netns=None):
+    def __init__(self, workdir, include, netns=None, router_id="192.0.2.254", extra=""):
+        """extra: bird.conf's text after the include (BGP sessions, BFD: tests/netns/test_status_bgp.py)."""
         self.dir, self.include = str(workdir), str(include)
         self.conf = os.path.join(self.dir, "bird.conf")
         self.ctl = os.path.join(self.dir, "bird.ctl")
@@ -37,7 +38,7 @@ class Bird:
         self.own_ns = netns is None
         self.ns = netns or f"lvskit-bird-{os.getpid()}"
         with open(self.conf, "w") as f:
-            f.write(CONF.format(log=self.log, include=self.include))
+            f.write(CONF.format(log=self.log, include=self.include, router_id=router_id, extra=extra))
         if self.own_ns:
             subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
             subprocess.run(["ip", "netns", "add", self.ns], check=True)

@@ -164,3 +164,135 @@ def test_ipvs_sync_makes_the_table_then_fails_on_birdc_exit_1(tmp_path):
     # the table came first: ipvs-sync recorded the four services it made
     with open(tmp_path / "state" / "ipvs-sync.json") as f:
         assert len(json.load(f)["services"]) == 4
+
+
+# --- BGP sessions, BFD, exported VIPs (lvs-status): birdc's answers as BIRD 2.0.12 gave them
+# (tests/unit/data/bird/capture: a director BIRD, BGP and BFD to a router BIRD)
+
+DATA = os.path.join(HERE, "data", "bird")
+
+
+def captured(moment, command):
+    with open(os.path.join(DATA, moment, command.replace(" ", "_") + ".out")) as f:
+        return f.read()
+
+
+def sessions(moment):
+    return bird.sessions_of(bird.parse_protocols(captured(moment, "show protocols all")))
+
+
+def test_protocols_all_gives_every_protocol_and_its_bgp_details():
+    ps = bird.parse_protocols(captured("established", "show protocols all"))
+    assert [(p.name, p.proto, p.state) for p in ps] == [
+        ("device1", "Device", "up"), ("lvskit_vip", "Static", "up"), ("lvskit_vip_v6", "Static", "up"),
+        ("bfd1", "BFD", "up"), ("router1", "BGP", "up")]
+    r1 = ps[-1]
+    assert (r1.info, r1.details["BGP state"], r1.details["Neighbor address"], r1.details["Neighbor AS"]) == \
+        ("Established", "Established", "10.255.0.1", "65000")
+    assert "State" not in r1.details          # a channel's lines are the channel's, not the protocol's
+    # the same table as the gate's `show protocols` reads it
+    assert {p.name: p.state for p in ps} == {"device1": "up", "lvskit_vip": "up", "lvskit_vip_v6": "up",
+                                             "bfd1": "up", "router1": "up"}
+
+
+def test_bgp_sessions_as_captured():
+    s, = sessions("established")
+    assert (s.name, s.neighbor, s.state, s.bgp_state, s.established, s.error) == \
+        ("router1", "10.255.0.1", "up", "Established", True, "")
+    s, = sessions("router-stopped")             # the router's BIRD stopped
+    assert (s.state, s.bgp_state, s.established, s.error) == \
+        ("start", "Active", False, "Received: Administrative shutdown")
+    assert [(s.name, s.bgp_state) for s in sessions("two-routers")] == [("router1", "Established"),
+                                                                        ("router2", "Idle")]
+    assert sessions("nobfd") == []
+
+
+def test_bfd_sessions_as_captured():
+    assert bird.parse_bfd(captured("established", "show bfd sessions")) == {"10.255.0.1": "Up"}
+    assert bird.parse_bfd(captured("router-stopped", "show bfd sessions")) == {"10.255.0.1": "Down"}
+    assert bird.parse_bfd(captured("nobfd-peer", "show bfd sessions")) == {"10.255.0.1": "Down"}
+    assert bird.parse_bfd(captured("nobfd", "show bfd sessions")) == {}     # no BFD protocol
+
+
+def test_exported_routes_as_captured():
+    assert bird.parse_exported(captured("established", "show route export router1")) == \
+        ["10.0.0.26/32", "2001:db8::26/128"]
+    assert bird.parse_exported(captured("withdrawn", "show route export router1")) == []
+    assert bird.parse_exported(captured("two-routers", "show route export router2")) == []   # No valid tables
+
+
+def test_a_disabled_session_is_down_and_a_dynamic_listener_is_no_session():
+    s, = sessions("listener")
+    assert (s.name, s.state, s.bgp_state, s.established) == ("r1", "down", "Down", False)
+
+
+def test_a_since_in_iso_long_time_format_is_one_field():
+    text = ("BIRD 2.0.12 ready.\nName       Proto      Table      State  Since         Info\n"
+            "router1    BGP        ---        up     2026-12-05 06:20:11  Established\n")
+    p, = bird.parse_protocols(text)
+    assert (p.since, p.info) == ("2026-12-05 06:20:11", "Established")
+
+
+@pytest.mark.parametrize("parse, text", [
+    (bird.parse_protocols, "BIRD 2.0.12 ready.\nsyntax error, unexpected END\n"),
+    (bird.parse_protocols, ""),
+    (bird.parse_protocols, "Name Proto Table State Since Info\nx y\n"),
+    (bird.parse_bfd, "BIRD 2.0.12 ready.\nsyntax error, unexpected CF_SYM_UNDEFINED, expecting END\n"),
+    (bird.parse_exported, "BIRD 2.0.12 ready.\nsyntax error, unexpected CF_SYM_UNDEFINED\n"),
+])
+def test_garbage_is_a_value_error_naming_the_line(parse, text):
+    with pytest.raises(ValueError) as e:
+        parse(text)
+    assert len(str(e.value).splitlines()) == 1
+
+
+def fake(tmp_path, moment):
+    where = tmp_path / "birdc"
+    where.mkdir(exist_ok=True)
+    (where / "protocols.json").write_text("{}")
+    for f in os.listdir(os.path.join(DATA, moment)):
+        shutil.copy(os.path.join(DATA, moment, f), where)
+    path = write_config(tmp_path, birdc=f"{sys.executable} {HERE}/fakebirdc.py {where}")
+    return config.load(path), where
+
+
+def calls(where):
+    return (where / "calls.log").read_text().splitlines()
+
+
+def test_view_asks_bfd_and_exports_of_established_sessions_only(tmp_path):
+    cfg, where = fake(tmp_path, "two-routers")
+    v = bird.view(cfg.announce, ["10.0.0.26/32", "2001:0db8:0::26/128", "192.0.2.1/32"])
+    assert v.error is None and v.protocols["lvskit_vip"] == "up"
+    assert [(s.name, s.bfd, s.exported) for s in v.sessions] == [
+        ("router1", "Up", ("10.0.0.26/32", "2001:db8::26/128")),   # VIPs compared in BIRD's spelling
+        ("router2", None, ())]                                      # Idle: not asked, nothing sent
+    assert calls(where) == ["show protocols all", "show bfd sessions", "show route export router1"]
+
+
+def test_view_without_bgp_asks_once(tmp_path):
+    cfg, where = fake(tmp_path, "nobfd")
+    assert bird.view(cfg.announce, ["10.0.0.26/32"]) == bird.View({"device1": "up"}, ())
+    assert calls(where) == ["show protocols all"]
+
+
+def test_view_of_a_bird_that_is_down_hung_or_talks_garbage_is_one_line(tmp_path):
+    cfg, where = fake(tmp_path, "established")
+    (where / "refuse").write_text("")
+    v = bird.view(cfg.announce, [])
+    assert (v.protocols, v.sessions) == (None, ())
+    assert v.error.endswith("show protocols all: Unable to connect to server control socket "
+                            "(/run/bird/bird.ctl): No such file or directory"), v.error
+    os.unlink(where / "refuse")
+    (where / "hang").write_text("")
+    v = bird.view(cfg.announce, [], timeout=0.5)
+    assert v.protocols is None and v.error.endswith("show protocols all: timed out")
+    os.unlink(where / "hang")
+    (where / "show_bfd_sessions.out").write_text("BIRD 2.0.12 ready.\nwhat is this\n")
+    (where / "show_route_export_router1.out").write_text("BIRD 2.0.12 ready.\n")
+    v = bird.view(cfg.announce, ["10.0.0.26/32"])
+    assert v.protocols is not None and [(s.bfd, s.exported) for s in v.sessions] == [(None, ())]
+    assert v.error.endswith("show bfd sessions: not a BFD session row: 'what is this'"), v.error
+    (where / "show_protocols_all.out").write_text("BIRD 2.0.12 ready.\n<html>\n")
+    v = bird.view(cfg.announce, [])
+    assert v.protocols is None and v.error.endswith("show protocols all: not BIRD's protocol table: '<html>'")

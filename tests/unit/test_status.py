@@ -1,8 +1,10 @@
 """lvs-status against a prepared director: config, state files, role and peers view, and
 a MemoryTable standing in for the kernel; text, JSON and Prometheus textfile (parsed back)."""
+import glob
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 import types
@@ -381,12 +383,28 @@ def bgp_table(weight=1):
         ("10.0.0.43", 80): Dest("10.0.0.43", 80, dr, weight, active=6)})])
 
 
+BIRD_DATA = os.path.join(HERE, "data", "bird")
+
+
+def bird_moment(tmp_path, moment):
+    """fakebirdc answers as the real BIRD did at that moment (tests/unit/data/bird/MOMENT, from
+    its capture script: a director BIRD with one BGP session, router1, BFD on); None: from
+    protocols.json only (static protocols, no BGP session)."""
+    where = os.path.join(str(tmp_path), "birdc")
+    for f in glob.glob(os.path.join(where, "*.out")) + glob.glob(os.path.join(where, "*.rc")):
+        os.unlink(f)
+    if moment:
+        for f in glob.glob(os.path.join(BIRD_DATA, moment, "*")):
+            shutil.copy(f, where)
+
+
 @pytest.fixture
 def bgp(tmp_path):
     path = tmp_path / "lvskit.ini"
     birdc = tmp_path / "birdc"
     birdc.mkdir()
     (birdc / "protocols.json").write_text(json.dumps({"lvskit_vip": "up", "bgp_router": "up"}))
+    bird_moment(tmp_path, "established")
     path.write_text(BGP.format(d=tmp_path, birdc=f"/usr/bin/python3 {HERE}/fakebirdc.py {birdc}"))
     cfg = config.load(str(path))
     up = {"up": True, "state": "up", "reason": "connected", "since": NOW - 600}
@@ -399,6 +417,14 @@ def verdict_file(cfg, announced=True, key="ok", reason="1 services in line with 
                  since=NOW - 120, checked=NOW - 0.4, **more):
     state.save(state.announce_path(cfg), {"announced": announced, "key": key, "reason": reason,
                                           "since": since, "checked": checked, **more}, indent=None)
+
+
+ROUTER1 = {"name": "router1", "neighbor": "10.255.0.1", "state": "up", "bgp_state": "Established",
+           "established": True, "since": "06:20:11.622", "error": None, "bfd": "Up", "exported": ["10.0.0.26/32"]}
+
+
+def cfg_dir(cfg):
+    return os.path.dirname(cfg.path)
 
 
 def bgp_status(cfg, table=None):
@@ -426,19 +452,21 @@ def test_bgp_announced_shows_verdict_in_text_json_metrics_and_check(bgp):
     assert st["announce"] == {"mode": "bgp", "file": state.announce_path(cfg), "gate": "ok", "announced": True,
                               "key": "ok", "reason": "1 services in line with the config", "since_age": 120.0,
                               "checked_age": 0.4, "stale_after": status.STALE_AFTER,
-                              "bird": {"answered": True, "error": None, "protocols": {"lvskit_vip": "up"}}}
+                              "bird": {"answered": True, "error": None, "protocols": {"lvskit_vip": "up"},
+                                       "sessions": [ROUTER1]}}
     json.dumps(st)
     lines = status.text(st).splitlines()
     assert lines[1] == ("announce bgp: announced for 2min: 1 services in line with the config; "
                         "last round 400ms ago")
     assert lines[2] == "  BIRD: lvskit_vip up"
+    assert lines[3] == "  BGP router1 10.255.0.1: Established since 06:20:11.622, BFD Up; exports 10.0.0.26/32"
     fams = families(st)
     assert [(s.labels, s.value) for s in fams["lvskit_announced"].samples] == [({"key": "ok"}, 1)]
     assert [s.value for s in fams["lvskit_announce_round_age_seconds"].samples] == [0.4]
     assert promtool_check(status.prometheus(st)) == (0, "")
     code, line = status.check(st)
-    assert (code, line) == (errors.CHECK_OK, "LVS_STATUS OK - 2/2 real servers up; announced "
-                                             "| up=2;;;0;2 active=11;;;0")
+    assert (code, line) == (errors.CHECK_OK, "LVS_STATUS OK - 2/2 real servers up; announced; BGP 1/1 up "
+                                             "| up=2;;;0;2 active=11;;;0 bgp_up=1;;;0;1")
 
 
 def test_bgp_announced_with_a_wrong_table_is_critical(bgp):
@@ -446,9 +474,10 @@ def test_bgp_announced_with_a_wrong_table_is_critical(bgp):
     verdict_file(cfg)
     code, line = status.check(bgp_status(cfg, bgp_table(weight=0)))
     assert code == errors.CHECK_CRITICAL
-    assert line.startswith("LVS_STATUS CRITICAL - 2/2 real servers up; announced; "
+    assert line.startswith("LVS_STATUS CRITICAL - 2/2 real servers up; announced; BGP 1/1 up; "
                            "ANNOUNCED with a wrong table (www has no real server with weight)"), line
     # the same table withdrawn: still CRITICAL for the table, but no announcing of it
+    bird_moment(cfg_dir(cfg), "withdrawn")
     verdict_file(cfg, announced=False, key="empty", reason="www has no real server with weight > 0")
     code, line = status.check(bgp_status(cfg, bgp_table(weight=0)))
     assert code == errors.CHECK_CRITICAL and "ANNOUNCED" not in line
@@ -461,6 +490,7 @@ def test_bgp_announced_with_a_wrong_table_is_critical(bgp):
 
 def test_bgp_withdrawn_is_a_warning_but_a_drain_is_ok(bgp):
     cfg, _ = bgp
+    bird_moment(cfg_dir(cfg), "withdrawn")
     verdict_file(cfg, announced=False, key="health", reason="www last checked 30s ago", since=NOW - 5)
     st = bgp_status(cfg)
     assert (st["announce"]["announced"], st["announce"]["key"], st["announce"]["since_age"]) == \
@@ -468,15 +498,16 @@ def test_bgp_withdrawn_is_a_warning_but_a_drain_is_ok(bgp):
     assert status.text(st).splitlines()[1] == \
         "announce bgp: WITHDRAWN for 5.0s: www last checked 30s ago; last round 400ms ago"
     assert status.check(st) == (errors.CHECK_WARNING, "LVS_STATUS WARNING - 2/2 real servers up; "
-                                "withdrawn: www last checked 30s ago | up=2;;;0;2 active=11;;;0")
+                                "withdrawn: www last checked 30s ago; BGP 1/1 up "
+                                "| up=2;;;0;2 active=11;;;0 bgp_up=1;;;0;1")
     fams = families(st)
     assert [(s.labels, s.value) for s in fams["lvskit_announced"].samples] == [({"key": "health"}, 0)]
     verdict_file(cfg, announced=False, key="stopped", reason="lvs-announce stopped")
     assert status.check(bgp_status(cfg))[0] == errors.CHECK_WARNING
     verdict_file(cfg, announced=False, key="drain", reason="drained (/x/announce-drain: upgrade)")
     assert status.check(bgp_status(cfg)) == (errors.CHECK_OK, "LVS_STATUS OK - 2/2 real servers up; "
-                                             "withdrawn: drained (/x/announce-drain: upgrade) "
-                                             "| up=2;;;0;2 active=11;;;0")
+                                             "withdrawn: drained (/x/announce-drain: upgrade); BGP 1/1 up "
+                                             "| up=2;;;0;2 active=11;;;0 bgp_up=1;;;0;1")
 
 
 def test_bgp_a_slower_gate_is_stale_after_three_of_its_rounds(bgp):
@@ -528,7 +559,8 @@ def test_bgp_missing_or_malformed_verdict_is_one_line_and_a_warning(bgp, body, g
     assert line.startswith(f"announce bgp: no verdict, {state.announce_path(cfg)} ")
     assert line.endswith("lvs-announce not running?)")
     code, said = status.check(st)
-    assert code == errors.CHECK_WARNING and "; no announce verdict; lvs-announce gives no verdict" in said
+    assert code == errors.CHECK_WARNING and "; no announce verdict; BGP 1/1 up; lvs-announce gives no verdict" \
+        in said, said
     fams = families(st)
     assert not fams["lvskit_announced"].samples and not fams["lvskit_announce_round_age_seconds"].samples
     assert promtool_check(status.prometheus(st)) == (0, "")
@@ -553,22 +585,152 @@ def test_bgp_script_shows_the_verdict_without_ipvs(bgp):
 
 
 def test_bgp_shows_birds_own_view_or_that_it_does_not_answer(bgp, tmp_path):
-    """BIRD's view is shown beside the gate's, never judged by --check (the gate judges BIRD)."""
+    """BIRD's view is shown beside the gate's; BIRD's silence is not judged by --check
+    (the gate judges BIRD and withdraws), what it answers is (see the session tests)."""
     cfg, _ = bgp
     verdict_file(cfg)
+    bird_moment(tmp_path, None)                         # static protocols only, no BGP session
     (tmp_path / "birdc" / "protocols.json").write_text(json.dumps({"bgp_router": "up"}))
     st = bgp_status(cfg)
     assert st["announce"]["bird"]["protocols"] == {"lvskit_vip": None}
+    assert st["announce"]["bird"]["sessions"] == []
     assert status.text(st).splitlines()[2] == "  BIRD: lvskit_vip MISSING (not in bird.conf?)"
+    assert status.check(st) == (errors.CHECK_WARNING, "LVS_STATUS WARNING - 2/2 real servers up; announced; "
+                                "announced to nobody: no BGP session Established | up=2;;;0;2 active=11;;;0")
     (tmp_path / "birdc" / "refuse").write_text("")
     st = bgp_status(cfg)
     b = st["announce"]["bird"]
-    assert (b["answered"], b["protocols"]) == (False, {"lvskit_vip": None})
+    assert (b["answered"], b["protocols"], b["sessions"]) == (False, {"lvskit_vip": None}, [])
     line = status.text(st).splitlines()[2]
     assert line.startswith("  BIRD does not answer: ") and "Unable to connect" in line, line
-    assert status.check(st)[0] == errors.CHECK_OK
+    assert status.check(st) == (errors.CHECK_OK, "LVS_STATUS OK - 2/2 real servers up; announced "
+                                "| up=2;;;0;2 active=11;;;0")
+    fams = families(st)
+    assert [s.value for s in fams["lvskit_bird_available"].samples] == [0]
+    assert not fams["lvskit_bgp_session_up"].samples
     # no verdict file: BIRD is still asked
     os.unlink(state.announce_path(cfg))
     os.unlink(tmp_path / "birdc" / "refuse")
     st = bgp_status(cfg)
     assert st["announce"]["gate"] == "missing" and st["announce"]["bird"]["answered"] is True
+
+
+# --- what BIRD tells the routers: BGP sessions, BFD, exported VIPs (birdc as BIRD 2.0.12 said it)
+
+def bgp_check(cfg, moment, table=None, **verdict):
+    bird_moment(cfg_dir(cfg), moment)
+    if verdict.get("announced") is not None:
+        verdict_file(cfg, **verdict)
+    st = bgp_status(cfg, table)
+    return st, status.check(st)
+
+
+def test_bgp_sessions_in_text_json_and_metrics(bgp):
+    cfg, _ = bgp
+    verdict_file(cfg)
+    bird_moment(cfg_dir(cfg), "two-routers")
+    st = bgp_status(cfg)
+    assert st["announce"]["bird"]["sessions"] == [
+        dict(ROUTER1, since="06:20:23.991"),
+        {"name": "router2", "neighbor": "10.255.0.9", "state": "start", "bgp_state": "Idle", "established": False,
+         "since": "06:20:19.471", "error": None, "bfd": None, "exported": []}]
+    assert status.text(st).splitlines()[3:5] == [
+        "  BGP router1 10.255.0.1: Established since 06:20:23.991, BFD Up; exports 10.0.0.26/32",
+        "  BGP router2 10.255.0.9: Idle since 06:20:19.471, no BFD; exports no VIP"]
+    fams = families(st)
+    r1, r2 = {"session": "router1", "neighbor": "10.255.0.1"}, {"session": "router2", "neighbor": "10.255.0.9"}
+    assert [s.value for s in fams["lvskit_bird_available"].samples] == [1]
+    assert [(s.labels, s.value) for s in fams["lvskit_bgp_session_up"].samples] == [(r1, 1), (r2, 0)]
+    assert [(s.labels, s.value) for s in fams["lvskit_bgp_session_bfd_up"].samples] == [(r1, 1)]
+    assert [(s.labels, s.value) for s in fams["lvskit_bgp_session_exported_vips"].samples] == [(r1, 1), (r2, 0)]
+    assert promtool_check(status.prometheus(st)) == (0, "")
+    # one router lost of two: a WARNING naming it, the other still carries the announcement
+    assert status.check(st) == (errors.CHECK_WARNING, "LVS_STATUS WARNING - 2/2 real servers up; announced; "
+                                "BGP 1/2 up; BGP router2 Idle | up=2;;;0;2 active=11;;;0 bgp_up=1;;;0;2")
+
+
+def test_bgp_announced_to_nobody_is_a_warning(bgp):
+    cfg, _ = bgp
+    st, (code, line) = bgp_check(cfg, "router-stopped", announced=True)
+    assert status.text(st).splitlines()[3] == ("  BGP router1 10.255.0.1: Active since 06:20:11.672 "
+                                               "(Received: Administrative shutdown), BFD Down; exports no VIP")
+    assert (code, line) == (errors.CHECK_WARNING, "LVS_STATUS WARNING - 2/2 real servers up; announced; BGP 0/1 up; "
+                            "announced to nobody: no BGP session Established; "
+                            "BGP router1 Active (Received: Administrative shutdown) "
+                            "| up=2;;;0;2 active=11;;;0 bgp_up=0;;;0;1")
+    fams = families(st)
+    assert [s.value for s in fams["lvskit_bgp_session_up"].samples] == [0]
+    assert [s.value for s in fams["lvskit_bgp_session_bfd_up"].samples] == [0]
+    # withdrawn with the router gone: the gate's warning and the session's, nothing critical
+    _, (code, line) = bgp_check(cfg, "router-stopped", announced=False, key="health", reason="stale")
+    assert code == errors.CHECK_WARNING and "nobody" not in line and "BGP router1 Active" in line
+
+
+def test_bgp_announced_but_exported_nowhere_is_a_warning(bgp):
+    """The session is up, the gate says announced, BIRD sends nothing: the protocols were
+    disabled behind the gate's back, or bird.conf's export filter lets no VIP through."""
+    cfg, _ = bgp
+    _, (code, line) = bgp_check(cfg, "withdrawn", announced=True)
+    assert code == errors.CHECK_WARNING
+    assert "; announced but no BGP session exports a VIP (bird.conf's export filter?) |" in line, line
+
+
+def test_bgp_exported_while_the_gate_says_withdrawn_is_critical(bgp):
+    """The blackhole risk: the router sends flows the gate decided this director must not get."""
+    cfg, _ = bgp
+    for key, reason in (("health", "www last checked 30s ago"), ("drain", "drained (x: upgrade)"),
+                        ("stopped", "lvs-announce stopped")):
+        _, (code, line) = bgp_check(cfg, "established", announced=False, key=key, reason=reason)
+        assert code == errors.CHECK_CRITICAL, (key, line)
+        assert f"withdrawn: {reason}; BGP 1/1 up; VIPs EXPORTED to router1 while lvs-announce says " \
+               "withdrawn" in line, line
+    # no verdict at all: exporting is critical only with a table that cannot serve
+    os.unlink(state.announce_path(cfg))
+    _, (code, line) = bgp_check(cfg, "established")
+    assert code == errors.CHECK_WARNING and "EXPORTED" not in line
+    _, (code, line) = bgp_check(cfg, "established", bgp_table(weight=0))
+    assert code == errors.CHECK_CRITICAL
+    assert "VIPs EXPORTED to router1 with a wrong table (www has no real server with weight)" in line, line
+
+
+def test_bgp_established_without_bfd_up_is_a_warning(bgp):
+    """The router runs no BFD: BGP is up but a dead director is seen only by the hold timer."""
+    cfg, _ = bgp
+    st, (code, line) = bgp_check(cfg, "nobfd-peer", announced=True)
+    assert status.text(st).splitlines()[3].endswith(", BFD Down; exports 10.0.0.26/32")
+    assert (code, line) == (errors.CHECK_WARNING, "LVS_STATUS WARNING - 2/2 real servers up; announced; "
+                            "BGP 1/1 up; BGP router1 BFD Down | up=2;;;0;2 active=11;;;0 bgp_up=1;;;0;1")
+    assert [s.value for s in families(st)["lvskit_bgp_session_bfd_up"].samples] == [0]
+
+
+def test_bgp_a_birdc_call_that_fails_after_the_first_is_one_line_and_unknown_parts(bgp):
+    cfg, _ = bgp
+    verdict_file(cfg)
+    where = os.path.join(cfg_dir(cfg), "birdc")
+    with open(os.path.join(where, "show_route_export_router1.out"), "w") as f:
+        f.write("BIRD 2.0.12 ready.\nsomething else\n")
+    st = bgp_status(cfg)
+    s, = st["announce"]["bird"]["sessions"]
+    assert (s["established"], s["bfd"], s["exported"]) == (True, "Up", None)
+    lines = status.text(st).splitlines()
+    assert lines[3].endswith("BFD Up; exports: unknown")
+    assert lines[4].startswith("  BIRD did not say all: ") and \
+        lines[4].endswith("show route export router1: not a route row: 'something else'"), lines[4]
+    assert not families(st)["lvskit_bgp_session_exported_vips"].samples
+    assert status.check(st)[0] == errors.CHECK_OK        # not known is not judged
+
+
+def test_bgp_a_session_disabled_in_bird_is_shown_not_judged(bgp):
+    """The admin's `disabled yes` (or birdc disable) on a BGP protocol is a choice, not a fault;
+    a dynamic BGP listener (neighbor range) is no session at all."""
+    cfg, _ = bgp
+    bird_moment(cfg_dir(cfg), "listener")
+    shutil.copy(os.path.join(BIRD_DATA, "nobfd", "show_bfd_sessions.out"), os.path.join(cfg_dir(cfg), "birdc"))
+    verdict_file(cfg, announced=False, key="drain", reason="drained (x)")
+    st = bgp_status(cfg)
+    assert [(s["name"], s["state"], s["bfd"], s["exported"]) for s in st["announce"]["bird"]["sessions"]] == \
+        [("r1", "down", None, [])]
+    assert status.text(st).splitlines()[3] == "  BGP r1 10.255.0.1: Down (disabled) since 06:34:17.956, no BFD; " \
+                                              "exports no VIP"
+    assert status.check(st) == (errors.CHECK_OK, "LVS_STATUS OK - 2/2 real servers up; withdrawn: drained (x); "
+                                "BGP 0/1 up | up=2;;;0;2 active=11;;;0 bgp_up=0;;;0;1")
