@@ -247,9 +247,10 @@ class Gate:
         self.said[what] = line
 
 
-def withdraw(cfg, why, timeout=bird.BIRDC_TIMEOUT, gate=None):
+def withdraw(cfg, why, timeout=bird.BIRDC_TIMEOUT, gate=None, key=STOPPED):
     """Disable both protocols now (SIGTERM, --withdraw, --drain); None when done, else why not.
-    gate: the running Gate, whose memory (and its transition line) says so too."""
+    gate: the running Gate, whose memory (and its transition line) says so too; key: the
+    verdict's key (DRAIN for --drain, which lvs-status --check takes as planned)."""
     states, failed = bird.protocol_states(cfg.announce, timeout)
     switched = []
     if states is not None:
@@ -257,11 +258,12 @@ def withdraw(cfg, why, timeout=bird.BIRDC_TIMEOUT, gate=None):
     if failed:
         log.error(f"cannot withdraw: {failed}")
     if gate is None:        # a run of its own: a line only when it took something back
-        if not switched and state.load(state.announce_path(cfg), {}, check_verdict).get("announced") is False:
+        if key != DRAIN and not switched and \
+                state.load(state.announce_path(cfg), {}, check_verdict).get("announced") is False:
             return failed   # the gate that ended said so itself: its reason stays in the file
         gate = Gate(None, timeout)
         gate.last = Verdict(bool(switched), OK if switched else STOPPED, why)
-    gate._done(cfg, Verdict(False, STOPPED, why), gate.clock(), [])
+    gate._done(cfg, Verdict(False, key, why), gate.clock(), [])
     return failed
 
 
@@ -285,7 +287,7 @@ def drain(cfg, why):
     os.makedirs(os.path.dirname(state.drain_path(cfg)), exist_ok=True)
     state.replace(state.drain_path(cfg), (why + "\n").encode(), mode=0o644)
     log.info(f"{state.drain_path(cfg)}: drained ({why})")
-    return withdraw(cfg, f"drained ({why})")
+    return withdraw(cfg, f"drained ({why})", key=DRAIN)
 
 
 def undrain(cfg):

@@ -396,6 +396,9 @@ def test_drain_withdraws_at_once_and_keeps_it_until_undrain(lab):
     assert (r.returncode, r.stderr) == (0, ""), r
     assert lab.states() == {"lvskit_vip": "down", "lvskit_vip_v6": "down"}
     assert open(state.drain_path(lab.cfg)).read() == "kernel upgrade\n"
+    # no resident gate here: the verdict says drain at once (lvs-status --check: OK, planned)
+    with open(state.announce_path(lab.cfg)) as f:
+        assert json.load(f)["key"] == "drain"
     r = script(lab)
     assert r.returncode == 7 and "drained" in r.stderr and "kernel upgrade" in r.stderr
     assert script(lab, "--undrain").returncode == 0
