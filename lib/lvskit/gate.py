@@ -287,7 +287,7 @@ def drain(cfg, why):
     os.makedirs(os.path.dirname(state.drain_path(cfg)), exist_ok=True)
     state.replace(state.drain_path(cfg), (why + "\n").encode(), mode=0o644)
     log.info(f"{state.drain_path(cfg)}: drained ({why})")
-    return withdraw(cfg, f"drained ({why})", key=DRAIN)
+    return withdraw(cfg, f"drained ({state.drain_path(cfg)}: {why})", key=DRAIN)   # as a round says it
 
 
 def undrain(cfg):
