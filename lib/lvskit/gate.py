@@ -195,16 +195,23 @@ class Gate:
         if dry_run:
             return v, [bird.switch(cfg.announce, name, on, dry_run=True) for name, on in want
                        if name in states and _is_on(states[name]) != on]
-        if v.announce:
-            flag = drained(cfg)     # again, just before enabling: --drain may have come meanwhile
-            if flag is not None:
-                v = Verdict(False, DRAIN, f"drained ({state.drain_path(cfg)}: {flag})")
-                want = wanted(cfg, False)
-        switched, failed = _switch(cfg, states, want, self.timeout)
-        if failed and v.announce:       # half an announcement is none: take back what went on
-            v = Verdict(False, BIRD, f"BIRD did not enable: {failed}")
-            more, failed = _switch(cfg, states, wanted(cfg, False), self.timeout)
-            switched += more
+        held = switching(cfg, 2 * self.timeout)
+        try:
+            if v.announce:
+                # again, just before enabling, under the switch lock: a --drain either came
+                # before (its flag is seen here) or waits for this round and disables after it
+                flag = "being set" if held is None else drained(cfg)
+                if flag is not None:
+                    v = Verdict(False, DRAIN, f"drained ({state.drain_path(cfg)}: {flag})")
+                    want = wanted(cfg, False)
+            switched, failed = _switch(cfg, states, want, self.timeout)
+            if failed and v.announce:       # half an announcement is none: take back what went on
+                v = Verdict(False, BIRD, f"BIRD did not enable: {failed}")
+                more, failed = _switch(cfg, states, wanted(cfg, False), self.timeout)
+                switched += more
+        finally:
+            if held is not None:
+                held.close()
         self._say("withdraw", failed and f"cannot withdraw: {failed}", log.error)
         return self._done(cfg, v, now, switched)
 
@@ -281,13 +288,34 @@ def check_verdict(data):
     return data
 
 
+def switching(cfg, wait):
+    """The switch lock (RUN_DIR/announce-switch.lock), or None when it was not had within wait s.
+
+    The gate holds it from its last look at the drain flag to its last birdc enable, and
+    --drain from writing the flag to its last birdc disable: a drain can then never be
+    followed by an enable that looked at the flag before it was set."""
+    from .lock import Lock
+    try:
+        return Lock(cfg.run_dir, "announce-switch", wait=wait)
+    except Fatal:
+        return None
+
+
 def drain(cfg, why):
     """Set the drain flag (why, its first line), then withdraw at once; None or why BIRD did not."""
     why = " ".join(why.split()) or "drained"
-    os.makedirs(os.path.dirname(state.drain_path(cfg)), exist_ok=True)
-    state.replace(state.drain_path(cfg), (why + "\n").encode(), mode=0o644)
-    log.info(f"{state.drain_path(cfg)}: drained ({why})")
-    return withdraw(cfg, f"drained ({state.drain_path(cfg)}: {why})", key=DRAIN)   # as a round says it
+    # a round's birdc calls take at most 2 timeouts each; past that the gate is stuck in BIRD
+    held = switching(cfg, 4 * bird.BIRDC_TIMEOUT + 1)
+    if held is None:
+        log.warning(f"{cfg.run_dir}/announce-switch.lock: lvs-announce's round holds it; draining anyway")
+    try:
+        os.makedirs(os.path.dirname(state.drain_path(cfg)), exist_ok=True)
+        state.replace(state.drain_path(cfg), (why + "\n").encode(), mode=0o644)
+        log.info(f"{state.drain_path(cfg)}: drained ({why})")
+        return withdraw(cfg, f"drained ({state.drain_path(cfg)}: {why})", key=DRAIN)   # as a round says it
+    finally:
+        if held is not None:
+            held.close()
 
 
 def undrain(cfg):

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -305,6 +306,41 @@ def test_the_drain_is_looked_at_again_just_before_enabling(lab, monkeypatch):
     v = gate.Gate(lab.kernel).round(lab.cfg)
     assert (v.announce, v.key) == (False, gate.DRAIN)
     assert lab.states() == {"lvskit_vip": "down", "lvskit_vip_v6": "down"}
+
+
+def test_a_drain_during_an_enable_waits_for_it_and_withdraws_after(lab, monkeypatch):
+    """A round has looked at the drain flag (none) and is enabling when --drain comes: the
+    drain waits for the round's switch lock, so the enable never lands after its disable."""
+    enabling, go, drain_waits = threading.Event(), threading.Event(), threading.Event()
+    real_switch, real_switching = gate._switch, gate.switching
+
+    def paused_switch(cfg, states, want, timeout):
+        if any(on for _, on in want):
+            enabling.set()
+            assert go.wait(30)
+        return real_switch(cfg, states, want, timeout)
+
+    def switching(cfg, wait):
+        if threading.current_thread().name == "drain":
+            drain_waits.set()
+        return real_switching(cfg, wait)
+    monkeypatch.setattr(gate, "_switch", paused_switch)
+    monkeypatch.setattr(gate, "switching", switching)
+    g = gate.Gate(lab.kernel)
+    drained = []
+    enabling_round = threading.Thread(target=lambda: drained.append(g.round(lab.cfg)))
+    enabling_round.start()
+    assert enabling.wait(30)
+    draining = threading.Thread(target=lambda: drained.append(gate.drain(lab.cfg, "upgrade")), name="drain")
+    draining.start()
+    assert drain_waits.wait(30)
+    assert not os.path.exists(state.drain_path(lab.cfg))    # the flag is written under the lock
+    go.set()
+    enabling_round.join(30)
+    draining.join(30)
+    assert lab.states() == {"lvskit_vip": "down", "lvskit_vip_v6": "down"}
+    assert open(state.drain_path(lab.cfg)).read() == "upgrade\n"
+    assert lab.saved()["key"] == "drain"
 
 
 def test_a_dry_run_says_what_it_would_run_and_runs_nothing_but_a_look(lab):
