@@ -106,15 +106,25 @@ def _read(path):
         raise Fatal(f"{path}: cannot read: {e.strerror or e}") from None
 
 
+_logged = {}    # include path: the last error line logged (a resident ipvs-sync says it once)
+
+
+def _error(path, why):
+    if _logged.get(path) != why:
+        log.error(why)
+    _logged[path] = why
+
+
 def sync(cfg, dry_run=False):
-    """Make the include file cfg's and BIRD take it; an Outcome.  Errors are logged, never raised."""
+    """Make the include file cfg's and BIRD take it; an Outcome.  Errors are logged, never raised;
+    in one process (ipvs-sync --every) the same error only once, until it changes or heals."""
     an = cfg.announce
     text = include_text(cfg)
     argv = configure_argv(an)
     try:
         write = _read(an.include) != text
     except Fatal as e:
-        log.error(str(e))
+        _error(an.include, str(e))
         return Outcome(error=str(e))
     configure = write or state.load(record_path(cfg), None, _check_record) != digest(text)
     if dry_run:
@@ -129,7 +139,7 @@ def sync(cfg, dry_run=False):
             state.replace(an.include, text.encode(), mode=0o644)
         except OSError as e:
             why = f"{an.include}: cannot write BIRD's include file: {e}"
-            log.error(why)
+            _error(an.include, why)
             return Outcome(error=why)
         log.info(f"{an.include}: {sum(map(len, vips(cfg).values()))} VIPs for BIRD")
     if configure:
@@ -139,9 +149,10 @@ def sync(cfg, dry_run=False):
             said = [l.strip() for l in (r.stdout + "\n" + r.stderr).splitlines() if l.strip()]
             why = (f"{shlex.join(argv)}: BIRD did not take {an.include}: "
                    + ("timed out" if r.timed_out else said[-1] if said else f"exit {r.code}"))
-            log.error(why)
+            _error(an.include, why)
             return Outcome(write, True, why)
         log.info(f"{shlex.join(argv)}: BIRD took {an.include}")
+        _logged.pop(an.include, None)
         try:
             state.save(record_path(cfg), {"loaded": digest(text)}, indent=None)
         except OSError as e:        # the next run configures once more: harmless but for its restart

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from lvskit import bird, config
+from lvskit import bird, config, log
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -124,6 +124,21 @@ def test_birdc_failing_is_one_line_and_retried_until_bird_takes_the_file(tmp_pat
     assert (tmp_path / "bird" / "lvskit-vips.conf").read_text() == TEXT
     again = bird.sync(cfg, dry_run=True)
     assert (again.write, again.configure, again.commands) == (False, True, (f"birdc -s {tmp_path}/no-bird.ctl configure",))
+
+
+def test_a_resident_ipvs_sync_says_a_failing_birdc_once_until_it_heals(tmp_path, monkeypatch):
+    """ipvs-sync --every calls sync every round in one process: the same failure is one line, not
+    one per round; once BIRD took the file, a new failure is said again."""
+    errors = []
+    monkeypatch.setattr(log, "error", errors.append)
+    failing = config.load(write_config(tmp_path, birdc="false"))
+    for _ in range(3):
+        assert bird.sync(failing).error
+    assert errors == [f"false configure: BIRD did not take {tmp_path}/bird/lvskit-vips.conf: exit 1"]
+    assert bird.sync(config.load(write_config(tmp_path, birdc="true"))).error is None
+    os.unlink(bird.record_path(failing))             # BIRD must take the file again
+    assert bird.sync(failing).error
+    assert len(errors) == 2 and errors[1] == errors[0]
 
 
 def test_an_include_directory_that_is_missing_is_named(tmp_path):
