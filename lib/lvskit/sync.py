@@ -5,6 +5,7 @@ takeover) goes through ``reconcile``: no second code path to the kernel.
 """
 import ipaddress
 import os
+import shlex
 import time
 
 from . import kernelsettings, log, state
@@ -261,6 +262,25 @@ def _endpoint(address, port):
         return None
 
 
+def _bird_pending(cfg, result):
+    """[announce] mode = bgp: what ipvs-sync would still do for BIRD, as pending lines (a VIP
+    list BIRD has not taken is a drift like a table's); a file it cannot read is UNKNOWN."""
+    if not cfg.announce.bgp:
+        return []
+    from . import bird
+    from .errors import CHECK_UNKNOWN
+    o = bird.sync(cfg, dry_run=True)
+    if o.error:
+        result.add(CHECK_UNKNOWN, o.error)
+        return []
+    if o.write:
+        return [f"{cfg.announce.include}: BIRD's include file differs from the config"]
+    if o.configure:
+        return [f"{shlex.join(bird.configure_argv(cfg.announce))}: BIRD has not taken "
+                f"{cfg.announce.include}"]
+    return []
+
+
 def open_kernel():
     from .ipvs import Kernel    # late: --check-config and config errors need no kernel
     return Kernel()
@@ -290,6 +310,7 @@ def check(cfg, kernel=None):
     foreign = sorted(k for k in current if k not in wanted and k not in owned) \
         if cfg.foreign == "warn" else []
     pending = [c.command() for c in out.settings] + [op.ipvsadm() for op in out.ops]
+    pending += _bird_pending(cfg, result)
     result.metric("changes", len(pending), lo=0)
     result.metric("foreign", len(foreign), lo=0)
     if out.settings_error:

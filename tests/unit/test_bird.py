@@ -13,7 +13,9 @@ import sys
 
 import pytest
 
-from lvskit import bird, config, log
+from lvskit import bird, config, log, sync
+from lvskit.errors import CHECK_CRITICAL, CHECK_OK
+from fakekernel import FakeKernel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -139,6 +141,26 @@ def test_a_resident_ipvs_sync_says_a_failing_birdc_once_until_it_heals(tmp_path,
     os.unlink(bird.record_path(failing))             # BIRD must take the file again
     assert bird.sync(failing).error
     assert len(errors) == 2 and errors[1] == errors[0]
+
+
+def test_check_counts_what_bird_has_not_taken_as_pending(tmp_path, capsys):
+    """ipvs-sync --check in bgp mode: an include file that differs from the config, or one BIRD
+    has not taken, is a drift (CRITICAL) like the table's."""
+    cfg = config.load(write_config(tmp_path))
+    k = FakeKernel()
+    sync.reconcile(cfg, k)
+    assert bird.sync(cfg).error is None
+    assert sync.check(cfg, k) == CHECK_OK
+    capsys.readouterr()
+    include = tmp_path / "bird" / "lvskit-vips.conf"
+    include.write_text(TEXT.replace("disabled yes", "disabled no"))
+    assert sync.check(cfg, k) == CHECK_CRITICAL
+    assert capsys.readouterr().out.startswith(
+        f"IPVS_SYNC CRITICAL - 1 changes pending, first: {include}: BIRD's include file differs from the config")
+    include.write_text(TEXT)
+    os.unlink(bird.record_path(cfg))
+    assert sync.check(cfg, k) == CHECK_CRITICAL
+    assert f"first: true configure: BIRD has not taken {include}" in capsys.readouterr().out
 
 
 def test_an_include_directory_that_is_missing_is_named(tmp_path):
