@@ -60,6 +60,7 @@ def lab():
             for name in os.listdir(lab.dir):
                 if name.endswith(".log"):
                     shutil.copy(os.path.join(lab.dir, name), os.path.join(out, "aa-" + name))
+        shutil.rmtree(lab.dir, ignore_errors=True)
 
 
 def report(what, figures):
