@@ -39,8 +39,10 @@ PYTEST      = $(PYTHON) -m pytest -q -p no:cacheprovider
 # (lvs-agent inetd-style in that test) and systemd-analyze (the install tests); groff-base
 # and man-db: the tests render every man page (groff -ww) and look them up (man -w).
 # bird2: [announce] mode = bgp's routing daemon; tests/netns and the lab start their own.
+# nftables: nft, for the handover grace (takeover); Debian leaves nftables.service disabled,
+# and its ruleset must never be loaded here: nothing enables it.
 APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip iproute2 ipvsadm kmod \
-              haproxy systemd sudo groff-base man-db bird2 \
+              haproxy systemd sudo groff-base man-db bird2 nftables \
               python3-prometheus-client \
               debootstrap stress-ng \
               $(DEB_PKGS)

@@ -756,18 +756,19 @@ def _beat(name, role, seq, generation=1):
     return Beat(name, role, 200 if name == "a" else 100, "lo", generation, seq)
 
 
-@pytest.mark.parametrize("generation, why", [
-    (2, "failback, peer a (priority 200) took the VIPs"),      # restarted, took the VIPs on hearing us
-    (1, "split brain, peer a (priority 200) was active too"),  # the same run: it took them unheard
+@pytest.mark.parametrize("generation, command, why", [
+    # restarted, took the VIPs on hearing us: it forwards to us for the handover grace
+    (2, "release grace", "failback, peer a (priority 200) took the VIPs"),
+    (1, "release", "split brain, peer a (priority 200) was active too"),  # the same run: it took them unheard
 ])
-def test_a_peer_back_active_is_a_split_brain_only_if_it_never_stopped(cfg, said, generation, why):
+def test_a_peer_back_active_is_a_split_brain_only_if_it_never_stopped(cfg, said, generation, command, why):
     li, worker = _node(cfg, "b", ACTIVE)
     li.heard(_beat("a", STANDBY, 1), 8.0)
     li.step(8.0)
     assert worker.sent == []
     li.heard(_beat("a", ACTIVE, 2, generation), 10.0)      # silent for 2 s, back active
     li.step(10.0)
-    assert worker.sent[-1] == "release"
+    assert worker.sent[-1] == command
     _answers(cfg, li, STANDBY)
     assert said[-1] == f"now standby: {why}"
 
@@ -779,7 +780,7 @@ def test_failback_at_the_spare_no_announcement_then_one_line(cfg, said):
     assert worker.sent == []        # an announcement now would race the director's own
     li.heard(_beat("a", ACTIVE, 2), 10.02)      # it took the VIPs
     li.step(10.02)
-    assert worker.sent == ["release"]
+    assert worker.sent == ["release grace"]
     _answers(cfg, li, STANDBY)
     transitions = [line for line in said if line.startswith("now ")]
     assert transitions == ["now standby: failback, peer a (priority 200) took the VIPs"], said
@@ -790,15 +791,15 @@ def test_failback_at_the_director_is_one_line_and_no_split_brain(cfg, said):
     li, worker = _node(cfg, "a", STANDBY)
     li.heard(_beat("b", ACTIVE, 1), 10.0)
     li.step(10.0)
-    assert worker.sent == ["acquire"]
+    assert worker.sent == ["acquire b"]        # from b, alive: the worker forwards to it a while
     _answers(cfg, li, ACTIVE)
     for seq, t in enumerate((10.02, 10.04, 10.06), 2):     # b not let go yet
         li.heard(_beat("b", ACTIVE, seq), t)
         li.step(t)
-    assert worker.sent == ["acquire"]        # our acquire just announced: no second one yet
+    assert worker.sent == ["acquire b"]        # our acquire just announced: no second one yet
     li.heard(_beat("b", STANDBY, 5), 10.08)   # b let go: we announce again, quietly
     li.step(10.08)
-    assert worker.sent == ["acquire", "announce"]
+    assert worker.sent == ["acquire b", "announce"]
     _answers(cfg, li, ACTIVE)
     transitions = [line for line in said if line.startswith("now ")]
     assert transitions == ["now active: failback, peer b (priority 100) was active"], said
@@ -864,7 +865,7 @@ def test_a_handover_by_hand_is_said_on_both_sides(cfg, said):
     b, worker = _node(cfg, "b", STANDBY)
     b.heard(_beat("a", HELD, 1), 10.0)
     b.step(10.0)
-    assert worker.sent == ["acquire"]
+    assert worker.sent == ["acquire a"]
     _answers(cfg, b, ACTIVE)
     assert said[-1] == "now active: handover, peer a (priority 200) held"
 
