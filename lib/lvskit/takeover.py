@@ -499,7 +499,7 @@ class Director:
 def serve(director, stdin, stdout):
     """The worker hb-listen keeps running: one command per line, one answer per line.
 
-    Commands: acquire [PEER], release [grace], announce, status.  The fast part is done
+    Commands: acquire [PEER], release, announce, status.  The fast part is done
     before the answer; the slow part runs in a thread, so a hook that hangs
     never delays the next command.
     """
@@ -530,8 +530,10 @@ def serve(director, stdin, stdout):
                 say("done active")
                 slow(lambda: director.acquire_slow(started))
             elif command == "release":
-                # "release grace": the peer that took the VIPs forwards to us for a while
-                if director.release(grace=arg == "grace"):
+                # A live peer is active (hb-listen releases for nothing else): it may forward
+                # to us.  Even a split brain's winner, which forwards nothing, may be a
+                # failback's new holder whose first heartbeat we heard only once it was active.
+                if director.release(grace=True):
                     say("done standby")
                     slow(director.release_slow)
                 else:

@@ -197,18 +197,31 @@ def kernel_conn(p, node, port):
     return [line for line in table.splitlines()[1:] if line.split()[2] == f"{port:04X}"]
 
 
+# The client's ACK of the handshake held back: the connection is established at the client,
+# half-open (SYN_RECV) at the real server and in the spare's IPVS entry.
+HOLD_ACK = f"""table ip hold_ack {{
+  chain output {{
+    type filter hook output priority 0; policy accept;
+    ip daddr {VIP} tcp dport 80 tcp flags == ack drop
+  }}
+}}
+"""
+
+
 @pytest.mark.parametrize("grace", [True, False], ids=["grace", "no-grace"])
-def test_a_connection_the_failback_holder_was_never_told_of_is_not_reset(tmp_path, grace):
+@pytest.mark.parametrize("straddle", ["established", "handshake"])
+def test_a_connection_the_failback_holder_was_never_told_of_is_not_reset(tmp_path, grace, straddle):
     """A connection opened through the spare and still unknown to the director when it takes
-    the VIPs back (two packets, the handshake: the sync daemon sends an entry at its third)
-    finds no IPVS entry there.  With the handover grace the director forwards its packets to
-    the spare, which keeps the VIP on lo without ARP, and the same real server answers; the
-    spare, still sync master, then tells the director, which serves it alone after the grace.
-    Without it (handover_grace = 0) the director's own TCP resets the connection."""
+    the VIPs back finds no IPVS entry there: established (two packets, SYN and ACK: the sync
+    daemon sends an entry at its third), or still in its handshake (the client's ACK held back
+    until the switch: a SYN_RECV entry is never sent).  With the handover grace the director
+    forwards its packets to the spare, which keeps the VIP on lo without ARP, and the same real
+    server answers; the spare, still sync master, then tells the director, which serves it alone
+    after the grace.  Without it (handover_grace = 0) the director's own TCP resets it."""
     extra = f"sync_interface = eth1\nsyncid = 7\nhandover_grace = {'20s' if grace else '0'}\n"
     # initdead short: the spare starts alone and takes the VIPs; the director comes later (failback)
     timings = TIMINGS.replace("initdead = 20s", "initdead = 4s")
-    with Pair(f"hbh{int(grace)}", str(tmp_path), timings=timings, extra=extra, reals=2) as p:
+    with Pair(f"hbh{int(grace)}{straddle[0]}", str(tmp_path), timings=timings, extra=extra, reals=2) as p:
         echoes = []
         for r in p.reals:
             echoes.append(p.popen(r, [PY, "-c", NAMED_ECHO, r], stdout=subprocess.PIPE, text=True))
@@ -217,11 +230,15 @@ def test_a_connection_the_failback_holder_was_never_told_of_is_not_reset(tmp_pat
         assert p.wait(lambda: p.holds_vip("spare"), 90, 0.5), p.log("spare")
         assert p.wait(lambda: "master" in ipvsadm(p, "spare", "-Ln", "--daemon"), 60, 0.5), p.log("spare")
         assert p.wait(lambda: p.client_neigh_mac() in (None, p.mac("spare")), 30, 0.5)
+        if straddle == "handshake":
+            held = p.run("client", ["nft", "-f", "-"], input=HOLD_ACK)
+            assert held.returncode == 0, held.stderr
         client = p.popen("client", [PY, "-c", HELD, VIP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          text=True, bufsize=1)
-        port = int(client.stdout.readline())        # connected: SYN and ACK, through the spare
+        port = int(client.stdout.readline())        # connected (at the client), through the spare
         entry = kernel_conn(p, "spare", port)
-        assert entry and entry[0].split()[7] == "ESTABLISHED", entry
+        state = "ESTABLISHED" if straddle == "established" else "SYN_RECV"
+        assert entry and entry[0].split()[7] == state, entry
         dest = str(ipaddress.ip_address(int(entry[0].split()[5], 16)))
         real = next(r for r in p.reals if dest == f"{FRONT}{HOST[r]}")      # the real server it names
 
@@ -233,8 +250,11 @@ def test_a_connection_the_failback_holder_was_never_told_of_is_not_reset(tmp_pat
         assert kernel_conn(p, "director", port) == [], p.run("director", ["cat", "/proc/net/ip_vs_conn"]).stdout
         if grace:
             lo = p.run("spare", ["ip", "-o", "addr", "show", "dev", "lo"]).stdout
-            assert f"{VIP}/32" in lo and "lo:lvskit" in lo, lo              # local, on lo, for the grace
+            assert f"{VIP}/32" in lo and "lo:lvskit" in lo, lo + p.log("spare")   # local, on lo, for the grace
             assert "dup to" in p.run("director", ["nft", "list", "table", "ip", "lvskit_grace"]).stdout
+        if straddle == "handshake":
+            assert kernel_conn(p, "spare", port)[0].split()[7] == "SYN_RECV"
+            assert p.run("client", ["nft", "delete", "table", "ip", "hold_ack"]).returncode == 0
 
         client.stdin.write("after\n")
         client.stdin.flush()

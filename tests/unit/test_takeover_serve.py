@@ -198,7 +198,7 @@ def test_the_previous_holder_keeps_the_vip_on_lo_without_arp_for_the_grace(grace
     d = takeover.Director(cfg, addresses=FakeAddresses(held={"10.0.0.100/32"}, events=events),
                           loopback=lambda: lo)
     out = io.StringIO()
-    takeover.serve(d, io.StringIO("release grace\n"), out)
+    takeover.serve(d, io.StringIO("release\n"), out)
     assert out.getvalue().splitlines() == ["ready active", "done standby"]
     silence = next(e for e in events if "arp saddr ip 10.0.0.100 drop" in e)
     # ARP silenced, then the VIP local on lo, then gone from the interface: never a moment without it

@@ -353,12 +353,10 @@ class Listener:
 
     def _command(self, action, now):
         """The worker's command: a failback's or handover's acquire names the live node that held
-        the VIPs, and its release asks for the grace (takeover: the handover grace)."""
+        the VIPs (it forwards to it for the handover grace: takeover)."""
         if action == ACQUIRE:
             previous = sorted(self._live(now, ACTIVE)) or sorted(self._live(now, HELD))
             return f"{ACQUIRE} {previous[0]}" if previous else ACQUIRE
-        if action == RELEASE and not any(n in self.split for n in self._live(now, ACTIVE)):
-            return f"{RELEASE} grace"
         return action
 
     def _report(self, now):
