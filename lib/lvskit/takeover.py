@@ -138,6 +138,9 @@ class Director:
                 lines.append(f"# failback or handover from {peer}, for handover_grace {hb.handover_grace:g} s: "
                              "TCP that IPVS does not know goes to it")
                 lines.append(f"nft -f - <<'EOF'\n{nft.forward_text(fw)}EOF")
+            elif grace:
+                lines.append("# a failback or handover also forwards to the previous holder for "
+                             f"handover_grace {hb.handover_grace:g} s (nft; which node that is: not known here)")
             lines += [vip.ip_syntax("add", v, hb.vip_interface) for v in hb.vips]
             lines += [f"arping -U -c {hb.arp_count} -I {hb.vip_interface} {v.split('/')[0]}"
                       if ":" not in v else
