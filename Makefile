@@ -41,8 +41,10 @@ PYTEST      = $(PYTHON) -m pytest -q -p no:cacheprovider
 # bird2: [announce] mode = bgp's routing daemon; tests/netns and the lab start their own.
 # keepalived: the benchmarks compare with it (bench/active_active.py runs it in the guest,
 # which has only the host's files); its service does not start without a config.
+# nftables: nft, for the handover grace (takeover); Debian leaves nftables.service disabled,
+# and its ruleset must never be loaded here: nothing enables it.
 APT_PKGS    = python3 python3-requests python3-sh python3-pytest python3-pip iproute2 ipvsadm kmod \
-              haproxy systemd sudo groff-base man-db bird2 keepalived \
+              haproxy systemd sudo groff-base man-db bird2 keepalived nftables \
               python3-prometheus-client \
               debootstrap stress-ng \
               $(DEB_PKGS)

@@ -60,16 +60,24 @@ class Addresses:
         address = vip.split("/")[0]
         return any(a.split("/")[0] == address for a in self.list())
 
-    def add(self, vip, present=None):
+    def labelled(self, label):
+        """Set of 'address/prefix' on the interface whose IPv4 label is `label`."""
+        return {f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}" for m in self.ipr.get_addr(index=self.index)
+                if m.get_attr("IFA_LABEL") == label}
+
+    def add(self, vip, present=None, label=None):
         """Add vip ('address/prefix'); True when it was added, False when already there.
 
         present: the list() result when the caller already has it (one dump per takeover).
+        label: an IPv4 address label (INTERFACE:NAME), to find it again by.
         """
         present = self.list() if present is None else present
         if any(a.split("/")[0] == vip.split("/")[0] for a in present):
             return False
         iface = ipaddress.ip_interface(vip)
         kw = {"index": self.index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
+        if label:
+            kw["label"] = label
         if iface.version == 6:
             kw["flags"] = IFA_F_NODAD
         self._call("add", vip, **kw)
@@ -96,7 +104,8 @@ class Addresses:
                         PERMISSION if code == 1 else 1) from None
 
 
-def ip_syntax(command, vip, interface):
+def ip_syntax(command, vip, interface, label=None):
     """The same change as an ip(8) command line, for --dry-run."""
     extra = " nodad" if ":" in vip and command == "add" else ""
+    extra += f" label {label}" if label and command == "add" else ""
     return f"ip addr {command} {vip} dev {interface}{extra}"

@@ -7,6 +7,7 @@ directors through takeover (the standby loads the table too), and the IPVS
 connection-sync daemon is master on the active one, backup on the spare.
 Longer timings than on the host: the guest emulates its CPUs, far slower.
 """
+import ipaddress
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "netns"))
-from hbtopo import PY, VIP, Pair  # noqa: E402
+from hbtopo import FRONT, HOST, PY, VIP, Pair  # noqa: E402
 
 TIMINGS = "interval = 200ms\ndeadtime = 3s\nwarntime = 1s\ninitdead = 20s\nrealtime = no\n"
 
@@ -186,5 +187,98 @@ def test_ghost_of_a_connection_closed_as_the_director_died_does_not_steer_the_sp
         assert live.stdout.readline().strip().split()[-1] == "after", p.log("spare")
         live.stdin.close()
         live.wait(10)
+        for e in echoes:
+            e.kill()
+
+
+def kernel_conn(p, node, port):
+    """NODE's /proc/net/ip_vs_conn lines of the client's connection from PORT (ports in hex)."""
+    table = p.run(node, ["cat", "/proc/net/ip_vs_conn"]).stdout
+    return [line for line in table.splitlines()[1:] if line.split()[2] == f"{port:04X}"]
+
+
+# The client's ACK of the handshake held back: the connection is established at the client,
+# half-open (SYN_RECV) at the real server and in the spare's IPVS entry.
+HOLD_ACK = f"""table ip hold_ack {{
+  chain output {{
+    type filter hook output priority 0; policy accept;
+    ip daddr {VIP} tcp dport 80 tcp flags == ack drop
+  }}
+}}
+"""
+
+
+@pytest.mark.parametrize("grace", [True, False], ids=["grace", "no-grace"])
+@pytest.mark.parametrize("straddle", ["established", "handshake"])
+def test_a_connection_the_failback_holder_was_never_told_of_is_not_reset(tmp_path, grace, straddle):
+    """A connection opened through the spare and still unknown to the director when it takes
+    the VIPs back finds no IPVS entry there: established (two packets, SYN and ACK: the sync
+    daemon sends an entry at its third), or still in its handshake (the client's ACK held back
+    until the switch: a SYN_RECV entry is never sent).  With the handover grace the director
+    forwards its packets to the spare, which keeps the VIP on lo without ARP, and the same real
+    server answers; the spare, still sync master, then tells the director, which serves it alone
+    after the grace.  Without it (handover_grace = 0) the director's own TCP resets it."""
+    extra = f"sync_interface = eth1\nsyncid = 7\nhandover_grace = {'20s' if grace else '0'}\n"
+    # initdead short: the spare starts alone and takes the VIPs; the director comes later (failback)
+    timings = TIMINGS.replace("initdead = 20s", "initdead = 4s")
+    with Pair(f"hbh{int(grace)}{straddle[0]}", str(tmp_path), timings=timings, extra=extra, reals=2) as p:
+        echoes = []
+        for r in p.reals:
+            echoes.append(p.popen(r, [PY, "-c", NAMED_ECHO, r], stdout=subprocess.PIPE, text=True))
+            assert echoes[-1].stdout.readline().strip() == "READY"
+        p.start("spare")
+        assert p.wait(lambda: p.holds_vip("spare"), 90, 0.5), p.log("spare")
+        assert p.wait(lambda: "master" in ipvsadm(p, "spare", "-Ln", "--daemon"), 60, 0.5), p.log("spare")
+        assert p.wait(lambda: p.client_neigh_mac() in (None, p.mac("spare")), 30, 0.5)
+        if straddle == "handshake":
+            held = p.run("client", ["nft", "-f", "-"], input=HOLD_ACK)
+            assert held.returncode == 0, held.stderr
+        client = p.popen("client", [PY, "-c", HELD, VIP], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, bufsize=1)
+        port = int(client.stdout.readline())        # connected (at the client), through the spare
+        entry = kernel_conn(p, "spare", port)
+        state = "ESTABLISHED" if straddle == "established" else "SYN_RECV"
+        assert entry and entry[0].split()[7] == state, entry
+        dest = str(ipaddress.ip_address(int(entry[0].split()[5], 16)))
+        real = next(r for r in p.reals if dest == f"{FRONT}{HOST[r]}")      # the real server it names
+
+        p.start("director")                         # it outranks the spare: failback
+        assert p.wait(lambda: p.holds_vip("director"), 90, 0.5), p.log("director")
+        assert p.wait(lambda: not p.holds_vip("spare"), 30, 0.2), p.log("spare")
+        assert p.wait(lambda: p.client_neigh_mac() == p.mac("director"), 30, 0.2)
+        # the straddle: the director holds the VIP and has no entry for the connection
+        assert kernel_conn(p, "director", port) == [], p.run("director", ["cat", "/proc/net/ip_vs_conn"]).stdout
+        if grace:
+            lo = p.run("spare", ["ip", "-o", "addr", "show", "dev", "lo"]).stdout
+            assert f"{VIP}/32" in lo and "lo:lvskit" in lo, lo + p.log("spare")   # local, on lo, for the grace
+            assert "dup to" in p.run("director", ["nft", "list", "table", "ip", "lvskit_grace"]).stdout
+        if straddle == "handshake":
+            assert kernel_conn(p, "spare", port)[0].split()[7] == "SYN_RECV"
+            assert p.run("client", ["nft", "delete", "table", "ip", "hold_ack"]).returncode == 0
+
+        client.stdin.write("after\n")
+        client.stdin.flush()
+        answer = client.stdout.readline().strip()
+        if not grace:
+            assert answer.startswith("ERR") and "reset" in answer, answer
+            client.kill()
+            for e in echoes:
+                e.kill()
+            return
+        assert answer == f"{real} after", (answer, p.log("director"), p.log("spare"))
+        # the spare, still sync master, told the director: after the grace it serves the connection alone
+        assert p.wait(lambda: kernel_conn(p, "director", port), 30, 0.5), p.log("spare")
+        assert p.wait(lambda: "handover grace ended" in p.log("director")
+                      and "handover grace ended" in p.log("spare"), 60, 0.5), p.log("director") + p.log("spare")
+        assert p.run("director", ["nft", "list", "table", "ip", "lvskit_grace"]).returncode != 0
+        assert p.run("spare", ["nft", "list", "table", "arp", "lvskit_grace"]).returncode != 0
+        assert f"{VIP}/32" not in p.run("spare", ["ip", "-o", "addr", "show", "dev", "lo"]).stdout
+        assert "master" not in ipvsadm(p, "spare", "-Ln", "--daemon")
+        assert "backup" not in ipvsadm(p, "director", "-Ln", "--daemon")
+        client.stdin.write("later\n")
+        client.stdin.flush()
+        assert client.stdout.readline().strip() == f"{real} later", p.log("director")
+        client.stdin.close()
+        assert client.stdout.readline().strip() == "CLOSED"
         for e in echoes:
             e.kill()

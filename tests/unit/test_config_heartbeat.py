@@ -49,6 +49,12 @@ def test_durations_and_lists():
     assert hb.sync_interface == "eth1" and hb.syncid == 9
 
 
+def test_handover_grace_is_five_seconds_unless_set_and_zero_turns_it_off():
+    assert load().heartbeat.handover_grace == 5.0
+    assert load("handover_grace = 8s").heartbeat.handover_grace == 8.0
+    assert load("handover_grace = 0").heartbeat.handover_grace == 0.0
+
+
 def test_the_fast_setting():
     """lvskit.ini(5)'s fast setting: 10 ms beats, deadtime three of them; warntime half of it."""
     hb = load("interval = 10ms\ndeadtime = 30ms\n").heartbeat
@@ -65,6 +71,8 @@ def test_the_fast_setting():
     ("vips = 10.0.0.300", "vips", "not an address"),
     ("unicast = no", "unicast", "multicast"),
     ("syncid = 256", "syncid", "out of range"),
+    ("handover_grace = 61s", "handover_grace", "out of range 0..60 s"),
+    ("handover_grace = soon", "handover_grace", "not a duration"),
     ("on_release = echo 'unbalanced", "on_release", "cannot split"),
     ("colour = blue", "colour", "unknown key"),
 ])

@@ -47,7 +47,7 @@ BAD = {
     "check_rise": INTEGER + ["0"], "check_fall": INTEGER + ["0"], "max_sessions": INTEGER,
     "scale": INTEGER + ["0"], "priority": INTEGER,
     "check_interval": DURATION + ["0"], "check_timeout": DURATION + ["0"],
-    "interval": DURATION + ["0"], "deadtime": DURATION + ["0"],
+    "interval": DURATION + ["0"], "deadtime": DURATION + ["0"], "handover_grace": DURATION + ["61s"],
     "timeout": NUMBER, "alpha": NUMBER, "deadband": NUMBER, "max_step": NUMBER, "floor": NUMBER,
     "ceiling": NUMBER, "slow_start": NUMBER, "cpu_full": NUMBER,
     "address": ["300.1.2.3", "hades", "1.2.3", "::g"],

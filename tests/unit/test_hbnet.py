@@ -790,15 +790,15 @@ def test_failback_at_the_director_is_one_line_and_no_split_brain(cfg, said):
     li, worker = _node(cfg, "a", STANDBY)
     li.heard(_beat("b", ACTIVE, 1), 10.0)
     li.step(10.0)
-    assert worker.sent == ["acquire"]
+    assert worker.sent == ["acquire b"]        # from b, alive: the worker forwards to it a while
     _answers(cfg, li, ACTIVE)
     for seq, t in enumerate((10.02, 10.04, 10.06), 2):     # b not let go yet
         li.heard(_beat("b", ACTIVE, seq), t)
         li.step(t)
-    assert worker.sent == ["acquire"]        # our acquire just announced: no second one yet
+    assert worker.sent == ["acquire b"]        # our acquire just announced: no second one yet
     li.heard(_beat("b", STANDBY, 5), 10.08)   # b let go: we announce again, quietly
     li.step(10.08)
-    assert worker.sent == ["acquire", "announce"]
+    assert worker.sent == ["acquire b", "announce"]
     _answers(cfg, li, ACTIVE)
     transitions = [line for line in said if line.startswith("now ")]
     assert transitions == ["now active: failback, peer b (priority 100) was active"], said
@@ -864,7 +864,7 @@ def test_a_handover_by_hand_is_said_on_both_sides(cfg, said):
     b, worker = _node(cfg, "b", STANDBY)
     b.heard(_beat("a", HELD, 1), 10.0)
     b.step(10.0)
-    assert worker.sent == ["acquire"]
+    assert worker.sent == ["acquire a"]
     _answers(cfg, b, ACTIVE)
     assert said[-1] == "now active: handover, peer a (priority 200) held"
 

@@ -9,8 +9,9 @@ from lvskit.heartbeat import ACTIVE, STANDBY
 
 
 class FakeAddresses:
-    def __init__(self, held=(), stuck=()):
+    def __init__(self, held=(), stuck=(), events=None, name="eth"):
         self.held, self.stuck = set(held), set(stuck)
+        self.labels, self.events, self.name = {}, events if events is not None else [], name
 
     def list(self):
         return set(self.held)
@@ -18,9 +19,11 @@ class FakeAddresses:
     def holds(self, vip):
         return vip in self.held
 
-    def add(self, vip, present=None):
+    def add(self, vip, present=None, label=None):
         new = vip not in self.held
         self.held.add(vip)
+        self.labels[vip] = label
+        self.events.append(f"{self.name} add {vip}")
         return new
 
     def delete(self, vip):
@@ -28,7 +31,14 @@ class FakeAddresses:
             raise Fatal(f"ip addr del {vip} dev nowhere0: Operation not permitted")
         found = vip in self.held
         self.held.discard(vip)
+        self.events.append(f"{self.name} del {vip}")
         return found
+
+    def labelled(self, label):
+        return {a for a in self.held if self.labels.get(a) == label}
+
+    def close(self):
+        pass
 
 
 @pytest.fixture
@@ -124,3 +134,112 @@ path.lo = 127.0.0.2
     lines = serve(bad, FakeAddresses(), "acquire\n")
     assert lines[0] == "ready standby"
     assert lines[1].startswith("error ") and "plainfile/run/takeover.json: cannot write the role" in lines[1]
+
+
+# --- the handover grace (nft stubbed: its text is tests/unit/test_nft.py's, the real thing tests/lab's) ---
+
+GRACE_INI = """
+[global]
+state_dir = {tmp}/state
+run_dir = {tmp}/run
+[service web]
+address = 10.0.0.100
+port = 80
+[heartbeat]
+key_file = /etc/lvskit/hb.key
+vip_interface = lvsknone0
+arp_repeat = 0
+handover_grace = {grace}
+[node a]
+path.hb = 10.9.0.1
+path.front = 10.0.0.2
+[node b]
+path.hb = 10.9.0.2
+path.front = 10.0.0.3
+"""
+
+
+@pytest.fixture
+def grace(tmp_path, monkeypatch):
+    """(config with a 0.2 s grace, events: nft scripts and address changes in order)."""
+    from lvskit import nft
+    events = []
+    monkeypatch.setattr(nft, "load", lambda text, what, missing_ok=False: events.append(text) or True)
+    monkeypatch.setattr(takeover.Director, "_ipvs", lambda self, role, table=True: True)
+    return config.parse(GRACE_INI.format(tmp=tmp_path, grace="200ms"), "t.ini"), events
+
+
+def test_a_failback_forwards_to_the_previous_holder_from_before_the_vips_and_for_the_grace(grace):
+    import time
+    cfg, events = grace
+    # own address 10.0.0.2/24 on the VIP's interface: the peer's front address is there
+    addrs = FakeAddresses(held={"10.0.0.2/24"}, events=events)
+    assert serve(cfg, addrs, "acquire b\n") == ["ready standby", "done active"]
+    loads = [e for e in events if "lvskit_grace" in e]
+    assert 'dup to 10.0.0.3 device "lvsknone0" drop' in loads[-1]
+    assert events.index(loads[-1]) < events.index("eth add 10.0.0.100/32")      # before the VIP
+    deadline = time.monotonic() + 5
+    while not events[-1].startswith("table ip lvskit_grace {}\ndelete") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert events[-1] == "table ip lvskit_grace {}\ndelete table ip lvskit_grace\n"    # the grace ended
+
+
+def test_a_crash_takeover_has_no_grace(grace):
+    cfg, events = grace
+    assert serve(cfg, FakeAddresses(held={"10.0.0.2/24"}, events=events), "acquire\n") == [
+        "ready standby", "done active"]
+    assert not any("dup to" in e for e in events)
+
+
+def test_the_previous_holder_keeps_the_vip_on_lo_without_arp_for_the_grace(grace):
+    import time
+    cfg, events = grace
+    lo = FakeAddresses(events=events, name="lo")
+    d = takeover.Director(cfg, addresses=FakeAddresses(held={"10.0.0.100/32"}, events=events),
+                          loopback=lambda: lo)
+    out = io.StringIO()
+    takeover.serve(d, io.StringIO("release\n"), out)
+    assert out.getvalue().splitlines() == ["ready active", "done standby"]
+    silence = next(e for e in events if "arp saddr ip 10.0.0.100 drop" in e)
+    # ARP silenced, then the VIP local on lo, then gone from the interface: never a moment without it
+    assert events.index(silence) < events.index("lo add 10.0.0.100/32") < events.index("eth del 10.0.0.100/32")
+    assert lo.labels["10.0.0.100/32"] == takeover.GRACE_LABEL
+    assert rolefile.read_role(cfg) == STANDBY
+    d.wait_grace()
+    assert "lo del 10.0.0.100/32" in events and not lo.held
+    assert events[-1] == "table arp lvskit_grace {}\ndelete table arp lvskit_grace\n"
+
+
+def test_a_grace_nft_refuses_is_a_plain_release(grace, monkeypatch):
+    from lvskit import nft
+    cfg, events = grace
+    monkeypatch.setattr(nft, "load", lambda text, what, missing_ok=False: False)
+    lo = FakeAddresses(events=events, name="lo")
+    addrs = FakeAddresses(held={"10.0.0.100/32"}, events=events)
+    d = takeover.Director(cfg, addresses=addrs, loopback=lambda: lo)
+    assert d.release(grace=True)
+    assert not addrs.held and not lo.held and d._grace is None
+
+
+def test_grace_zero_is_off(tmp_path, monkeypatch):
+    from lvskit import nft
+    called = []
+    monkeypatch.setattr(nft, "load", lambda *a, **kw: called.append(a) or True)
+    cfg = config.parse(GRACE_INI.format(tmp=tmp_path, grace="0"), "t.ini")
+    d = takeover.Director(cfg, addresses=FakeAddresses(held={"10.0.0.100/32", "10.0.0.2/24"}),
+                          loopback=lambda: FakeAddresses(name="lo"))
+    d.start_forwarding("b")
+    assert d.release(grace=True) and called == [] and d._grace is None
+
+
+def test_the_plans_show_the_grace_rules(grace):
+    cfg, _ = grace
+    d = takeover.Director(cfg, addresses=FakeAddresses(held={"10.0.0.2/24"}))
+    acquire = "\n".join(d.plan(acquire=True, peer="b"))
+    assert 'dup to 10.0.0.3 device "lvsknone0" drop' in acquire
+    assert acquire.index("dup to") < acquire.index("ip addr add 10.0.0.100/32 dev lvsknone0")
+    assert "dup to" not in "\n".join(d.plan(acquire=True))          # no peer: a crash takeover
+    release = "\n".join(d.plan(acquire=False))
+    assert "arp saddr ip 10.0.0.100 drop" in release
+    assert release.index("ip addr add 10.0.0.100/32 dev lo label lo:lvskit") < release.index(
+        "ip addr del 10.0.0.100/32 dev lvsknone0") < release.index("ip addr del 10.0.0.100/32 dev lo")

@@ -34,6 +34,7 @@ class Heartbeat(record(
         arp_count=3,
         arp_repeat=2.0,
         release_wait=2.0,
+        handover_grace=5.0,     # s a failback's or handover's new holder forwards unknown TCP to the old
         sync_interface="",
         syncid=0,
         on_acquire="",
@@ -101,6 +102,8 @@ def heartbeat(sec, services, nodes, node_secs):
     kw["arp_count"] = v.integer(sec, "arp_count", 1, 100, 3)
     kw["arp_repeat"] = v.duration(sec, "arp_repeat", 0, 60, 2.0)
     kw["release_wait"] = v.duration(sec, "release_wait", 0, 60, 2.0)
+    # Longer than the sync daemon's flush (2 s) plus a retransmission: 0 turns it off.
+    kw["handover_grace"] = v.duration(sec, "handover_grace", 0, 60, 5.0)
     kw["sync_interface"] = sec.take("sync_interface", "") or ""
     if kw["sync_interface"] and not IFNAME.match(kw["sync_interface"]):
         raise sec.error(f"{kw['sync_interface']!r} is not an interface name", "sync_interface")

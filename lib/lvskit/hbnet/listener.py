@@ -341,7 +341,7 @@ class Listener:
         if now - self.last_try.get(action, -1e9) < period:
             return
         self.last_try[action] = now
-        self.worker.send(action)
+        self.worker.send(self._command(action, now))
         if action == ACQUIRE:
             self.why = self._why_acquire(now)
         elif action == RELEASE:
@@ -350,6 +350,14 @@ class Listener:
             if split:
                 log.warning(f"split brain: {self._peers(split)} active too; staying active, announcing again")
             self.split_said = split
+
+    def _command(self, action, now):
+        """The worker's command: a failback's or handover's acquire names the live node that held
+        the VIPs (it forwards to it for the handover grace: takeover)."""
+        if action == ACQUIRE:
+            previous = sorted(self._live(now, ACTIVE)) or sorted(self._live(now, HELD))
+            return f"{ACQUIRE} {previous[0]}" if previous else ACQUIRE
+        return action
 
     def _report(self, now):
         for name, peer in self.peers.items():
