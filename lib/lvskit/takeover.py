@@ -8,34 +8,24 @@ Release runs the reverse; with ``hold`` (by hand, for maintenance) it first
 says "held" in the heartbeats and waits for a peer to become active before it
 drops the VIPs, so the handover is make-before-break.
 
-A failback or a handover (the previous holder alive, letting go on
-purpose) has a grace of handover_grace s, because the sync daemon tells the
-new holder of a connection only after some packets and up to 2 s later:
-the new holder forwards the TCP packets that IPVS does not know to the
-previous holder (nft.Forward, loaded before its VIPs), which keeps the VIPs
-as local addresses on lo (label lo:lvskit) without answering ARP for them,
-its table, and its sync daemon master beside the new backup one, so its
-entries keep forwarding and reach the new holder.  The new holder keeps its
-backup daemon beside the master for as long.  After the grace both undo it.
+A failback or a handover (the previous holder alive, letting go on purpose)
+has a grace (lvskit.grace): for handover_grace s the new holder forwards the
+TCP that IPVS does not know yet to the previous holder, which keeps serving it.
 
 The role file (lvskit.rolefile) is what hb-send advertises.  Deleting it is
 harmless: hb-send keeps advertising the role it last read, and hb-listen has
 its worker (``status``, current_role) rewrite it from the VIPs the interface
 holds.  A held node's file deleted comes back as standby.
 """
-import ipaddress
 import shlex
 import threading
 import time
 
 from . import arp, errors, log, nft, state, vip
 from .errors import Fatal
+from .grace import FORWARD, LABEL, SILENCE, Grace, forwarding, grace_vips
 from .heartbeat import ACTIVE, HELD, STANDBY
 from .rolefile import ROLES, read_role, write_role
-
-GRACE_LABEL = "lo:lvskit"      # the previous holder's VIPs on lo during a grace, found again by it
-FORWARD, SILENCE = "forward", "silence"     # the two sides of a grace (see the module's docstring)
-
 
 def check_peers(data):
     """hb-peers.json's shape (hbnet.listener writes it), for state.load."""
@@ -94,8 +84,7 @@ class Director:
         self._late_arp = threading.Lock()
         self._said_no_ipvs = False
         self._announcer = arp.Announcer(self.hb.vip_interface)
-        self._grace = None          # (FORWARD or SILENCE, its timer, the lo addresses we added)
-        self._grace_lock = threading.Lock()
+        self.grace = Grace(self.hb.handover_grace, self.loopback, self._grace_expired)
 
     @property
     def addrs(self):
@@ -131,9 +120,9 @@ class Director:
     def plan(self, acquire, peer=None):
         """The steps in ip/ipvsadm/nft syntax; peer: a failback's or handover's other node."""
         hb, lines = self.hb, []
-        grace = hb.handover_grace > 0 and self.grace_vips()
+        grace = hb.handover_grace > 0 and grace_vips(self.cfg)
         if acquire:
-            fw = self.forwarding(peer) if grace and peer else None
+            fw = forwarding(self.cfg, peer, self._own()) if grace and peer else None
             if fw:
                 lines.append(f"# failback or handover from {peer}, for handover_grace {hb.handover_grace:g} s: "
                              "TCP that IPVS does not know goes to it")
@@ -166,7 +155,7 @@ class Director:
                 lines.append(f"# for handover_grace {hb.handover_grace:g} s (a peer took the VIPs over): "
                              "the VIPs stay local, without ARP, and the sync daemon master")
                 lines.append(f"nft -f - <<'EOF'\n{nft.silence_text(grace)}EOF")
-                lines += [vip.ip_syntax("add", f"{a}/32", "lo", GRACE_LABEL) for a in grace]
+                lines += [vip.ip_syntax("add", f"{a}/32", "lo", LABEL) for a in grace]
             lines += [vip.ip_syntax("del", v, hb.vip_interface) for v in hb.vips]
             if hb.sync_interface:
                 if not grace:
@@ -181,132 +170,31 @@ class Director:
                     lines.append("ipvsadm --stop-daemon master")
         return lines
 
-    # --- the grace of a failback or a handover --------------------------------------------
-    def grace_vips(self):
-        """The IPv4 VIPs that have a TCP service: the grace's addresses (see nft: no IPv6)."""
-        out = []
-        for v in self.hb.vips:
-            address = v.split("/")[0]
-            if ":" not in address and any(vs.key.protocol == 6 and vs.key.address == address
-                                          for vs in self.cfg.services):
-                out.append(address)
-        return out
-
-    def forwarding(self, peer):
-        """The nft.Forward to node `peer`: its IPv4 path address on vip_interface's networks
-        (sent out there), else its first IPv4 one (routed); None when it has none."""
-        node = next((n for n in self.cfg.nodes if n.name == peer), None)
-        if node is None:
-            return None
-        candidates = [a for _, a in sorted(node.paths.items()) if ":" not in a]
-        if not candidates:
-            return None
-        address, device = candidates[0], None
+    # --- the grace of a failback or a handover (lvskit.grace) -------------------------------
+    def _own(self):
+        """This node's addresses on vip_interface (ADDRESS/PREFIX); [] when they cannot be read."""
         try:
-            own = [ipaddress.ip_interface(a) for a in self.addrs.list()]
+            return self.addrs.list()
         except Fatal:
-            own = []
-        for a in candidates:
-            if any(i.version == 4 and i.network.prefixlen < 32 and ipaddress.ip_address(a) in i.network
-                   for i in own):
-                address, device = a, self.hb.vip_interface
-                break
-        vips = tuple((a, tuple(sorted({vs.key.port for vs in self.cfg.services
-                                       if vs.key.protocol == 6 and vs.key.address == a})))
-                     for a in self.grace_vips())
-        return nft.Forward(vips, address, device)
-
-    def in_grace(self, kind):
-        return self._grace is not None and self._grace[0] == kind
+            return []
 
     def start_forwarding(self, peer):
-        """Before the VIPs of a failback or handover from `peer`: its grace's forwarding."""
-        self.end_grace()
+        """Before the VIPs of a failback or handover from node `peer`: its grace's forwarding."""
+        self.grace.end()
         if self.hb.handover_grace <= 0:
             return True
-        fw = self.forwarding(peer)
+        fw = forwarding(self.cfg, peer, self._own())
         if fw is None or not fw.vips:
             return True
-        if not nft.load(nft.forward_text(fw), f"handover grace: forwarding to {peer} ({fw.peer})"):
-            return False
-        self._begin_grace(FORWARD, [])
-        log.info(f"handover grace: TCP that IPVS does not know goes to {peer} ({fw.peer}) "
-                 f"for {self.hb.handover_grace:g} s")
-        return True
+        return self.grace.forward(fw, peer)
 
-    def _start_silence(self):
-        """Before the VIPs leave vip_interface: they stay on lo, unannounced.  False: plain release."""
-        self.end_grace()
-        vips = self.grace_vips()
-        if self.hb.handover_grace <= 0 or not vips:
-            return True
-        if not nft.load(nft.silence_text(vips), "handover grace: keeping the VIPs without ARP"):
-            return False
-        added = []
-        try:
-            lo = self.loopback()
-            present = lo.list()
-            for a in vips:
-                if lo.add(f"{a}/32", present, label=GRACE_LABEL):
-                    added.append(f"{a}/32")
-            lo.close()
-        except Fatal as e:
-            log.error(f"handover grace: {e}")
-        self._begin_grace(SILENCE, added)
-        return True
-
-    def _begin_grace(self, kind, added):
-        timer = threading.Timer(self.hb.handover_grace, self.end_grace, (kind, True))
-        timer.daemon = True
-        with self._grace_lock:
-            self._grace = (kind, timer, added)
-        timer.start()
-
-    def wait_grace(self):
-        """Until the grace ends (takeover --release by hand stays for it)."""
-        grace = self._grace
-        if grace is not None:
-            grace[1].join()
-
-    def end_grace(self, kind=None, expired=False):
-        """End the grace now (of that kind only, when given): its table, its lo addresses, and when
-        it expired, the other sync daemon (else a change of role is under way, which sets them)."""
-        with self._grace_lock:
-            grace = self._grace
-            if grace is None or (kind is not None and grace[0] != kind):
-                return
-            self._grace = None
-        kind, timer, added = grace
-        if timer is not threading.current_thread():
-            timer.cancel()
-        if added:       # first: the ARP stays silenced while they are local
-            try:
-                lo = self.loopback()
-                for a in added:
-                    lo.delete(a)
-                lo.close()
-            except Fatal as e:
-                log.error(f"handover grace: {e}")
-        nft.load(nft.delete_text("ip" if kind == FORWARD else "arp"), "handover grace: its end")
-        if expired and self.hb.sync_interface:
+    def _grace_expired(self, kind):
+        """The grace ran its time: the sync daemon it kept stops, if the role is still its."""
+        if self.hb.sync_interface:
             with self._slow:
                 role = read_role(self.cfg)
                 if (role == ACTIVE) == (kind == FORWARD):
                     self._stop_daemon("backup" if kind == FORWARD else "master")
-        log.info(f"handover grace ended ({kind})")
-
-    def clear_grace(self):
-        """A grace another process (or a worker before us) left: its tables and lo addresses."""
-        if self.hb.handover_grace <= 0 or not self.grace_vips():
-            return
-        try:
-            lo = self.loopback()
-            for a in lo.labelled(GRACE_LABEL):
-                lo.delete(a)
-            lo.close()
-        except Fatal as e:
-            log.error(f"handover grace: {e}")
-        nft.load(nft.delete_text("ip") + nft.delete_text("arp"), "handover grace: clearing", missing_ok=True)
 
     def _stop_daemon(self, which):
         from . import sync
@@ -355,10 +243,8 @@ class Director:
         started = time.monotonic() if started is None else started
         # Our own letting-go of a moment ago, or a `takeover --release` still in its
         # grace: ARP replies for the VIPs must go out again.
-        if self._grace is not None:
-            self.end_grace(SILENCE)
-        elif self.hb.handover_grace > 0 and self.grace_vips():
-            nft.load(nft.delete_text("arp"), "handover grace: clearing", missing_ok=True)
+        if self.grace.kind is not None or (self.hb.handover_grace > 0 and grace_vips(self.cfg)):
+            self.grace.speak_again()
         with self._slow:
             ok = self._ipvs(ACTIVE)
             for cmd in (self.hb.monitor_start, self.hb.on_acquire):
@@ -397,8 +283,9 @@ class Director:
                     raise Fatal(f"{why}; keeping the VIPs (--force releases anyway)", errors.ERROR)
                 log.warning(f"{why}; releasing anyway (--force)")
                 grace = False
-        if grace and self.held_vips():
-            self._start_silence()
+        vips = grace_vips(self.cfg) if grace and self.hb.handover_grace > 0 else []
+        if vips and self.held_vips():
+            self.grace.silence(vips)
         ok = True
         for v in self.hb.vips:
             try:
@@ -408,7 +295,7 @@ class Director:
                 log.error(str(e))
                 ok = False
         if not ok:      # still holding some: answer ARP for them again
-            self.end_grace(SILENCE)
+            self.grace.end(SILENCE)
         return ok
 
     def release_slow(self):
@@ -461,7 +348,7 @@ class Director:
                     from . import inherited
                     inherited.count_as_inactive(*running["backup"])
                 # in a grace the other daemon stays: the peer's entries keep coming (or going)
-                keep = self.in_grace(FORWARD if role == ACTIVE else SILENCE)
+                keep = self.grace.kind == (FORWARD if role == ACTIVE else SILENCE)
                 ok &= self._sync_daemon(kernel, role, running, keep)
         except Fatal as e:
             log.error(f"IPVS: {e}")
@@ -518,7 +405,8 @@ def serve(director, stdin, stdout):
         stdout.write(text + "\n")
         stdout.flush()
 
-    director.clear_grace()          # a worker before us may have died in one
+    if director.hb.handover_grace > 0 and grace_vips(director.cfg):
+        director.grace.clear()      # a worker before us may have died in one
     say(f"ready {director.current_role()}")
     slow(director.standby_setup if read_role(director.cfg) != ACTIVE else director.acquire_slow)
     for line in stdin:

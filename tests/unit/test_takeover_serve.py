@@ -192,7 +192,6 @@ def test_a_crash_takeover_has_no_grace(grace):
 
 
 def test_the_previous_holder_keeps_the_vip_on_lo_without_arp_for_the_grace(grace):
-    import time
     cfg, events = grace
     lo = FakeAddresses(events=events, name="lo")
     d = takeover.Director(cfg, addresses=FakeAddresses(held={"10.0.0.100/32"}, events=events),
@@ -203,9 +202,9 @@ def test_the_previous_holder_keeps_the_vip_on_lo_without_arp_for_the_grace(grace
     silence = next(e for e in events if "arp saddr ip 10.0.0.100 drop" in e)
     # ARP silenced, then the VIP local on lo, then gone from the interface: never a moment without it
     assert events.index(silence) < events.index("lo add 10.0.0.100/32") < events.index("eth del 10.0.0.100/32")
-    assert lo.labels["10.0.0.100/32"] == takeover.GRACE_LABEL
+    assert lo.labels["10.0.0.100/32"] == takeover.LABEL
     assert rolefile.read_role(cfg) == STANDBY
-    d.wait_grace()
+    d.grace.wait()
     assert "lo del 10.0.0.100/32" in events and not lo.held
     assert events[-1] == "table arp lvskit_grace {}\ndelete table arp lvskit_grace\n"
 
@@ -218,7 +217,7 @@ def test_a_grace_nft_refuses_is_a_plain_release(grace, monkeypatch):
     addrs = FakeAddresses(held={"10.0.0.100/32"}, events=events)
     d = takeover.Director(cfg, addresses=addrs, loopback=lambda: lo)
     assert d.release(grace=True)
-    assert not addrs.held and not lo.held and d._grace is None
+    assert not addrs.held and not lo.held and d.grace.kind is None
 
 
 def test_grace_zero_is_off(tmp_path, monkeypatch):
@@ -229,7 +228,7 @@ def test_grace_zero_is_off(tmp_path, monkeypatch):
     d = takeover.Director(cfg, addresses=FakeAddresses(held={"10.0.0.100/32", "10.0.0.2/24"}),
                           loopback=lambda: FakeAddresses(name="lo"))
     d.start_forwarding("b")
-    assert d.release(grace=True) and called == [] and d._grace is None
+    assert d.release(grace=True) and called == [] and d.grace.kind is None
 
 
 def test_the_plans_show_the_grace_rules(grace):
