@@ -129,6 +129,8 @@ class Grace:
             now = self._now
             if now is None or (kind is not None and now[0] != kind):
                 return
+            if expired and now[1] is not threading.current_thread():
+                return      # the timer of an earlier grace, cancelled too late: not this one's end
             self._now = None
         kind, timer, added = now
         if timer is not threading.current_thread():
