@@ -17,7 +17,8 @@ director and spare answers with its name on port 9000 of the VIP.
             probes lost, and time from --rejoin to the director's first answer.
   failback  the director killed as in `gap`, the spare serving; then the director
             "rebooted" (no VIP, RUN_DIR emptied, its programs started fresh)
-            and, with auto_failback (keepalived: preempt), taking the VIP back:
+            and, with auto_failback (keepalived: preempt), taking the VIP back
+            (the config has a TCP service on the VIP: lvskit's handover grace runs):
             probes lost (min/median/max over the trials) and the longest time
             between two answers, from its links up to 1 s after the handover;
             the longest stall of a SCHED_FIFO 10 process on the host meanwhile;
@@ -197,8 +198,12 @@ def start_keepalived(p, node, advert_int):
     ]
 
 
-def make_pair(system, workdir, tag):
-    p = Pair(f"hbb{tag}", workdir, timings=timings(system), extra="auto_failback = yes\n")
+def make_pair(system, workdir, tag, service=False):
+    """A pair of `system` running, the director active.  service: the config has a TCP
+    service on the VIP (one real server), as a real one does, so a failback runs the
+    handover grace (its nft tables; the IPVS steps are skipped: the host has no IPVS)."""
+    p = Pair(f"hbb{tag}", workdir, timings=timings(system), extra="auto_failback = yes\n",
+             reals=1 if service else 0)
     for node in ("director", "spare"):
         if system.startswith("lvskit"):
             p.start(node)
@@ -357,7 +362,7 @@ def one_restore(system, tag, reboot):
     stall of a SCHED_FIFO 10 process on this host in that window.
     """
     workdir = tempfile.mkdtemp(prefix="hbbench-")
-    p = make_pair(system, workdir, tag)
+    p = make_pair(system, workdir, tag, service=True)
     try:
         probe = _probe(p)
         stall = p.popen("client", ["chrt", "-f", "10", PY, "-c", STALL], stdout=subprocess.PIPE, text=True)
@@ -372,6 +377,8 @@ def one_restore(system, tag, reboot):
         t_held = time.monotonic()
         time.sleep(1.0)
         answers, stalls = _answers(probe), _lines(stall)
+        with open(os.path.join(p.dir, "director.log")) as f:
+            graced = "handover grace: TCP that IPVS does not know" in f.read()
         gap = next((t - t_kill for t, name in answers if t > t_kill and name == "spare"), None)
         window = [(t, name) for t, name in answers if t >= t_back]
         before = [t for t, name in answers if t < t_back and name != "-"][-1:]
@@ -382,7 +389,8 @@ def one_restore(system, tag, reboot):
                 "lost": sum(name == "-" for _, name in window),
                 "longest_s": round(max((b - a for a, b in zip(answered, answered[1:])), default=0), 3),
                 "stall_max_s": round(max((late for t, late in stalls if t >= t_back), default=0), 3),
-                "failover_gap_s": None if gap is None else round(gap, 3)}
+                "failover_gap_s": None if gap is None else round(gap, 3),
+                "grace": graced if system.startswith("lvskit") else None}
     finally:
         p.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -408,6 +416,7 @@ def restore(systems, trials, reboot):
                        "longest_max_s": max((r["longest_s"] for r in good), default=None),
                        "stall_max_s": max((r["stall_max_s"] for r in got), default=None),
                        "takes_median_s": statistics.median([r["takes_s"] for r in good]) if good else None,
+                       "graced": sum(bool(r["grace"]) for r in got),
                        "failover_gap_median_s": statistics.median(gaps) if gaps else None,
                        "rows": got, "load": load_avg()}
     return out
