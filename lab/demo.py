@@ -155,8 +155,9 @@ def derive(text, addresses, overrides):
 
 
 # --- the kernel table -----------------------------------------------------------------------
-def parse_table(text, names):
-    """`ipvsadm -Ln` -> {"TCP 10.200.1.100:80": {server name: weight}}."""
+def parse_table(text, names, counts=False):
+    """`ipvsadm -Ln` -> {"TCP 10.200.1.100:80": {server name: weight}}; with counts, the
+    value is "weight/active/inactive" (why a least-connection scheduler picks whom)."""
     table, svc = {}, None
     for line in text.splitlines():
         m = re.match(r"^(TCP|UDP)\s+(\S+)\s", line)
@@ -164,9 +165,9 @@ def parse_table(text, names):
             svc = f"{m.group(1)} {m.group(2)}"
             table[svc] = {}
             continue
-        m = re.match(r"^\s+->\s+([\d.]+):\d+\s+\w+\s+(\d+)", line)
+        m = re.match(r"^\s+->\s+([\d.]+):\d+\s+\w+\s+(\d+)\s+(\d+)\s+(\d+)", line)
         if m and svc:
-            table[svc][names.get(m.group(1), m.group(1))] = int(m.group(2))
+            table[svc][names.get(m.group(1), m.group(1))] = "/".join(m.groups()[1:]) if counts else int(m.group(2))
     return table
 
 
@@ -717,6 +718,7 @@ class Demo:
                    f"{GUEST_HEARTBEAT['deadtime']})", t=t_vip, node=s)
         self.inherited = self._conn_states(s)
         self.figures["inherited"] = self.inherited
+        self.spare_counts = {"takeover": self._counts(s)}
         self.wait(lambda: self.read_log() or any(r["server"] and r["svc"] == "www" for r in
                                                  self.window(t_kill, 1e9)), 60)
         first = next((r for r in self.window(t_kill, 1e9, "www") if r["server"]), None)
@@ -724,6 +726,9 @@ class Demo:
             raise DemoError("the client got no answer after the takeover")
         self.event("client answered again", "first www answer through " + s, t=first["t"] + first["d"], node=s)
         self.sleep(self.dur["after_takeover"])
+        self.spare_counts["before return"] = self._counts(s)
+        self.spare_states = {k: v for k, v in self._conn_states(s).items() if "FIN_WAIT" not in k}
+        self.figures["spare_counts"] = self.spare_counts
         # midas returns as a rebooted machine: no VIP, no table, empty /run
         t_ret = self.now()
         steps = self._reboot(d)
@@ -774,6 +779,12 @@ class Demo:
             "failback_s": (t_fb - t_ret) if t_fb else None,
             "failback_gap_s": max(gaps) if gaps else None,
             "holder_end": self.holder()}
+
+    def _counts(self, node):
+        """NODE's www row as "name weight/active/inactive ..."."""
+        r = self.run(node, ["ipvsadm", "-Ln"], check=False)
+        table = {self.svc_of.get(k, k): v for k, v in parse_table(r.stdout, self.names, counts=True).items()}
+        return " ".join(f"{n} {c}" for n, c in table.get("www", {}).items())
 
     def _conn_states(self, node):
         """{"real:port state": count} of NODE's connection table: what it inherited by sync."""
@@ -931,11 +942,15 @@ class Demo:
         if m:
             off = {n: m["spare_share"].get(n, 0.0) - e for n, e in m["spare_expected"].items()}
             if any(abs(d) > SPARE_POINTS for d in off.values()):
-                out.append(f"estepe's www shares " + " ".join(
+                out.append("estepe's www shares " + " ".join(
                     f"{n} {m['spare_share'].get(n, 0):.0%}/{e:.0%}" for n, e in m["spare_expected"].items())
                     + f" (measured/weights) over its first {m['spare_window_s']:.0f} s: more than "
                     f"{SPARE_POINTS:.0%} off; its connection table at the takeover: "
-                    + ", ".join(f"{k} x{v}" for k, v in getattr(self, "inherited", {}).items()))
+                    + ", ".join(f"{k} x{v}" for k, v in getattr(self, "inherited", {}).items())
+                    + "; its www weight/active/inactive " + "; ".join(
+                        f"{when}: {row}" for when, row in getattr(self, "spare_counts", {}).items())
+                    + "; its entries not in FIN_WAIT before midas returned: " + ", ".join(
+                        f"{k} x{v}" for k, v in getattr(self, "spare_states", {}).items()))
             if m["failed_failback"]:
                 out.append(f"{m['failed_failback']} requests failed during the failback ("
                            + "; ".join(m.get("failed_failback_list", [])) + ")")

@@ -15,9 +15,11 @@ def near(measured, expected, tolerance):
 
 def test_short_demo(tmp_path):
     lines = []
-    f = demo.run(short=True, out=str(tmp_path), make_plot=False, say=lines.append)
-    text = "\n".join(lines)
-    print(text)
+    try:
+        f = demo.run(short=True, out=str(tmp_path), make_plot=False, say=lines.append)
+    finally:
+        text = "\n".join(lines)
+        print(text)                         # the summary, also when run() raised
 
     steady = f["steady"]
     for svc, tolerance in (("www", 0.10), ("xdmcp", 0.15), ("ssh", 0.15)):
