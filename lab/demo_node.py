@@ -14,6 +14,8 @@ client LOG VIP [--users FIRST,COUNT] [--www S] [--xdmcp S] [--ssh S]
     Each XDMCP query comes from the next of COUNT extra source addresses
     (FIRST, FIRST+1, ...): xdmcp is persistent per client address, so a new
     desktop user is a new address; the demo adds them to the client's eth0.
+    A request gives up after TIMEOUT (1.5 s), which falls between the
+    kernel's SYN retransmissions (1 s, 3 s): see client().
 """
 import ipaddress
 import json
@@ -148,7 +150,16 @@ def ask_xdmcp(vip, timeout, source):
     return parse_willing(data)
 
 
-def client(log, vip, users_first=None, users_count=0, every=None, timeout=1.0):
+# Not 1 s: the kernel sends its first SYN again after 1 s, and a client that gives up at
+# that instant may close while the SYN it re-sent reaches a new director.  It then resets
+# the real server's SYN-ACK, and IPVS keeps the half-open entry as SYN_RECV, counted as an
+# active connection, for 60 s (a client's RST does not end SYN_RECV): wlc gives that server
+# no new connection for most of a minute.  Half a second after the retransmission, the
+# handshake it carries has completed or was lost before reaching a director.
+TIMEOUT = 1.5
+
+
+def client(log, vip, users_first=None, users_count=0, every=None, timeout=TIMEOUT):
     every = every or {"www": 0.1, "xdmcp": 0.25, "ssh": 1.0}
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
