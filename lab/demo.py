@@ -492,8 +492,11 @@ class Demo:
     def _read_node(self, node):
         r = self.lab.run(self.lab_node(node), "ipvsadm -Ln; echo @@; ip -o -4 addr show dev eth0")
         table_text, _, addrs = r.stdout.partition("@@")
-        table = parse_table(table_text, self.names)
-        return {self.svc_of.get(k, k): v for k, v in table.items()}, f" {self.vip}/" in addrs
+        return self._services(table_text), f" {self.vip}/" in addrs
+
+    def _services(self, text, counts=False):
+        """parse_table keyed by the config's service names (www, ssh, xdmcp)."""
+        return {self.svc_of.get(k, k): v for k, v in parse_table(text, self.names, counts).items()}
 
     def _sample_loop(self):
         while not self._stop.is_set():
@@ -783,8 +786,8 @@ class Demo:
     def _counts(self, node):
         """NODE's www row as "name weight/active/inactive ..."."""
         r = self.run(node, ["ipvsadm", "-Ln"], check=False)
-        table = {self.svc_of.get(k, k): v for k, v in parse_table(r.stdout, self.names, counts=True).items()}
-        return " ".join(f"{n} {c}" for n, c in table.get("www", {}).items())
+        www = self._services(r.stdout, counts=True).get("www", {})
+        return " ".join(f"{n} {c}" for n, c in www.items())
 
     def _conn_states(self, node):
         """{"real:port state": count} of NODE's connection table: what it inherited by sync."""
